@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.api.runtime import Runtime
+from app.auth.service import Principal
+from app.errors import Unauthorized
+
+
+def get_runtime(request: Request) -> Runtime:
+    return cast(Runtime, request.app.state.runtime)
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key from `falrelay keys create NAME`, sent as `Bearer <key>`.",
+)
+
+
+async def get_principal(
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None:
+        raise Unauthorized("Send the API key as `Authorization: Bearer <key>`.")
+    principal = await runtime.keys.resolve(credentials.credentials)
+    if principal is None:
+        raise Unauthorized("The API key is not valid, or it was revoked.")
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from pydantic import AwareDatetime
+from starlette.responses import Response
+
+from app.api.deps import PrincipalDep, RuntimeDep
+from app.api.responses import JSONBytes
+from app.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    ValidationFailed,
+    error_responses,
+)
+from app.jobs import service
+from app.jobs.models import JobStatus
+from app.jobs.schemas import IdempotencyKey, JobCreate, JobPage, JobRead, job_view
+from app.jobs.service import IdempotencyKeyInFlight, JobNotCancelable
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobRead,
+    responses={
+        200: {"model": JobRead, "description": "An Idempotency-Key replay: the earlier job."},
+        **error_responses(
+            BadRequest, Unauthorized, IdempotencyKeyInFlight, PayloadTooLarge, ValidationFailed
+        ),
+    },
+)
+async def create_job(
+    body: JobCreate,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    idempotency_key: Annotated[IdempotencyKey | None, Header(alias="Idempotency-Key")] = None,
+) -> Response:
+    """Store a job and queue it for fal; answered only once the job is committed."""
+    result = await service.create_job(runtime.pool, principal.client_id, body, idempotency_key)
+    view = job_view(result.job)
+    return JSONBytes(
+        view,
+        status_code=201 if result.created else 200,
+        headers={"Location": f"/v1/jobs/{view['id']}"},
+    )
+
+
+@router.get(
+    "",
+    response_model=JobPage,
+    responses=error_responses(Unauthorized, ValidationFailed),
+)
+async def list_jobs(
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    status: JobStatus | None = None,
+    model: str | None = None,
+    created_after: AwareDatetime | None = None,
+    created_before: AwareDatetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE_SIZE)] = 20,
+    cursor: str | None = None,
+) -> Response:
+    """The client's jobs, newest first, a page at a time (keyset pagination)."""
+    page = await service.list_jobs(
+        runtime.pool,
+        principal.client_id,
+        status=status,
+        model=model,
+        created_after=created_after,
+        created_before=created_before,
+        limit=limit,
+        cursor=cursor,
+    )
+    return JSONBytes(
+        {"data": [job_view(row) for row in page.rows], "next_cursor": page.next_cursor}
+    )
+
+
+@router.get(
+    "/{job_id}",
+    response_model=JobRead,
+    responses=error_responses(Unauthorized, NotFound),
+)
+async def get_job(job_id: str, principal: PrincipalDep, runtime: RuntimeDep) -> Response:
+    """One job, as it stands now."""
+    return JSONBytes(job_view(await service.get_job(runtime.pool, principal.client_id, job_id)))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobRead,
+    responses=error_responses(Unauthorized, NotFound, JobNotCancelable),
+)
+async def cancel_job(job_id: str, principal: PrincipalDep, runtime: RuntimeDep) -> Response:
+    """Cancel a job that has not finished; a finished job answers 409."""
+    return JSONBytes(job_view(await service.cancel_job(runtime.pool, principal.client_id, job_id)))

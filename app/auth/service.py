@@ -1,0 +1,78 @@
+"""Clients, their keys, and turning a bearer key into a client id."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from app import ids
+from app.auth import keys, repository
+from app.db.pool import Pool
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    client_id: uuid.UUID
+
+
+async def create_client(pool: Pool, name: str) -> tuple[uuid.UUID, str]:
+    """A new client and its first key; the key is returned once and never stored."""
+    client_id = ids.uuid7()
+    key = keys.generate_key()
+    await repository.insert_client_with_key(
+        pool,
+        client_id=client_id,
+        name=name,
+        key_id=ids.uuid7(),
+        key_hash=keys.hash_key(key),
+        prefix=keys.shown_prefix(key),
+    )
+    return client_id, key
+
+
+async def create_key(pool: Pool, client_id: uuid.UUID) -> str:
+    key = keys.generate_key()
+    await repository.insert_key(
+        pool,
+        client_id=client_id,
+        key_id=ids.uuid7(),
+        key_hash=keys.hash_key(key),
+        prefix=keys.shown_prefix(key),
+    )
+    return key
+
+
+async def revoke_key(pool: Pool, key: str) -> bool:
+    return await repository.revoke_key(pool, keys.hash_key(key))
+
+
+class KeyResolver:
+    """Resolves bearer keys to clients, remembering good answers for `ttl` seconds.
+
+    The cache takes a database round trip off every authenticated request. Its price: a revoked
+    key keeps working in this process for at most `ttl` seconds. Unknown keys are not cached, so
+    guessing keys cannot fill memory; the cache is also bounded.
+    """
+
+    def __init__(self, pool: Pool, *, ttl: float, max_entries: int = 10_000) -> None:
+        self._pool = pool
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._cache: dict[bytes, tuple[uuid.UUID, float]] = {}
+
+    async def resolve(self, key: str) -> Principal | None:
+        key_hash = keys.hash_key(key)
+        now = time.monotonic()
+        hit = self._cache.get(key_hash)
+        if hit is not None and hit[1] > now:
+            return Principal(hit[0])
+        client_id = await repository.find_client_id_by_key(self._pool, key_hash)
+        if client_id is None:
+            self._cache.pop(key_hash, None)
+            return None
+        if self._ttl > 0:
+            if len(self._cache) >= self._max_entries:
+                self._cache.clear()
+            self._cache[key_hash] = (client_id, now + self._ttl)
+        return Principal(client_id)

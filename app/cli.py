@@ -1,0 +1,215 @@
+"""The `falrelay` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import orjson
+import uvicorn
+
+from app.settings import MissingDatabaseURL, Settings
+
+if TYPE_CHECKING:
+    from app.db.embedded import EmbeddedPostgres
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus its re-raise of SIGINT/SIGTERM after shutdown: a drained process exits 0
+    and `finally` blocks (stopping the embedded Postgres) still run."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        stop_signals = (signal.SIGINT, signal.SIGTERM)
+        for sig in stop_signals:
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in stop_signals:
+                loop.remove_signal_handler(sig)
+
+
+async def _serve(
+    settings: Settings, host: str, port: int, *, on_started: str | None = None
+) -> None:
+    from app.main import create_app
+
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        lifespan="on",
+        proxy_headers=True,
+        server_header=False,
+        log_level="info",
+    )
+    server = _Server(config)
+    serving = asyncio.create_task(server.serve())
+    # uvicorn offers `started` only as a flag, so poll it.
+    while not server.started and not serving.done():  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    if on_started and server.started:
+        print(on_started, flush=True)
+    await serving
+    if not server.started:
+        raise SystemExit(1)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    settings = Settings()
+    settings.require_database_url()
+    asyncio.run(_serve(settings, args.host, args.port))
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from app.db.migrate import head_revision, upgrade_to_head
+
+    upgrade_to_head(Settings().require_database_url())
+    print(f"database schema is at {head_revision()}", file=sys.stderr)
+
+
+async def _create_key(database_url: str, name: str) -> str:
+    from app.auth import service
+    from app.db.pool import create_pool
+
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        client_id, key = await service.create_client(pool, name)
+    finally:
+        await pool.close()
+    print(f"created client {name!r} ({client_id}); the key is shown once", file=sys.stderr)
+    return key
+
+
+def cmd_keys_create(args: argparse.Namespace) -> None:
+    key = asyncio.run(_create_key(Settings().require_database_url(), args.name))
+    print(key)
+
+
+def cmd_openapi(args: argparse.Namespace) -> None:
+    from app.main import create_app
+
+    document = create_app(Settings()).openapi()
+    sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+async def _prepare_dev(postgres: EmbeddedPostgres, saved_key: str | None) -> tuple[str, str]:
+    """Create and migrate the dev database; the dev client's key: the saved one if it still
+    works, else a new one. Returns (database URL, key)."""
+    from app.auth.service import KeyResolver, create_client
+    from app.db import embedded
+    from app.db.migrate import upgrade_to_head
+    from app.db.pool import asyncpg_dsn, create_pool
+
+    await embedded.ensure_database(asyncpg_dsn(postgres.url("postgres")), "falrelay")
+    database_url = postgres.url("falrelay")
+    await asyncio.to_thread(upgrade_to_head, database_url)
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        if saved_key and await KeyResolver(pool, ttl=0).resolve(saved_key) is not None:
+            return database_url, saved_key
+        _, key = await create_client(pool, "dev")
+        return database_url, key
+    finally:
+        await pool.close()
+
+
+def _dev_banner(base: str, key: str, database_url: str) -> str:
+    return "\n".join(
+        [
+            "",
+            "falrelay dev is running",
+            f"  API       {base}",
+            f"  docs      {base}/docs",
+            f"  API key   {key}",
+            f"  database  {database_url}",
+            "",
+            "Create a job:",
+            f"  curl -s {base}/v1/jobs -H 'Authorization: Bearer {key}' \\",
+            "    -H 'Content-Type: application/json' \\",
+            """    -d '{"input": {"prompt": "a red fox in snow", "aspect_ratio": "16:9"}}'""",
+            "",
+        ]
+    )
+
+
+def cmd_dev(args: argparse.Namespace) -> None:
+    from app.db import embedded
+
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key_file = data_dir / "dev-api-key"
+    saved_key = key_file.read_text().strip() if key_file.exists() else None
+    print(f"starting the embedded Postgres in {data_dir / 'pgdata'} ...", file=sys.stderr)
+    postgres = embedded.start(data_dir / "pgdata")
+    try:
+        database_url, key = asyncio.run(_prepare_dev(postgres, saved_key))
+        if key != saved_key:
+            key_file.write_text(key + "\n")
+            key_file.chmod(0o600)
+        settings = Settings(database_url=database_url, allow_private_webhook_urls=True)
+        banner = _dev_banner(f"http://{args.host}:{args.port}", key, database_url)
+        asyncio.run(_serve(settings, args.host, args.port, on_started=banner))
+    finally:
+        postgres.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="falrelay", description="A durable jobs API in front of fal.ai's queue."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add_listen(sub: argparse.ArgumentParser, host: str) -> None:
+        sub.add_argument("--host", default=host, help=f"address to listen on (default {host})")
+        sub.add_argument(
+            "--port", type=int, default=int(os.environ.get("PORT", 8000)), help="default 8000"
+        )
+
+    dev = commands.add_parser(
+        "dev", help="everything on one machine: embedded Postgres, API, a printed API key"
+    )
+    add_listen(dev, "127.0.0.1")
+    dev.add_argument(
+        "--data-dir", default=".falrelay", help="where the embedded Postgres keeps its data"
+    )
+    dev.set_defaults(func=cmd_dev)
+
+    serve = commands.add_parser("serve", help="the API (needs FALRELAY_DATABASE_URL)")
+    add_listen(serve, "0.0.0.0")
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = commands.add_parser("migrate", help="upgrade the database schema to this release")
+    migrate.set_defaults(func=cmd_migrate)
+
+    keys = commands.add_parser("keys", help="API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    create = key_commands.add_parser(
+        "create", help="create a client and its API key; prints only the key on stdout"
+    )
+    create.add_argument("name", help="a name for the client, e.g. the calling service")
+    create.set_defaults(func=cmd_keys_create)
+
+    openapi = commands.add_parser("openapi", help="print the OpenAPI document")
+    openapi.set_defaults(func=cmd_openapi)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except MissingDatabaseURL as exc:
+        print(f"falrelay: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

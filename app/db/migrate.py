@@ -1,0 +1,34 @@
+"""Alembic, driven from code: `falrelay migrate`, `falrelay dev`, the tests and `/readyz`."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+import migrations
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    # Passed as an attribute, not a main option: ConfigParser interpolation breaks on the `%2F`
+    # of a URL-encoded socket path.
+    config.attributes["database_url"] = database_url
+    return config
+
+
+def upgrade_to_head(database_url: str) -> None:
+    """Blocking; from async code run it with `asyncio.to_thread` (env.py runs its own loop)."""
+    command.upgrade(alembic_config(database_url), "head")
+
+
+@cache
+def head_revision() -> str:
+    heads = ScriptDirectory.from_config(alembic_config("")).get_heads()
+    if len(heads) != 1:
+        raise RuntimeError(f"migrations must have exactly one head, found {heads}")
+    return heads[0]

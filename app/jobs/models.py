@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, Integer, Text, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, CreatedAtMixin
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"  # stored, not yet at fal
+    SUBMITTED = "submitted"  # fal said IN_QUEUE
+    RUNNING = "running"  # fal said IN_PROGRESS
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+
+
+class Job(CreatedAtMixin, Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    client_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE"), nullable=False
+    )
+    model: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=JobStatus.QUEUED)
+    input: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    metadata_: Mapped[dict[str, str]] = mapped_column(
+        "metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    output: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+    # What fal answered on submit: its request id and the URLs to use from then on (fal's docs:
+    # "do not build these URLs yourself").
+    fal_request_id: Mapped[str | None] = mapped_column(Text)
+    fal_status_url: Mapped[str | None] = mapped_column(Text)
+    fal_response_url: Mapped[str | None] = mapped_column(Text)
+    fal_cancel_url: Mapped[str | None] = mapped_column(Text)
+
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
+    # SHA-256 of the normalised request: same key + another body is refused.
+    request_fingerprint: Mapped[bytes | None] = mapped_column()
+
+    # The submission queue: a worker claims rows with status 'queued' whose next_attempt_at has
+    # come and whose lease (locked_until) is empty or has run out.
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()")
+    )
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()"), nullable=False
+    )
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued', 'submitted', 'running', 'succeeded', 'failed', 'canceled')",
+            name="status",
+        ),
+        # Listing, newest first, keyset on (created_at, id); with and without a status filter.
+        Index("ix_jobs_client_created", "client_id", text("created_at DESC"), text("id DESC")),
+        Index(
+            "ix_jobs_client_status_created",
+            "client_id",
+            "status",
+            text("created_at DESC"),
+            text("id DESC"),
+        ),
+        # Idempotency comes from this constraint, not from a read before the insert.
+        Index(
+            "uq_jobs_client_idempotency_key",
+            "client_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+        Index(
+            "uq_jobs_fal_request_id",
+            "fal_request_id",
+            unique=True,
+            postgresql_where=text("fal_request_id IS NOT NULL"),
+        ),
+        # The submission worker's scan touches only rows still waiting for fal.
+        Index(
+            "ix_jobs_submission_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'queued'"),
+        ),
+    )

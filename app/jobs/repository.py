@@ -1,0 +1,146 @@
+"""SQL for jobs. Every statement a request runs is one round trip in autocommit."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from app.db.pool import Pool
+
+JOB_COLUMNS = (
+    "id, model, status, input, metadata, callback_url, output, error, fal_request_id, "
+    "created_at, submitted_at, started_at, completed_at"
+)
+
+INSERT_JOB = f"""
+INSERT INTO jobs (id, client_id, model, input, metadata, callback_url)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING {JOB_COLUMNS}
+"""
+
+# A concurrent duplicate waits on the unique index for the first insert to commit, then finds
+# the conflict: two requests with one key never make two jobs.
+INSERT_JOB_IDEMPOTENT = f"""
+INSERT INTO jobs (id, client_id, model, input, metadata, callback_url,
+                  idempotency_key, request_fingerprint)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING {JOB_COLUMNS}
+"""
+
+SELECT_BY_IDEMPOTENCY_KEY = f"""
+SELECT {JOB_COLUMNS}, request_fingerprint FROM jobs
+WHERE client_id = $1 AND idempotency_key = $2
+"""
+
+SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND client_id = $2"
+
+SELECT_STATUS = "SELECT status FROM jobs WHERE id = $1 AND client_id = $2"
+
+CANCEL_QUEUED = f"""
+UPDATE jobs
+SET status = 'canceled', completed_at = now(), updated_at = now(),
+    next_attempt_at = NULL, locked_until = NULL
+WHERE id = $1 AND client_id = $2 AND status = 'queued'
+RETURNING {JOB_COLUMNS}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    id: uuid.UUID
+    client_id: uuid.UUID
+    model: str
+    input: dict[str, Any]
+    metadata: dict[str, str]
+    callback_url: str | None
+
+
+async def insert(pool: Pool, job: NewJob) -> asyncpg.Record:
+    row = await pool.fetchrow(
+        INSERT_JOB, job.id, job.client_id, job.model, job.input, job.metadata, job.callback_url
+    )
+    assert row is not None
+    return row
+
+
+async def insert_idempotent(
+    pool: Pool, job: NewJob, *, key: str, fingerprint: bytes
+) -> asyncpg.Record | None:
+    """The new row, or None when the client already used `key`."""
+    return await pool.fetchrow(
+        INSERT_JOB_IDEMPOTENT,
+        job.id,
+        job.client_id,
+        job.model,
+        job.input,
+        job.metadata,
+        job.callback_url,
+        key,
+        fingerprint,
+    )
+
+
+async def find_by_idempotency_key(
+    pool: Pool, client_id: uuid.UUID, key: str
+) -> asyncpg.Record | None:
+    return await pool.fetchrow(SELECT_BY_IDEMPOTENCY_KEY, client_id, key)
+
+
+async def get(pool: Pool, client_id: uuid.UUID, job_id: uuid.UUID) -> asyncpg.Record | None:
+    return await pool.fetchrow(SELECT_JOB, job_id, client_id)
+
+
+async def get_status(pool: Pool, client_id: uuid.UUID, job_id: uuid.UUID) -> str | None:
+    status: str | None = await pool.fetchval(SELECT_STATUS, job_id, client_id)
+    return status
+
+
+async def cancel_queued(
+    pool: Pool, client_id: uuid.UUID, job_id: uuid.UUID
+) -> asyncpg.Record | None:
+    return await pool.fetchrow(CANCEL_QUEUED, job_id, client_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ListFilter:
+    status: str | None = None
+    model: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    # Keyset position: rows strictly older than (created_at, id), newest first.
+    after: tuple[datetime, uuid.UUID] | None = None
+
+
+async def list_page(
+    pool: Pool, client_id: uuid.UUID, where: ListFilter, limit: int
+) -> list[asyncpg.Record]:
+    """Up to `limit` jobs, newest first. Served by ix_jobs_client_created or, with a status,
+    ix_jobs_client_status_created; the row comparison keeps it an index range scan."""
+    clauses = ["client_id = $1"]
+    args: list[Any] = [client_id]
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if where.status is not None:
+        clauses.append(f"status = {arg(where.status)}")
+    if where.model is not None:
+        clauses.append(f"model = {arg(where.model)}")
+    if where.created_after is not None:
+        clauses.append(f"created_at > {arg(where.created_after)}")
+    if where.created_before is not None:
+        clauses.append(f"created_at < {arg(where.created_before)}")
+    if where.after is not None:
+        created_at, job_id = where.after
+        clauses.append(f"(created_at, id) < ({arg(created_at)}, {arg(job_id)})")
+    sql = (
+        f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(clauses)} "
+        f"ORDER BY created_at DESC, id DESC LIMIT {arg(limit)}"
+    )
+    return await pool.fetch(sql, *args)

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import asyncpg
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from app import ids
+from app.catalog import DEFAULT_MODEL_ID, MODELS
+from app.jobs.models import JobStatus
+
+JOB_ID_PREFIX = "job"
+MAX_URL_LENGTH = 2048
+MAX_METADATA_KEYS = 50
+
+
+def _known_model(value: str) -> str:
+    if value not in MODELS:
+        raise ValueError(f"unknown model {value!r}; GET /v1/models lists the models")
+    return value
+
+
+def _callback_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials; verify the webhook signature instead")
+    if parts.fragment:
+        raise ValueError("must not have a #fragment")
+    return value
+
+
+ModelId = Annotated[
+    str,
+    AfterValidator(_known_model),
+    Field(
+        description="A fal model id from GET /v1/models.",
+        json_schema_extra={"enum": sorted(MODELS)},
+    ),
+]
+CallbackURL = Annotated[
+    str, StringConstraints(max_length=MAX_URL_LENGTH), AfterValidator(_callback_url)
+]
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+MetadataValue = Annotated[str, StringConstraints(max_length=500)]
+Metadata = Annotated[
+    dict[MetadataKey, MetadataValue],
+    Field(
+        max_length=MAX_METADATA_KEYS,
+        description="Up to 50 string pairs (keys ≤ 40 characters, values ≤ 500), "
+        "returned wherever the job appears.",
+    ),
+]
+IdempotencyKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
+]
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": DEFAULT_MODEL_ID,
+                    "input": {"prompt": "a red fox in snow", "aspect_ratio": "16:9"},
+                    "callback_url": "https://client.example/hooks/falrelay",
+                    "metadata": {"order_id": "A-1001"},
+                }
+            ]
+        },
+    )
+
+    model: ModelId = DEFAULT_MODEL_ID
+    input: dict[str, Any] = Field(
+        description="The model's input; its JSON schema is in GET /v1/models."
+    )
+    callback_url: CallbackURL | None = Field(
+        default=None, description="A per-job webhook, signed with the client's default secret."
+    )
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+
+
+class JobRead(BaseModel):
+    """The job object: the same in answers, listings and webhook payloads."""
+
+    id: str = Field(examples=["job_0193a9d2c4f07a4c9b1e2d3f4a5b6c7d"])
+    model: str
+    status: JobStatus
+    input: dict[str, Any]
+    metadata: dict[str, str]
+    callback_url: str | None
+    output: dict[str, Any] | None
+    error: JobError | None
+    fal_request_id: str | None
+    created_at: datetime
+    submitted_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+class JobPage(BaseModel):
+    data: list[JobRead]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next (older) page; null on the last page."
+    )
+
+
+def job_id(value: uuid.UUID) -> str:
+    return ids.encode(JOB_ID_PREFIX, value)
+
+
+def job_view(row: asyncpg.Record) -> dict[str, Any]:
+    """A job row (selected with `repository.JOB_COLUMNS`) in the shape of `JobRead`.
+
+    Built by hand rather than through `JobRead` because it is on every hot path; a contract
+    test validates its output against `JobRead`.
+    """
+    return {
+        "id": job_id(row["id"]),
+        "model": row["model"],
+        "status": row["status"],
+        "input": row["input"],
+        "metadata": row["metadata"],
+        "callback_url": row["callback_url"],
+        "output": row["output"],
+        "error": row["error"],
+        "fal_request_id": row["fal_request_id"],
+        "created_at": row["created_at"],
+        "submitted_at": row["submitted_at"],
+        "started_at": row["started_at"],
+        "completed_at": row["completed_at"],
+    }

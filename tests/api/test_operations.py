@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+
+from app.catalog import DEFAULT_MODEL_ID, MODELS
+from app.db.migrate import head_revision
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import PostgresServer
+from tests.support import Tenant, assert_problem, http_client
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def test_healthz(anonymous: httpx.AsyncClient) -> None:
+    response = await anonymous.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_when_the_schema_is_at_head(anonymous: httpx.AsyncClient) -> None:
+    response = await anonymous.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "schema": head_revision()}
+
+
+async def test_readyz_is_503_on_an_unmigrated_database(postgres: PostgresServer) -> None:
+    url = await postgres.create_database("falrelay_unmigrated_readyz")
+    try:
+        app = create_app(Settings(database_url=url))
+        async with app.router.lifespan_context(app), http_client(app) as http:
+            response = await http.get("/readyz")
+        problem = assert_problem(response, 503, "unavailable")
+        assert "falrelay migrate" in problem["detail"]
+    finally:
+        await postgres.drop_database("falrelay_unmigrated_readyz")
+
+
+async def test_models_lists_the_input_schema(tenant: Tenant) -> None:
+    response = await tenant.http.get("/v1/models")
+    assert response.status_code == 200
+    (model,) = response.json()["data"]
+    assert model["id"] == DEFAULT_MODEL_ID
+    schema = model["input_schema"]
+    assert schema["required"] == ["prompt"]
+    assert schema["additionalProperties"] is False
+    assert len(schema["properties"]["aspect_ratio"]["enum"]) == 14
+    assert schema["properties"]["resolution"]["default"] == "2K"
+    assert model["output_schema"]["required"] == ["images"]
+
+
+def test_openapi_json_is_the_committed_document() -> None:
+    """`falrelay openapi > openapi.json` after any API change."""
+    committed = json.loads((REPO / "openapi.json").read_text())
+    assert committed == create_app(Settings()).openapi()
+
+
+def test_operation_ids_are_the_handler_names(app: FastAPI) -> None:
+    document = app.openapi()
+    operation_ids = [
+        operation["operationId"]
+        for path_item in document["paths"].values()
+        for operation in path_item.values()
+    ]
+    assert sorted(operation_ids) == [
+        "cancel_job",
+        "create_job",
+        "get_job",
+        "healthz",
+        "list_jobs",
+        "list_models",
+        "readyz",
+    ]
+
+
+def test_openapi_documents_errors_as_problems_and_every_model_input(app: FastAPI) -> None:
+    document = app.openapi()
+    for path_item in document["paths"].values():
+        for operation in path_item.values():
+            for status, answer in operation["responses"].items():
+                if int(status) >= 400:
+                    assert list(answer["content"]) == ["application/problem+json"], status
+    input_schema = document["components"]["schemas"]["JobCreate"]["properties"]["input"]
+    refs = {variant["$ref"].rsplit("/", 1)[1] for variant in input_schema["anyOf"]}
+    assert refs == {spec.input_model.__name__ for spec in MODELS.values()}
+
+
+async def test_an_unreachable_database_is_a_503_problem() -> None:
+    # Nothing listens on loopback port 1; the pool connects lazily (min size 0).
+    settings = Settings(
+        database_url="postgresql+asyncpg://postgres@127.0.0.1:1/nothing", db_pool_min_size=0
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), http_client(app, "frk_any") as http:
+        response = await http.get("/v1/jobs")
+        ready = await http.get("/readyz")
+    problem = assert_problem(response, 503, "unavailable")
+    assert response.headers["retry-after"] == "2"
+    assert "database" in problem["detail"]
+    assert_problem(ready, 503, "unavailable")

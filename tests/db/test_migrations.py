@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from alembic import command
+
+from app.db.migrate import alembic_config, head_revision, upgrade_to_head
+from app.db.pool import asyncpg_dsn
+from tests.conftest import PostgresServer
+
+TABLES = {"alembic_version", "clients", "api_keys", "jobs"}
+
+
+async def _tables(url: str) -> set[str]:
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    finally:
+        await conn.close()
+    return {row["tablename"] for row in rows}
+
+
+async def test_upgrade_downgrade_upgrade_on_an_empty_database(postgres: PostgresServer) -> None:
+    name = "falrelay_migration_roundtrip"
+    url = await postgres.create_database(name)
+    try:
+        await asyncio.to_thread(upgrade_to_head, url)
+        assert await _tables(url) == TABLES
+
+        await asyncio.to_thread(command.downgrade, alembic_config(url), "base")
+        assert await _tables(url) == {"alembic_version"}
+
+        await asyncio.to_thread(upgrade_to_head, url)
+        assert await _tables(url) == TABLES
+    finally:
+        await postgres.drop_database(name)
+
+
+async def test_models_and_migrations_agree(fresh_database_url: str) -> None:
+    """`alembic check` fails when a model changed without a migration (or the reverse)."""
+    await asyncio.to_thread(command.check, alembic_config(fresh_database_url))
+
+
+def test_one_head() -> None:
+    assert head_revision()
