@@ -1,0 +1,51 @@
+"""Real HTTP servers on loopback for end-to-end tests: uvicorn in a thread of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from types import TracebackType
+
+import uvicorn
+from starlette.types import ASGIApp
+
+
+class LiveServer:
+    """Serves `app` on 127.0.0.1 (an ephemeral port unless one is given) until the `with`
+    block ends. The app runs on the server thread's own event loop, lifespan included."""
+
+    def __init__(self, app: ASGIApp, *, port: int = 0, lifespan: str = "on") -> None:
+        self._config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, lifespan=lifespan, log_level="warning"
+        )
+        # Off the main thread, uvicorn leaves the process's signals alone.
+        self._server = uvicorn.Server(self._config)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.port = port
+
+    def _run(self) -> None:
+        asyncio.run(self._server.serve())
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LiveServer:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the live server did not start")
+            time.sleep(0.01)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
