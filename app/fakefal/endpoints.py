@@ -1,0 +1,68 @@
+"""fal's queue paths: a model id in a submit path, and the request paths that follow it.
+
+A model id is `owner/app[/path...]`, or `workflows|comfy/owner/app[/path...]`. Status, result
+and cancel live under the app alone (`owner/app/requests/{id}`), which is what fal returns; the
+full-id form (`owner/app/path/requests/{id}`) appears in some per-model docs, so it is accepted too.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+NAMESPACES = ("workflows", "comfy")
+Operation = Literal["result", "status", "stream", "cancel"]
+_OPERATIONS: dict[str, Operation] = {
+    "": "result",
+    "/status": "status",
+    "/status/stream": "stream",
+    "/cancel": "cancel",
+}
+_REQUEST_PATH = re.compile(
+    r"^(?P<app>.+?)/requests/(?P<id>[^/]+)(?P<op>|/status|/status/stream|/cancel)$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    namespace: str | None
+    owner: str
+    alias: str
+    path: str
+
+    @classmethod
+    def parse(cls, model_id: str) -> Endpoint | None:
+        parts = model_id.strip("/").split("/")
+        namespace = parts.pop(0) if parts[0] in NAMESPACES else None
+        if len(parts) < 2 or not all(parts):
+            return None
+        return cls(namespace, parts[0], parts[1], "/".join(parts[2:]))
+
+    @property
+    def app_id(self) -> str:
+        """What status, result and cancel URLs use: namespace, owner and app."""
+        prefix = f"{self.namespace}/" if self.namespace else ""
+        return f"{prefix}{self.owner}/{self.alias}"
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.app_id}/{self.path}" if self.path else self.app_id
+
+    def serves(self, app_part: str) -> bool:
+        """Whether a request path's app part names this endpoint, in either form."""
+        return app_part.strip("/") in (self.app_id, self.model_id)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestPath:
+    app_part: str
+    request_id: str
+    operation: Operation
+
+    @classmethod
+    def parse(cls, path: str) -> RequestPath | None:
+        match = _REQUEST_PATH.match(path.strip("/"))
+        if match is None:
+            return None
+        return cls(match["app"], match["id"], _OPERATIONS[match["op"]])

@@ -1,0 +1,400 @@
+"""The fake fal: an ASGI app that speaks fal's queue protocol (protocol notes section 6).
+
+Queue routes need `Authorization: Key <anything>`; `/files/`, the JWKS and the `/_fake/` control
+API do not. Every URL it hands out starts where the caller reached it, mount prefix included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from app.fakefal import control
+from app.fakefal.config import FakeFalConfig
+from app.fakefal.endpoints import Endpoint, RequestPath
+from app.fakefal.failures import FAILURES, Failure
+from app.fakefal.images import ImageSpec, RenderCache
+from app.fakefal.models import Generation, generate, invalid_json
+from app.fakefal.signing import WebhookSigner
+from app.fakefal.stats import Stats
+from app.fakefal.store import FakeRequest, RequestStore, State, WebhookPlan
+from app.fakefal.webhooks import WebhookSender, webhook_body
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "x-fal-request-id"
+# fal_client treats a 502/503/504 without x-fal-request-id and with "nginx" in the body as an
+# ingress error and retries it; this is the page nginx answers with.
+_NGINX_PAGE = (
+    "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n"
+    "<center><h1>{code} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+_INGRESS_REASONS = {502: "Bad Gateway", 503: "Service Temporarily Unavailable"}
+_TRUE = ("1", "true", "yes", "on")
+# Seeds drawn for "random" stay below 2**53, so every JSON parser reads them back exactly.
+_MAX_DRAWN_SEED = 2**53 - 1
+
+
+class FakeFal:
+    """One fake fal: its requests, knobs, signing key and counters. `app` can be served alone
+    or mounted under a prefix. Call `aclose()` on the loop that serves it when done with it; a
+    root-served app does that itself at lifespan shutdown."""
+
+    def __init__(self, config: FakeFalConfig | None = None) -> None:
+        self.config = config if config is not None else FakeFalConfig()
+        self.stats = Stats()
+        self.requests = RequestStore()
+        self.signer = WebhookSigner()
+        self._files = RenderCache()
+        self._sender = WebhookSender(self.signer, self.stats)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._rng = random.Random(self.config.random_seed)
+        self.app: ASGIApp = Starlette(
+            routes=[
+                Route("/.well-known/jwks.json", self._jwks, methods=["GET"]),
+                Route("/files/{name}", self._file, methods=["GET"]),
+                *control.routes(self),
+                Route("/{path:path}", self._queue, methods=["GET", "POST", "PUT"]),
+            ],
+            lifespan=self._lifespan,
+        )
+
+    def configure(self, changes: dict[str, Any]) -> FakeFalConfig:
+        """Apply a partial config, all or nothing; raises pydantic's ValidationError."""
+        unknown = sorted(set(changes) - set(FakeFalConfig.model_fields))
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(unknown)}")
+        # Every field given explicitly, so the environment cannot leak into the result.
+        merged = FakeFalConfig(**{**self.config.model_dump(), **changes})
+        for name in changes:
+            setattr(self.config, name, getattr(merged, name))
+        if "random_seed" in changes:
+            self._rng.seed(self.config.random_seed)
+        return self.config
+
+    def reset(self) -> None:
+        """Forget every request and count, stop pending webhooks; keep the config."""
+        for task in self._tasks:
+            task.cancel()
+        for request in self.requests:
+            request.changed.set()  # ends their status streams
+        self.requests.clear()
+        self.stats.reset()
+        self._files.clear()
+        self._rng.seed(self.config.random_seed)
+
+    async def aclose(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._sender.aclose()
+
+    @asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await self.aclose()
+
+    # -- queue routes ---------------------------------------------------------------------
+
+    async def _queue(self, request: Request) -> Response:
+        if (refusal := _check_auth(request)) is not None:
+            return refusal
+        path: str = request.path_params["path"]
+        if request.method == "POST":
+            return await self._submit(request, path)
+        target = RequestPath.parse(path)
+        if target is None:
+            return JSONResponse({"detail": "Not Found"}, 404)
+        allowed = ("PUT",) if target.operation == "cancel" else ("GET", "HEAD")
+        if request.method not in allowed:
+            headers = {"Allow": ", ".join(allowed)}
+            return JSONResponse({"detail": "Method Not Allowed"}, 405, headers=headers)
+        fake_request = self.requests.get(target.request_id)
+        if fake_request is not None and not fake_request.endpoint.serves(target.app_part):
+            fake_request = None
+        if target.operation == "result":
+            return self._result(fake_request)
+        if fake_request is None:
+            return JSONResponse({"status": "NOT_FOUND"}, 404)
+        if target.operation == "status":
+            return self._status(request, fake_request)
+        if target.operation == "stream":
+            return self._stream(request, fake_request)
+        return self._cancel(fake_request)
+
+    async def _submit(self, request: Request, path: str) -> Response:
+        endpoint = Endpoint.parse(path)
+        if endpoint is None:
+            return JSONResponse({"detail": f"Application '{path}' not found"}, 404)
+        webhook_url = request.query_params.get("fal_webhook")
+        if webhook_url is not None and not webhook_url.startswith(("http://", "https://")):
+            return JSONResponse({"detail": "fal_webhook must be an http(s) URL"}, 422)
+        max_queue = request.query_params.get("fal_max_queue_length")
+        if max_queue is not None and not max_queue.isdigit():
+            return JSONResponse({"detail": "fal_max_queue_length must be an integer"}, 422)
+        raw_body = await request.body()
+        config, rng = self.config, self._rng
+
+        # Faults are drawn in a fixed order from one generator, so a random_seed replays a run.
+        if rng.random() < config.submit_5xx_rate:
+            self.stats.submit_5xx += 1
+            code = rng.choice(sorted(_INGRESS_REASONS))
+            page = _NGINX_PAGE.format(code=code, reason=_INGRESS_REASONS[code])
+            return HTMLResponse(page, code)
+        if rng.random() < config.submit_429_rate:
+            self.stats.submit_429 += 1
+            return JSONResponse({"detail": "Too many requests, slow down"}, 429)
+        now = time.monotonic()
+        ahead = len(self.requests.waiting(endpoint.app_id, now))
+        if max_queue is not None and ahead > int(max_queue):
+            self.stats.submit_429 += 1
+            detail = f"Queue is full: more than {max_queue} requests are waiting"
+            return JSONResponse({"detail": detail}, 429)
+
+        drawn_seed = rng.randint(1, _MAX_DRAWN_SEED)
+        fails = rng.random() < config.error_rate
+        drawn_failure = FAILURES[rng.choice(config.error_types)]
+        plan = WebhookPlan(
+            drop=rng.random() < config.webhook_drop_rate,
+            duplicate=rng.random() < config.webhook_duplicate_rate,
+            payload_error=rng.random() < config.payload_error_rate,
+            delay=config.webhook_delay + rng.uniform(0.0, config.webhook_reorder),
+        )
+        model_input: Any = None
+        outcome: Generation | Failure
+        try:
+            model_input = json.loads(raw_body) if raw_body.strip() else {}
+        except json.JSONDecodeError as exc:
+            outcome = invalid_json(exc.msg, exc.pos)
+        except UnicodeDecodeError as exc:
+            outcome = invalid_json(str(exc), exc.start)
+        else:
+            outcome = generate(endpoint.model_id, model_input, drawn_seed)
+            if fails and not isinstance(outcome, Failure):
+                outcome = drawn_failure
+
+        fake_request = FakeRequest(
+            id=str(uuid.uuid4()),
+            endpoint=endpoint,
+            input=model_input,
+            fal_webhook=webhook_url,
+            base_url=_base_url(request),
+            submitted_at=time.time(),
+            queued_at=now,
+            queue_latency=config.queue_latency,
+            run_latency=config.run_latency,
+            outcome=outcome,
+            webhook=plan,
+        )
+        self.requests.add(fake_request, max_requests=config.max_requests)
+        self.stats.submitted += 1
+        fake_request.timer = self._spawn(self._complete_on_time(fake_request))
+        body: dict[str, Any] = {
+            "status": State.IN_QUEUE.value,
+            "request_id": fake_request.id,
+            "gateway_request_id": fake_request.id,
+            **fake_request.urls(),
+            "queue_position": ahead,
+            "logs": None,
+            "metrics": {},
+        }
+        return JSONResponse(body, headers={REQUEST_ID_HEADER: fake_request.id})
+
+    def _status(self, request: Request, fake_request: FakeRequest) -> Response:
+        body = self._status_body(fake_request, _logs_wanted(request))
+        code = 200 if body["status"] == State.COMPLETED else 202
+        return JSONResponse(body, code, headers={REQUEST_ID_HEADER: fake_request.id})
+
+    def _stream(self, request: Request, fake_request: FakeRequest) -> Response:
+        with_logs = _logs_wanted(request)
+
+        async def events() -> AsyncIterator[str]:
+            last: tuple[Any, Any] | None = None
+            last_sent = time.monotonic()
+            # Ends when the request completes, or is forgotten by a reset.
+            while self.requests.get(fake_request.id) is fake_request:
+                now = time.monotonic()
+                body = self._status_body(fake_request, with_logs, now)
+                key = (body["status"], body.get("queue_position"))
+                if key != last:
+                    last, last_sent = key, now
+                    yield f"data: {json.dumps(body)}\n\n"
+                if body["status"] == State.COMPLETED:
+                    return
+                ping = self.config.stream_ping_interval
+                wake = min(self._next_change(fake_request, now), last_sent + ping)
+                try:
+                    async with asyncio.timeout(max(0.0, wake - now)):
+                        await fake_request.changed.wait()
+                except TimeoutError:
+                    pass
+                if time.monotonic() - last_sent >= ping:
+                    last_sent = time.monotonic()
+                    yield ": ping\n\n"
+
+        headers = {"Cache-Control": "no-cache", REQUEST_ID_HEADER: fake_request.id}
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+    def _result(self, fake_request: FakeRequest | None) -> Response:
+        if fake_request is None:
+            return JSONResponse({"detail": "Request not found"}, 404)
+        headers = {REQUEST_ID_HEADER: fake_request.id}
+        if fake_request.state(time.monotonic()) is not State.COMPLETED:
+            return JSONResponse({"detail": "Request is still in progress"}, 400, headers=headers)
+        outcome = fake_request.result()
+        if isinstance(outcome, Failure):
+            headers.update(outcome.headers)
+            return JSONResponse(outcome.body, outcome.status_code, headers=headers)
+        return JSONResponse(fake_request.output(), headers=headers)
+
+    def _cancel(self, fake_request: FakeRequest) -> Response:
+        headers = {REQUEST_ID_HEADER: fake_request.id}
+        now = time.monotonic()
+        if fake_request.finished or fake_request.state(now) is State.COMPLETED:
+            return JSONResponse({"status": "ALREADY_COMPLETED"}, 400, headers=headers)
+        # Queued or running alike: it completes now, as cancelled (fal signals a running one's
+        # runner; the model decides, and this fake's models always stop).
+        fake_request.cancelled_at = now
+        if fake_request.timer is not None:
+            fake_request.timer.cancel()
+        fake_request.changed.set()
+        fake_request.timer = self._spawn(self._finish(fake_request))
+        return JSONResponse({"status": "CANCELLATION_REQUESTED"}, 202, headers=headers)
+
+    def _status_body(
+        self, fake_request: FakeRequest, with_logs: bool, now: float | None = None
+    ) -> dict[str, Any]:
+        now = time.monotonic() if now is None else now
+        position = 0
+        if fake_request.state(now) is State.IN_QUEUE:
+            position = self.requests.queue_position(fake_request, now)
+        return fake_request.status_body(now, queue_position=position, with_logs=with_logs)
+
+    def _next_change(self, fake_request: FakeRequest, now: float) -> float:
+        """When the request's status (or its place in the queue) next changes."""
+        if fake_request.state(now) is not State.IN_QUEUE:
+            return fake_request.completes_at
+        queue = self.requests.waiting(fake_request.endpoint.app_id, now)
+        ahead = queue[: queue.index(fake_request)] if fake_request in queue else []
+        return min([fake_request.started_at, *(r.started_at for r in ahead)])
+
+    # -- completion and webhooks ---------------------------------------------------------
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("fake fal background task failed", exc_info=task.exception())
+
+    async def _complete_on_time(self, fake_request: FakeRequest) -> None:
+        # A loop, not one sleep: the loop's timer may fire a hair early, and the status must
+        # read COMPLETED before the webhook goes out.
+        while (delay := fake_request.completes_at - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(delay)
+        await self._finish(fake_request)
+
+    async def _finish(self, fake_request: FakeRequest) -> None:
+        if fake_request.finished:
+            return
+        fake_request.finished = True
+        fake_request.changed.set()
+        outcome = fake_request.result()
+        if fake_request.cancelled_at is not None:
+            self.stats.completed_cancelled += 1
+        elif isinstance(outcome, Failure):
+            self.stats.completed_error += 1
+        else:
+            self.stats.completed_ok += 1
+        if fake_request.fal_webhook is not None:
+            await self._deliver(fake_request, fake_request.fal_webhook)
+
+    async def _deliver(self, fake_request: FakeRequest, url: str) -> None:
+        plan = fake_request.webhook
+        if plan.drop:
+            self.stats.webhooks_dropped += 1
+            return
+        if plan.delay:
+            await asyncio.sleep(plan.delay)
+        outcome = fake_request.result()
+        payload_error = plan.payload_error and not isinstance(outcome, Failure)
+        if payload_error:
+            self.stats.webhooks_payload_error += 1
+        content = outcome if isinstance(outcome, Failure) else fake_request.output()
+        body = json.dumps(
+            webhook_body(fake_request.id, content, payload_error=payload_error)
+        ).encode()
+        for copy in range(2 if plan.duplicate else 1):
+            config = self.config
+            delivered = await self._sender.send(
+                url,
+                fake_request.id,
+                body,
+                user_id=config.user_id,
+                retry_delays=config.webhook_retry_delays,
+            )
+            if not delivered:
+                return
+            if copy == 1:
+                self.stats.webhooks_duplicated += 1
+
+    # -- files and keys --------------------------------------------------------------------
+
+    async def _file(self, request: Request) -> Response:
+        name: str = request.path_params["name"]
+        spec = ImageSpec.from_file_name(name)
+        if spec is None:
+            return JSONResponse({"detail": "File not found"}, 404)
+        data = self._files.get(name)
+        if data is None:
+            data = await asyncio.to_thread(spec.render)
+            self.stats.files_rendered += 1
+            self._files.put(name, data)
+        # The name fixes the bytes, so they can be cached for good.
+        headers = {"Cache-Control": "public, max-age=31536000, immutable"}
+        return Response(data, media_type="image/png", headers=headers)
+
+    async def _jwks(self, request: Request) -> Response:
+        return JSONResponse(self.signer.jwks())
+
+
+def _check_auth(request: Request) -> Response | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return JSONResponse({"detail": "Missing authorization header"}, 401)
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() != "key" or not credentials.strip():
+        return JSONResponse({"detail": "Invalid authorization header, expected 'Key <key>'"}, 401)
+    return None
+
+
+def _logs_wanted(request: Request) -> bool:
+    return request.query_params.get("logs", "").lower() in _TRUE
+
+
+def _base_url(request: Request) -> str:
+    """Scheme, host and mount prefix. Starlette's `request.base_url` would drop the prefix of a
+    Mount (it is the top-level app's root); `root_path` has it."""
+    url = request.url.replace(path=request.scope.get("root_path", ""), query="", fragment="")
+    return str(url).rstrip("/")

@@ -1,0 +1,204 @@
+"""The fake's queue: each request's timeline and fate, and what its status says at a moment.
+
+A request's state is never stored; it is read off the clock: IN_QUEUE until
+`queued_at + queue_latency`, IN_PROGRESS for `run_latency` more, then COMPLETED (at once when
+cancelled). Latencies and faults are drawn at submit, so a config change affects new requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from app.fakefal.endpoints import Endpoint
+from app.fakefal.failures import CANCELLED, Failure
+from app.fakefal.models import Generation
+
+
+class State(StrEnum):
+    IN_QUEUE = "IN_QUEUE"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookPlan:
+    """The faults drawn for a request's webhook."""
+
+    drop: bool = False
+    duplicate: bool = False
+    payload_error: bool = False
+    delay: float = 0.0
+
+
+@dataclass(eq=False)
+class FakeRequest:
+    id: str
+    endpoint: Endpoint
+    input: Any
+    fal_webhook: str | None
+    # Where the submit reached the fake (with any mount prefix): every URL it hands out for
+    # this request starts here.
+    base_url: str
+    submitted_at: float  # wall clock, for reports and log timestamps
+    queued_at: float  # monotonic, for the timeline
+    queue_latency: float
+    run_latency: float
+    outcome: Generation | Failure
+    webhook: WebhookPlan = field(default_factory=WebhookPlan)
+    cancelled_at: float | None = None
+    # Set once, when the request's completion has been counted and its webhook started.
+    finished: bool = False
+    # Wakes status streams when a cancel completes the request ahead of its timeline.
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    timer: asyncio.Task[None] | None = None
+    _output: dict[str, Any] | None = None
+
+    @property
+    def started_at(self) -> float:
+        return self.queued_at + self.queue_latency
+
+    @property
+    def completes_at(self) -> float:
+        if self.cancelled_at is not None:
+            return self.cancelled_at
+        return self.started_at + self.run_latency
+
+    def state(self, now: float) -> State:
+        if now >= self.completes_at:
+            return State.COMPLETED
+        if now >= self.started_at:
+            return State.IN_PROGRESS
+        return State.IN_QUEUE
+
+    def ran(self) -> bool:
+        """Whether the request left the queue (a cancel can take it out before)."""
+        return self.cancelled_at is None or self.cancelled_at > self.started_at
+
+    def result(self) -> Generation | Failure:
+        """How the request ends: its drawn outcome, unless it was cancelled first."""
+        return CANCELLED if self.cancelled_at is not None else self.outcome
+
+    def output(self) -> dict[str, Any]:
+        """The output JSON of a successful request, built once (file sizes cost a little)."""
+        outcome = self.result()
+        assert isinstance(outcome, Generation)
+        if self._output is None:
+            self._output = outcome.output(f"{self.base_url}/files")
+        return self._output
+
+    @property
+    def response_url(self) -> str:
+        return f"{self.base_url}/{self.endpoint.app_id}/requests/{self.id}"
+
+    def urls(self) -> dict[str, str]:
+        return {
+            "response_url": self.response_url,
+            "status_url": f"{self.response_url}/status",
+            "cancel_url": f"{self.response_url}/cancel",
+        }
+
+    def status_body(self, now: float, *, queue_position: int, with_logs: bool) -> dict[str, Any]:
+        state = self.state(now)
+        body: dict[str, Any] = {"status": state.value, "request_id": self.id, **self.urls()}
+        if state is State.IN_QUEUE:
+            return {**body, "queue_position": queue_position, "logs": None, "metrics": {}}
+        body["logs"] = self.logs(now) if with_logs else None
+        if state is State.IN_PROGRESS:
+            return {**body, "metrics": {}}
+        ran = self.completes_at - self.started_at
+        body["metrics"] = {"inference_time": round(ran, 6)} if self.ran() else {}
+        outcome = self.result()
+        if isinstance(outcome, Failure):
+            body["error"] = outcome.error
+            body["error_type"] = outcome.error_type
+        return body
+
+    def logs(self, now: float) -> list[dict[str, Any]]:
+        """What the model printed up to `now`: a start line, then how it ended."""
+        if now < self.started_at or not self.ran():
+            return []
+        lines = [self._log(self.started_at, "INFO", f"Running {self.endpoint.model_id}")]
+        if self.state(now) is not State.COMPLETED:
+            return lines
+        outcome = self.result()
+        if isinstance(outcome, Failure):
+            lines.append(self._log(self.completes_at, "ERROR", outcome.error))
+        else:
+            sizes = ", ".join(f"{image.width}x{image.height}" for image in outcome.images)
+            lines.append(self._log(self.completes_at, "INFO", f"Generated {sizes}"))
+        return lines
+
+    def _log(self, at: float, level: str, message: str) -> dict[str, Any]:
+        wall = self.submitted_at + (at - self.queued_at)
+        timestamp = datetime.fromtimestamp(wall, UTC).replace(tzinfo=None).isoformat()
+        return {"message": message, "level": level, "source": "user", "timestamp": timestamp}
+
+    def summary(self, now: float) -> dict[str, Any]:
+        """One line of `GET /_fake/requests`."""
+        outcome = self.result()
+        return {
+            "id": self.id,
+            "model": self.endpoint.model_id,
+            "input": self.input,
+            "fal_webhook": self.fal_webhook,
+            "state": self.state(now).value,
+            "submitted_at": datetime.fromtimestamp(self.submitted_at, UTC).isoformat(),
+            "cancelled": self.cancelled_at is not None,
+            "error_type": outcome.error_type if isinstance(outcome, Failure) else None,
+            "failed": isinstance(outcome, Failure),
+        }
+
+
+class RequestStore:
+    """Requests by id, oldest first, at most `max_requests` (completed ones are forgotten first,
+    as fal forgets results after an hour)."""
+
+    def __init__(self) -> None:
+        self._requests: dict[str, FakeRequest] = {}
+        # Per app, the requests that may still be waiting, in submit order: short, since
+        # requests leave it as they start.
+        self._waiting: dict[str, list[FakeRequest]] = {}
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def __iter__(self) -> Iterator[FakeRequest]:
+        return iter(list(self._requests.values()))
+
+    def get(self, request_id: str) -> FakeRequest | None:
+        return self._requests.get(request_id)
+
+    def add(self, request: FakeRequest, *, max_requests: int) -> None:
+        self._requests[request.id] = request
+        self._waiting.setdefault(request.endpoint.app_id, []).append(request)
+        if len(self._requests) > max_requests:
+            self._forget_finished(len(self._requests) - max_requests)
+
+    def waiting(self, app_id: str, now: float) -> list[FakeRequest]:
+        """The app's requests still IN_QUEUE, in submit order."""
+        queue = [r for r in self._waiting.get(app_id, []) if r.state(now) is State.IN_QUEUE]
+        if queue:
+            self._waiting[app_id] = queue
+        else:
+            self._waiting.pop(app_id, None)
+        return queue
+
+    def queue_position(self, request: FakeRequest, now: float) -> int:
+        queue = self.waiting(request.endpoint.app_id, now)
+        return queue.index(request) if request in queue else 0
+
+    def clear(self) -> None:
+        self._requests.clear()
+        self._waiting.clear()
+
+    def _forget_finished(self, count: int) -> None:
+        # Oldest first; a request still running is kept even past the limit.
+        finished = (r for r in self._requests.values() if r.finished)
+        for request in list(itertools.islice(finished, count)):
+            del self._requests[request.id]
