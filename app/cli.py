@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 import orjson
 import uvicorn
+from starlette.types import ASGIApp
 
-from app.settings import MissingDatabaseURL, Settings
+from app.settings import MissingSetting, Settings
 
 if TYPE_CHECKING:
     from app.db.embedded import EmbeddedPostgres
@@ -38,13 +39,9 @@ class _Server(uvicorn.Server):
                 loop.remove_signal_handler(sig)
 
 
-async def _serve(
-    settings: Settings, host: str, port: int, *, on_started: str | None = None
-) -> None:
-    from app.main import create_app
-
+async def _serve(app: ASGIApp, host: str, port: int, *, on_started: str | None = None) -> None:
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         lifespan="on",
@@ -64,10 +61,37 @@ async def _serve(
         raise SystemExit(1)
 
 
-def cmd_serve(args: argparse.Namespace) -> None:
+def _serve_api(args: argparse.Namespace, *, run_worker: bool) -> None:
+    from app.main import create_app
+
     settings = Settings()
     settings.require_database_url()
-    asyncio.run(_serve(settings, args.host, args.port))
+    if run_worker:
+        settings.require_fal_key()
+    asyncio.run(_serve(create_app(settings, run_worker=run_worker), args.host, args.port))
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    _serve_api(args, run_worker=True)
+
+
+def cmd_api(args: argparse.Namespace) -> None:
+    _serve_api(args, run_worker=False)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from app.worker.runner import run_until_signalled
+
+    settings = Settings()
+    settings.require_database_url()
+    settings.require_fal_key()
+    asyncio.run(run_until_signalled(settings))
+
+
+def cmd_fakefal(args: argparse.Namespace) -> None:
+    from app.fakefal import command
+
+    command.run(args)
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
@@ -131,12 +155,14 @@ def _dev_banner(base: str, key: str, database_url: str) -> str:
             f"  API       {base}",
             f"  docs      {base}/docs",
             f"  API key   {key}",
+            f"  fake fal  {base}/fakefal  (knobs: {base}/fakefal/_fake/config)",
             f"  database  {database_url}",
             "",
             "Create a job:",
             f"  curl -s {base}/v1/jobs -H 'Authorization: Bearer {key}' \\",
             "    -H 'Content-Type: application/json' \\",
             """    -d '{"input": {"prompt": "a red fox in snow", "aspect_ratio": "16:9"}}'""",
+            "Then GET /v1/jobs/<id>: once it has succeeded, open output.images[0].url.",
             "",
         ]
     )
@@ -156,11 +182,34 @@ def cmd_dev(args: argparse.Namespace) -> None:
         if key != saved_key:
             key_file.write_text(key + "\n")
             key_file.chmod(0o600)
-        settings = Settings(database_url=database_url, allow_private_webhook_urls=True)
-        banner = _dev_banner(f"http://{args.host}:{args.port}", key, database_url)
-        asyncio.run(_serve(settings, args.host, args.port, on_started=banner))
+        asyncio.run(_serve_dev(args, database_url, key))
     finally:
         postgres.stop()
+
+
+async def _serve_dev(args: argparse.Namespace, database_url: str, key: str) -> None:
+    """API, workers and the fake fal (mounted at /fakefal) in one process, wired to each other
+    over real HTTP on this machine."""
+    from app.fakefal import FakeFal
+    from app.main import create_app
+
+    local_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    base = f"http://{local_host}:{args.port}"
+    settings = Settings(
+        database_url=database_url,
+        allow_private_webhook_urls=True,
+        public_base_url=base,
+        fal_queue_url=f"{base}/fakefal",
+        fal_jwks_url=f"{base}/fakefal/.well-known/jwks.json",
+        fal_key="dev-key-for-the-fake-fal",
+    )
+    fake = FakeFal()
+    app = create_app(settings, run_worker=True)
+    app.mount("/fakefal", fake.app)
+    try:
+        await _serve(app, args.host, args.port, on_started=_dev_banner(base, key, database_url))
+    finally:
+        await fake.aclose()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,9 +233,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.set_defaults(func=cmd_dev)
 
-    serve = commands.add_parser("serve", help="the API (needs FALRELAY_DATABASE_URL)")
+    serve = commands.add_parser(
+        "serve", help="API and workers in one process (needs FALRELAY_DATABASE_URL, FAL_KEY)"
+    )
     add_listen(serve, "0.0.0.0")
     serve.set_defaults(func=cmd_serve)
+
+    api = commands.add_parser("api", help="the API alone (scale it apart from the workers)")
+    add_listen(api, "0.0.0.0")
+    api.set_defaults(func=cmd_api)
+
+    worker = commands.add_parser(
+        "worker", help="the workers alone: submission to fal and reconciliation"
+    )
+    worker.set_defaults(func=cmd_worker)
+
+    fakefal = commands.add_parser(
+        "fakefal", help="the built-in fake fal on its own, for tests, demos and load runs"
+    )
+    from app.fakefal import command as fakefal_command
+
+    fakefal_command.add_arguments(fakefal)
+    fakefal.set_defaults(func=cmd_fakefal)
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema to this release")
     migrate.set_defaults(func=cmd_migrate)
@@ -208,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except MissingDatabaseURL as exc:
+    except MissingSetting as exc:
         print(f"falrelay: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:

@@ -7,13 +7,15 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from app import __version__
-from app.api import health, jobs, models, openapi
+from app.api import callbacks, health, jobs, models, openapi
 from app.api.limits import BodySizeLimit
 from app.api.runtime import Runtime
 from app.auth.service import KeyResolver
-from app.db.pool import create_pool
 from app.errors import install_handlers
+from app.fal.signatures import JwksCache, SignatureVerifier
+from app.services import open_services
 from app.settings import Settings
+from app.worker.runner import running_worker
 
 DESCRIPTION = """\
 A durable jobs API in front of fal.ai's queue. POST a job, get a completion webhook or poll
@@ -29,26 +31,29 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, run_worker: bool = False) -> FastAPI:
+    """The API; with `run_worker`, the submission and reconciliation workers run in the same
+    process and event loop (`falrelay serve`)."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await create_pool(
-            settings.require_database_url(),
-            min_size=settings.db_pool_min_size,
-            max_size=settings.db_pool_max_size,
-            statement_cache_size=settings.db_statement_cache_size,
-        )
-        app.state.runtime = Runtime(
-            settings=settings,
-            pool=pool,
-            keys=KeyResolver(pool, ttl=settings.api_key_cache_seconds),
-        )
-        try:
-            yield
-        finally:
-            await pool.close()
+        async with open_services(settings) as services:
+            app.state.runtime = Runtime(
+                settings=settings,
+                pool=services.pool,
+                keys=KeyResolver(services.pool, ttl=settings.api_key_cache_seconds),
+                fal=services.fal,
+                fal_signatures=SignatureVerifier(
+                    JwksCache(services.fal_http, settings.fal_jwks_url)
+                ),
+                wakeup=services.wakeup,
+            )
+            if not run_worker:
+                yield
+                return
+            async with running_worker(services):
+                yield
 
     app = FastAPI(
         title="falrelay",
@@ -59,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=[
             {"name": "jobs", "description": "Create, read, list and cancel generation jobs."},
             {"name": "models", "description": "The fal models jobs can run."},
+            {"name": "fal", "description": "fal's signed webhooks (called by fal, not clients)."},
             {"name": "operations", "description": "Liveness and readiness probes."},
         ],
     )
@@ -66,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(jobs.router)
     app.include_router(models.router)
+    app.include_router(callbacks.router)
     app.include_router(health.router)
     openapi.install(app)
     return app

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,13 +29,55 @@ class Settings(BaseSettings):
     # A revoked key keeps working in a process for at most this long.
     api_key_cache_seconds: float = Field(default=30.0, ge=0)
 
+    # Workers. Invariant: every lease is longer than fal_timeout_seconds, else a slow call could
+    # outlive its claim and a second worker could repeat it.
+    worker_concurrency: int = Field(default=32, ge=1, description="fal calls in flight per loop")
+    worker_poll_seconds: float = Field(default=1.0, gt=0, description="queue scan when idle")
+    fal_timeout_seconds: float = Field(default=30.0, gt=0)
+    submit_lease_seconds: float = Field(default=120.0, gt=0)
+    submit_max_attempts: int = Field(default=10, ge=1)
+    reconcile_lease_seconds: float = Field(default=60.0, gt=0)
+    reconcile_after_seconds: float = Field(
+        default=30.0, gt=0, description="with webhooks: poll fal when no callback came by then"
+    )
+    poll_interval_seconds: float = Field(
+        default=1.0, gt=0, description="without webhooks: first status poll, growing to 15 s"
+    )
+    job_timeout_seconds: float = Field(default=6 * 3600.0, gt=0)
+    shutdown_timeout_seconds: float = Field(default=20.0, ge=0)
+
+    @model_validator(mode="after")
+    def _leases_outlive_calls(self) -> Settings:
+        for name in ("submit_lease_seconds", "reconcile_lease_seconds"):
+            if getattr(self, name) <= self.fal_timeout_seconds:
+                raise ValueError(f"{name} must be longer than fal_timeout_seconds")
+        return self
+
+    def fal_callback_url(self, public_job_id: str) -> str | None:
+        """Where fal should POST its webhook for a job; None in poll mode."""
+        if not self.public_base_url:
+            return None
+        return f"{self.public_base_url.rstrip('/')}/callbacks/fal/{public_job_id}"
+
+    def require_fal_key(self) -> str:
+        if self.fal_key is None or not self.fal_key.get_secret_value():
+            raise MissingSetting(
+                "FALRELAY_FAL_KEY (or FAL_KEY) is not set: workers need a fal API key to submit "
+                "jobs. `falrelay dev` runs against its built-in fake fal and needs none."
+            )
+        return self.fal_key.get_secret_value()
+
     def require_database_url(self) -> str:
         if not self.database_url:
             raise MissingDatabaseURL
         return self.database_url
 
 
-class MissingDatabaseURL(RuntimeError):
+class MissingSetting(RuntimeError):
+    """A setting this command cannot run without; the message says what to set."""
+
+
+class MissingDatabaseURL(MissingSetting):
     def __init__(self) -> None:
         super().__init__(
             "FALRELAY_DATABASE_URL is not set. Set it to postgresql+asyncpg://user@host:5432/db, "

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from types import TracebackType
+from typing import Literal
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -15,7 +16,9 @@ class LiveServer:
     """Serves `app` on 127.0.0.1 (an ephemeral port unless one is given) until the `with`
     block ends. The app runs on the server thread's own event loop, lifespan included."""
 
-    def __init__(self, app: ASGIApp, *, port: int = 0, lifespan: str = "on") -> None:
+    def __init__(
+        self, app: ASGIApp, *, port: int = 0, lifespan: Literal["auto", "on", "off"] = "on"
+    ) -> None:
         self._config = uvicorn.Config(
             app, host="127.0.0.1", port=port, lifespan=lifespan, log_level="warning"
         )

@@ -19,7 +19,7 @@ from app.errors import (
 from app.jobs import service
 from app.jobs.models import JobStatus
 from app.jobs.schemas import IdempotencyKey, JobCreate, JobPage, JobRead, job_view
-from app.jobs.service import IdempotencyKeyInFlight, JobNotCancelable
+from app.jobs.service import FalUnreachable, IdempotencyKeyInFlight, JobNotCancelable
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -43,6 +43,8 @@ async def create_job(
 ) -> Response:
     """Store a job and queue it for fal; answered only once the job is committed."""
     result = await service.create_job(runtime.pool, principal.client_id, body, idempotency_key)
+    if result.created:
+        runtime.wakeup.notify("submit")
     view = job_view(result.job)
     return JSONBytes(
         view,
@@ -95,8 +97,11 @@ async def get_job(job_id: str, principal: PrincipalDep, runtime: RuntimeDep) -> 
 @router.post(
     "/{job_id}/cancel",
     response_model=JobRead,
-    responses=error_responses(Unauthorized, NotFound, JobNotCancelable),
+    responses=error_responses(Unauthorized, NotFound, JobNotCancelable, FalUnreachable),
 )
 async def cancel_job(job_id: str, principal: PrincipalDep, runtime: RuntimeDep) -> Response:
-    """Cancel a job that has not finished; a finished job answers 409."""
-    return JSONBytes(job_view(await service.cancel_job(runtime.pool, principal.client_id, job_id)))
+    """Cancel a job that has not finished (at fal too); a finished job answers 409."""
+    row = await service.cancel_job(
+        runtime.pool, runtime.fal, runtime.wakeup, principal.client_id, job_id
+    )
+    return JSONBytes(job_view(row))

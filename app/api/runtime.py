@@ -4,6 +4,9 @@ from dataclasses import dataclass
 
 from app.auth.service import KeyResolver
 from app.db.pool import Pool
+from app.db.wakeup import Wakeup
+from app.fal.client import FalClient
+from app.fal.signatures import SignatureVerifier
 from app.settings import Settings
 
 
@@ -14,3 +17,6 @@ class Runtime:
     settings: Settings
     pool: Pool
     keys: KeyResolver
+    fal: FalClient
+    fal_signatures: SignatureVerifier
+    wakeup: Wakeup

@@ -16,6 +16,8 @@ class Client(CreatedAtMixin, Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(Text, nullable=False)
+    # Signs deliveries to jobs' own callback_url (endpoints have secrets of their own).
+    webhook_secret: Mapped[str | None] = mapped_column(Text)
 
 
 class ApiKey(CreatedAtMixin, Base):

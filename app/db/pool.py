@@ -14,6 +14,7 @@ import asyncpg
 import orjson
 
 Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -29,7 +30,7 @@ async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
         await conn.set_type_codec(
             type_name,
             schema="pg_catalog",
-            encoder=lambda v: orjson.dumps(v).decode(),
+            encoder=lambda v: orjson.dumps(v, option=orjson.OPT_UTC_Z).decode(),
             decoder=orjson.loads,
         )
 

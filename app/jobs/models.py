@@ -59,6 +59,9 @@ class Job(CreatedAtMixin, Base):
     # The submission queue: a worker claims rows with status 'queued' whose next_attempt_at has
     # come and whose lease (locked_until) is empty or has run out.
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # Status polls made at fal (the reconciler), and the last transient failure, for operators.
+    polls: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), server_default=text("now()")
     )
@@ -99,10 +102,16 @@ class Job(CreatedAtMixin, Base):
             unique=True,
             postgresql_where=text("fal_request_id IS NOT NULL"),
         ),
-        # The submission worker's scan touches only rows still waiting for fal.
+        # The submission worker's scan touches only rows still waiting for fal...
         Index(
             "ix_jobs_submission_due",
             "next_attempt_at",
             postgresql_where=text("status = 'queued'"),
+        ),
+        # ...and the reconciler's only rows at fal; for both, next_attempt_at is "look again at".
+        Index(
+            "ix_jobs_reconcile_due",
+            "next_attempt_at",
+            postgresql_where=text("status IN ('submitted', 'running')"),
         ),
     )

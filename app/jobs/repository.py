@@ -41,14 +41,6 @@ SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND client_id = $2"
 
 SELECT_STATUS = "SELECT status FROM jobs WHERE id = $1 AND client_id = $2"
 
-CANCEL_QUEUED = f"""
-UPDATE jobs
-SET status = 'canceled', completed_at = now(), updated_at = now(),
-    next_attempt_at = NULL, locked_until = NULL
-WHERE id = $1 AND client_id = $2 AND status = 'queued'
-RETURNING {JOB_COLUMNS}
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
@@ -100,12 +92,6 @@ async def get_status(pool: Pool, client_id: uuid.UUID, job_id: uuid.UUID) -> str
     return status
 
 
-async def cancel_queued(
-    pool: Pool, client_id: uuid.UUID, job_id: uuid.UUID
-) -> asyncpg.Record | None:
-    return await pool.fetchrow(CANCEL_QUEUED, job_id, client_id)
-
-
 @dataclass(frozen=True, slots=True)
 class ListFilter:
     status: str | None = None
@@ -144,3 +130,98 @@ async def list_page(
         f"ORDER BY created_at DESC, id DESC LIMIT {arg(limit)}"
     )
     return await pool.fetch(sql, *args)
+
+
+# State changes. Each is a compare-and-set: it names the statuses it may leave, and a row comes
+# back only when this caller made the change, so racing writers (worker, reconciler, fal's
+# callback, a client's cancel) can never both win. The returned row feeds the event payload.
+TRANSITION_COLUMNS = f"{JOB_COLUMNS}, client_id, updated_at"
+
+MARK_SUBMITTED = f"""
+UPDATE jobs
+SET status = 'submitted', fal_request_id = $2, fal_status_url = $3, fal_response_url = $4,
+    fal_cancel_url = $5, submitted_at = now(), updated_at = now(),
+    next_attempt_at = $6, locked_until = NULL, last_error = NULL
+WHERE id = $1 AND status = 'queued' AND (fal_request_id IS NULL OR fal_request_id = $2)
+RETURNING {TRANSITION_COLUMNS}
+"""
+
+# When the job moved on before its submission was recorded (canceled meanwhile, or fal's
+# callback came first), keep fal's ids and URLs anyway: they are how we cancel or look it up.
+ATTACH_FAL_REQUEST = """
+UPDATE jobs
+SET fal_request_id = COALESCE(fal_request_id, $2), fal_status_url = COALESCE(fal_status_url, $3),
+    fal_response_url = COALESCE(fal_response_url, $4),
+    fal_cancel_url = COALESCE(fal_cancel_url, $5), submitted_at = COALESCE(submitted_at, now()),
+    locked_until = NULL, updated_at = now()
+WHERE id = $1
+RETURNING status, fal_request_id
+"""
+
+MARK_RUNNING = f"""
+UPDATE jobs
+SET status = 'running', started_at = now(), updated_at = now(),
+    next_attempt_at = $2, locked_until = NULL, last_error = NULL
+WHERE id = $1 AND status = 'submitted'
+RETURNING {TRANSITION_COLUMNS}
+"""
+
+MARK_SUCCEEDED = f"""
+UPDATE jobs
+SET status = 'succeeded', output = $2, fal_request_id = COALESCE(fal_request_id, $3),
+    completed_at = now(), updated_at = now(), next_attempt_at = NULL, locked_until = NULL
+WHERE id = $1 AND status IN ('queued', 'submitted', 'running')
+  AND (fal_request_id IS NULL OR $3::text IS NULL OR fal_request_id = $3)
+RETURNING {TRANSITION_COLUMNS}
+"""
+
+MARK_FAILED = f"""
+UPDATE jobs
+SET status = 'failed', error = $2, fal_request_id = COALESCE(fal_request_id, $3),
+    completed_at = now(), updated_at = now(), next_attempt_at = NULL, locked_until = NULL
+WHERE id = $1 AND status = ANY($4::text[])
+  AND (fal_request_id IS NULL OR $3::text IS NULL OR fal_request_id = $3)
+RETURNING {TRANSITION_COLUMNS}
+"""
+
+MARK_CANCELED = f"""
+UPDATE jobs
+SET status = 'canceled', completed_at = now(), updated_at = now(),
+    next_attempt_at = NULL, locked_until = NULL
+WHERE id = $1 AND client_id = $2 AND status = ANY($3::text[])
+RETURNING {TRANSITION_COLUMNS}
+"""
+
+# Not a state change: look again later (a retryable submit, a poll that found fal still busy).
+RESCHEDULE = """
+UPDATE jobs SET next_attempt_at = $2, locked_until = NULL, last_error = $3, updated_at = now()
+WHERE id = $1 AND status = $4
+"""
+
+# An ambiguous submit: the job stays claimed until `$2`, giving fal's callback time to claim it
+# before anyone submits again.
+HOLD = """
+UPDATE jobs SET locked_until = $2, last_error = $3, updated_at = now()
+WHERE id = $1 AND status = 'queued'
+"""
+
+# fal's callback said the result must be fetched: make the job due for the reconciler now.
+DUE_NOW = """
+UPDATE jobs SET next_attempt_at = now(), fal_request_id = COALESCE(fal_request_id, $2),
+    updated_at = now()
+WHERE id = $1 AND status IN ('queued', 'submitted', 'running')
+  AND (fal_request_id IS NULL OR fal_request_id = $2)
+RETURNING status
+"""
+
+SELECT_FOR_CALLBACK = "SELECT status, fal_request_id, model FROM jobs WHERE id = $1"
+
+SELECT_FOR_CANCEL = """
+SELECT status, fal_cancel_url, fal_request_id FROM jobs WHERE id = $1 AND client_id = $2
+"""
+
+
+async def get_for_cancel(
+    pool: Pool, client_id: uuid.UUID, job_id: uuid.UUID
+) -> asyncpg.Record | None:
+    return await pool.fetchrow(SELECT_FOR_CANCEL, job_id, client_id)

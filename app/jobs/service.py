@@ -16,15 +16,18 @@ from pydantic import ValidationError
 from app import ids
 from app.catalog import MODELS
 from app.db.pool import Pool
+from app.db.wakeup import Wakeup
 from app.errors import (
     Conflict,
     NotFound,
+    ServiceUnavailable,
     UnprocessableEntity,
     ValidationFailed,
     ValidationIssue,
     issues_from_pydantic,
 )
-from app.jobs import repository
+from app.fal.client import FalClient, FalUnavailable
+from app.jobs import lifecycle, repository
 from app.jobs.models import JobStatus
 from app.jobs.schemas import JOB_ID_PREFIX, JobCreate
 
@@ -44,6 +47,11 @@ class IdempotencyKeyInFlight(Conflict):
 class JobNotCancelable(Conflict):
     title = "Job cannot be canceled"
     slug = "job-not-cancelable"
+
+
+class FalUnreachable(ServiceUnavailable):
+    title = "fal unreachable"
+    slug = "fal-unreachable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,22 +126,47 @@ async def get_job(pool: Pool, client_id: uuid.UUID, public_id: str) -> asyncpg.R
     return row
 
 
-async def cancel_job(pool: Pool, client_id: uuid.UUID, public_id: str) -> asyncpg.Record:
+async def cancel_job(
+    pool: Pool, fal: FalClient, wakeup: Wakeup, client_id: uuid.UUID, public_id: str
+) -> asyncpg.Record:
+    """Cancel a job that has not finished. At fal (submitted, running) fal is asked first, with
+    no transaction open; the job is canceled once fal agrees or does not know the request."""
     job_uuid = ids.decode(JOB_ID_PREFIX, public_id)
     if job_uuid is None:
         raise NotFound(f"No job {public_id!r}.")
-    row = await repository.cancel_queued(pool, client_id, job_uuid)
+    row = await lifecycle.mark_canceled(
+        pool, client_id, job_uuid, from_statuses=[JobStatus.QUEUED], wakeup=wakeup
+    )
     if row is not None:
         return row
-    status = await repository.get_status(pool, client_id, job_uuid)
-    if status is None:
+    job = await repository.get_for_cancel(pool, client_id, job_uuid)
+    if job is None:
         raise NotFound(f"No job {public_id!r}.")
-    if JobStatus(status).is_terminal:
+    status = JobStatus(job["status"])
+    if status.is_terminal or job["fal_cancel_url"] is None:
         raise JobNotCancelable(f"Job {public_id} is already {status}.")
-    raise JobNotCancelable(
-        f"Job {public_id} is {status}: it has reached fal, and canceling it there is not "
-        "supported yet."
+
+    try:
+        answer = await fal.cancel(job["fal_cancel_url"])
+    except FalUnavailable as exc:
+        raise FalUnreachable("fal could not be reached to cancel the job; retry.") from exc
+    if answer == "ALREADY_COMPLETED":
+        await lifecycle.make_due(pool, job_uuid, job["fal_request_id"])
+        wakeup.notify("reconcile")
+        raise JobNotCancelable(
+            f"fal had already finished job {public_id}; its result is being recorded."
+        )
+    row = await lifecycle.mark_canceled(
+        pool,
+        client_id,
+        job_uuid,
+        from_statuses=[JobStatus.SUBMITTED, JobStatus.RUNNING],
+        wakeup=wakeup,
     )
+    if row is None:
+        current = await repository.get_status(pool, client_id, job_uuid)
+        raise JobNotCancelable(f"Job {public_id} finished first: it is {current}.")
+    return row
 
 
 @dataclass(frozen=True, slots=True)

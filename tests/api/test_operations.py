@@ -69,6 +69,7 @@ def test_operation_ids_are_the_handler_names(app: FastAPI) -> None:
     assert sorted(operation_ids) == [
         "cancel_job",
         "create_job",
+        "fal_callback",
         "get_job",
         "healthz",
         "list_jobs",

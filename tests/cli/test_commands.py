@@ -138,8 +138,18 @@ def test_dev_serves_jobs_with_no_configuration_and_keeps_them(tmp_path: Path) ->
         )
         assert created.status_code == 201, created.text
         job = created.json()
-        fetched = httpx.get(f"{dev.base}/v1/jobs/{job['id']}", headers=headers)
-        assert fetched.json() == job
+        # The built-in fake fal finishes it, and the image URL serves a real PNG.
+        deadline = time.monotonic() + 20
+        while job["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.1)
+            job = httpx.get(f"{dev.base}/v1/jobs/{job['id']}", headers=headers).json()
+        assert job["status"] == "succeeded", job
+        image = job["output"]["images"][0]
+        assert image["url"].startswith(f"{dev.base}/fakefal/files/")
+        png = httpx.get(image["url"])
+        assert png.content.startswith(b"\x89PNG")
+        assert (image["width"], image["height"]) == (2816, 1584)
         assert httpx.get(f"{dev.base}/readyz").status_code == 200
     finally:
         assert dev.stop(signal.SIGTERM) == 0

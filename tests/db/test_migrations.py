@@ -9,7 +9,16 @@ from app.db.migrate import alembic_config, head_revision, upgrade_to_head
 from app.db.pool import asyncpg_dsn
 from tests.conftest import PostgresServer
 
-TABLES = {"alembic_version", "clients", "api_keys", "jobs"}
+TABLES = {
+    "alembic_version",
+    "clients",
+    "api_keys",
+    "jobs",
+    "events",
+    "webhook_endpoints",
+    "deliveries",
+    "delivery_attempts",
+}
 
 
 async def _tables(url: str) -> set[str]:

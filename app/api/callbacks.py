@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from app import ids
+from app.api.deps import RuntimeDep
+from app.api.responses import JSONBytes
+from app.errors import AppError, BadRequest, NotFound, error_responses
+from app.fal import callbacks
+from app.fal.outcomes import FalWebhook
+from app.fal.signatures import InvalidSignature
+from app.jobs.schemas import JOB_ID_PREFIX
+
+router = APIRouter(prefix="/callbacks/fal", tags=["fal"])
+
+
+class SignatureRejected(AppError):
+    status = 401
+    title = "Invalid signature"
+    slug = "invalid-signature"
+
+
+@router.post("/{job_id}", responses=error_responses(BadRequest, SignatureRejected, NotFound))
+async def fal_callback(job_id: str, request: Request, runtime: RuntimeDep) -> Response:
+    """fal's webhook for one job: verified (Ed25519, JWKS), then applied exactly once."""
+    body = await request.body()
+    try:
+        request_id = await runtime.fal_signatures.verify(request.headers, body, now=time.time())
+    except InvalidSignature as exc:
+        raise SignatureRejected(str(exc)) from None
+    try:
+        webhook = FalWebhook.model_validate_json(body)
+    except ValidationError:
+        raise BadRequest("The body is not a fal webhook.") from None
+    if webhook.request_id != request_id:
+        raise BadRequest("The body's request_id is not the signed one.")
+    job_uuid = ids.decode(JOB_ID_PREFIX, job_id)
+    outcome = callbacks.CallbackOutcome.UNKNOWN_JOB
+    if job_uuid is not None:
+        outcome = await callbacks.apply(
+            runtime.pool,
+            job_uuid,
+            webhook,
+            queue_url=runtime.settings.fal_queue_url,
+            wakeup=runtime.wakeup,
+        )
+    if outcome is callbacks.CallbackOutcome.UNKNOWN_JOB:
+        raise NotFound(f"No job {job_id!r}.")
+    if outcome is callbacks.CallbackOutcome.FETCH_RESULT:
+        runtime.wakeup.notify("reconcile")
+    return JSONBytes({"received": True, "outcome": outcome.value})

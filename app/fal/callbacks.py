@@ -1,0 +1,63 @@
+"""fal's webhook, once its signature is verified: apply it to the job, exactly once.
+
+Duplicates, reordered deliveries and webhooks of a request that is not the job's are
+acknowledged and change nothing; the compare-and-set in `lifecycle` makes the race with the
+reconciler harmless too.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+
+from app.db.pool import Pool
+from app.db.wakeup import Wakeup
+from app.fal import outcomes
+from app.fal.outcomes import FalWebhook
+from app.fal.urls import request_urls
+from app.jobs import lifecycle
+from app.jobs import repository as jobs_sql
+from app.jobs.models import JobStatus
+
+
+class CallbackOutcome(enum.StrEnum):
+    APPLIED = "applied"  # the job reached its terminal state
+    DUPLICATE = "duplicate"  # the job was already terminal
+    OTHER_REQUEST = "other_request"  # a webhook for a fal request that is not the job's
+    FETCH_RESULT = "fetch_result"  # payload_error: the reconciler fetches the result now
+    UNKNOWN_JOB = "unknown_job"
+
+
+async def apply(
+    pool: Pool, job_id: uuid.UUID, webhook: FalWebhook, *, queue_url: str, wakeup: Wakeup
+) -> CallbackOutcome:
+    row = await pool.fetchrow(jobs_sql.SELECT_FOR_CALLBACK, job_id)
+    if row is None:
+        return CallbackOutcome.UNKNOWN_JOB
+    if row["fal_request_id"] not in (None, webhook.request_id):
+        return CallbackOutcome.OTHER_REQUEST
+    if JobStatus(row["status"]).is_terminal:
+        return CallbackOutcome.DUPLICATE
+
+    if webhook.payload_error is not None or (webhook.status == "OK" and webhook.payload is None):
+        if row["status"] == JobStatus.QUEUED:
+            # fal's callback beat the record of our own submit: adopt the request.
+            await lifecycle.mark_submitted(
+                pool,
+                job_id,
+                request_urls(queue_url, row["model"], webhook.request_id),
+                next_poll_at=datetime.now(UTC),
+                wakeup=wakeup,
+            )
+        await lifecycle.make_due(pool, job_id, webhook.request_id)
+        return CallbackOutcome.FETCH_RESULT
+
+    finished = await lifecycle.finish(
+        pool,
+        job_id,
+        outcomes.from_webhook(webhook),
+        fal_request_id=webhook.request_id,
+        wakeup=wakeup,
+    )
+    return CallbackOutcome.APPLIED if finished is not None else CallbackOutcome.DUPLICATE

@@ -1,0 +1,205 @@
+"""fal's queue API over an injected httpx client: submit, status, result, cancel.
+
+Submission is the one call that costs money, and fal has no idempotency key (its own client
+retries the POST blindly). So a failed submit is sorted by what provably happened:
+
+- `SubmitNotSent`: fal never took the request (connection refused or reset before sending, a
+  429, or a 5xx from fal's ingress without an `x-fal-request-id`). Safe to retry.
+- `SubmitRejected`: fal answered and refused the request (4xx other than 408/429). Retrying
+  cannot help; the job fails.
+- `SubmitAmbiguous`: the request may have reached fal (a timeout after sending, a dropped
+  connection, a 5xx that carries `x-fal-request-id`). The caller must not resubmit at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+
+FalQueueStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+CancelOutcome = Literal["CANCELLATION_REQUESTED", "ALREADY_COMPLETED", "NOT_FOUND", "OK"]
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    request_id: str
+    status_url: str
+    response_url: str
+    cancel_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    status: FalQueueStatus
+    queue_position: int | None = None
+    error: str | None = None
+    error_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    status_code: int
+    body: Any
+    error_type: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status_code < 300
+
+
+class FalError(Exception):
+    """A fal call that did not produce an answer we can use."""
+
+
+class SubmitNotSent(FalError):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class SubmitRejected(FalError):
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(f"fal refused the request ({status_code}): {detail}")
+        self.status_code = status_code
+        self.detail = detail
+
+
+class SubmitAmbiguous(FalError):
+    pass
+
+
+class FalUnavailable(FalError):
+    """Status, result or cancel could not be read now (network, 5xx); try again later."""
+
+
+class FalRequestUnknown(FalError):
+    """fal does not know the request (404): expired, or never existed."""
+
+
+# Errors raised before any byte of the request left this process.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])[:500]
+    return str(body)[:500]
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class FalClient:
+    def __init__(self, http: httpx.AsyncClient, *, queue_url: str, key: str | None) -> None:
+        self._http = http
+        self._queue_url = queue_url.rstrip("/")
+        self._headers = {"Authorization": f"Key {key}"} if key else {}
+
+    async def submit(
+        self, model: str, arguments: dict[str, Any], *, webhook_url: str | None
+    ) -> Submitted:
+        url = f"{self._queue_url}/{model}"
+        if webhook_url:
+            url += "?fal_webhook=" + quote(webhook_url, safe="")
+        try:
+            response = await self._http.post(url, json=arguments, headers=self._headers)
+        except _NOT_SENT as exc:
+            raise SubmitNotSent(f"{type(exc).__name__}: {exc}") from exc
+        except httpx.TransportError as exc:
+            # The request may have been sent: a read timeout, a reset after writing.
+            raise SubmitAmbiguous(f"{type(exc).__name__}: {exc}") from exc
+
+        if response.status_code == 429:
+            raise SubmitNotSent("fal answered 429", retry_after=_retry_after(response))
+        if response.status_code >= 500:
+            if "x-fal-request-id" in response.headers:
+                raise SubmitAmbiguous(f"fal answered {response.status_code} for a request it saw")
+            raise SubmitNotSent(f"fal's ingress answered {response.status_code}")
+        if response.status_code == 408:
+            raise SubmitNotSent("fal answered 408")
+        if response.status_code >= 400:
+            raise SubmitRejected(response.status_code, _detail(response))
+        try:
+            body = response.json()
+            return Submitted(
+                request_id=str(body["request_id"]),
+                status_url=str(body["status_url"]),
+                response_url=str(body["response_url"]),
+                cancel_url=str(body["cancel_url"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            # fal took the request (2xx) but we cannot tell which one it is.
+            raise SubmitAmbiguous(f"unreadable submit answer: {response.text[:200]}") from exc
+
+    async def status(self, status_url: str) -> QueueStatus:
+        response = await self._get(status_url)
+        if response.status_code == 404:
+            raise FalRequestUnknown(_detail(response))
+        if response.status_code not in (200, 202):
+            raise FalUnavailable(f"status answered {response.status_code}: {_detail(response)}")
+        body = response.json()
+        status = body.get("status")
+        if status not in ("IN_QUEUE", "IN_PROGRESS", "COMPLETED"):
+            raise FalUnavailable(f"unknown fal status {status!r}")
+        return QueueStatus(
+            status=status,
+            queue_position=body.get("queue_position"),
+            error=body.get("error"),
+            error_type=body.get("error_type"),
+        )
+
+    async def result(self, response_url: str) -> Result:
+        """The model's answer: its output (2xx), or the error it gave (4xx/5xx from the model).
+
+        Infrastructure trouble — no answer, or a 5xx without `x-fal-request-id` — raises
+        FalUnavailable instead, since the result may still be fetched later."""
+        response = await self._get(response_url)
+        if response.status_code >= 500 and "x-fal-request-id" not in response.headers:
+            raise FalUnavailable(f"result answered {response.status_code}")
+        if response.status_code == 404:
+            raise FalRequestUnknown(_detail(response))
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"detail": response.text[:2000]}
+        error_type = response.headers.get("x-fal-error-type")
+        if error_type is None and isinstance(body, dict):
+            error_type = body.get("error_type")
+        return Result(status_code=response.status_code, body=body, error_type=error_type)
+
+    async def cancel(self, cancel_url: str) -> CancelOutcome:
+        try:
+            response = await self._http.put(cancel_url, headers=self._headers)
+        except httpx.TransportError as exc:
+            raise FalUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 500:
+            raise FalUnavailable(f"cancel answered {response.status_code}")
+        try:
+            outcome = response.json().get("status")
+        except (ValueError, AttributeError):
+            outcome = None
+        if outcome in ("CANCELLATION_REQUESTED", "ALREADY_COMPLETED", "NOT_FOUND", "OK"):
+            return outcome  # type: ignore[no-any-return]
+        if response.status_code == 404:
+            return "NOT_FOUND"
+        raise FalUnavailable(f"cancel answered {response.status_code}: {_detail(response)}")
+
+    async def _get(self, url: str) -> httpx.Response:
+        try:
+            return await self._http.get(url, headers=self._headers)
+        except httpx.TransportError as exc:
+            raise FalUnavailable(f"{type(exc).__name__}: {exc}") from exc

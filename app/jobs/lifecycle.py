@@ -1,0 +1,186 @@
+"""Job state changes and the events they write, one transaction each.
+
+Every function here is a compare-and-set on the job row plus the insert of its event in the
+same transaction (the outbox): either both are committed or neither. None comes back when the
+job was not in a state the change may leave — someone else got there first.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from app import ids
+from app.db.pool import Pool
+from app.db.wakeup import Wakeup
+from app.events.models import EventType
+from app.events.payloads import event_body
+from app.fal.client import Submitted
+from app.fal.outcomes import Outcome, Succeeded
+from app.jobs import repository as sql
+from app.jobs.models import JobStatus
+from app.jobs.schemas import job_view
+from app.webhooks import fanout
+
+ACTIVE = [JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.RUNNING]
+
+
+async def _transition(
+    pool: Pool, wakeup: Wakeup | None, event_type: EventType, statement: str, *args: Any
+) -> asyncpg.Record | None:
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(statement, *args)
+        if row is None:
+            return None
+        at = row["updated_at"]
+        queued = await fanout.record_event(
+            conn,
+            event_id=ids.uuid7(),
+            client_id=row["client_id"],
+            job_id=row["id"],
+            event_type=event_type,
+            payload=event_body(event_type, at, job_view(row)),
+            at=at,
+            callback_url=row["callback_url"],
+        )
+    if queued and wakeup is not None:
+        wakeup.notify("deliver")
+    return row
+
+
+async def mark_submitted(
+    pool: Pool,
+    job_id: uuid.UUID,
+    submitted: Submitted,
+    *,
+    next_poll_at: datetime,
+    wakeup: Wakeup | None,
+) -> asyncpg.Record | None:
+    return await _transition(
+        pool,
+        wakeup,
+        "job.submitted",
+        sql.MARK_SUBMITTED,
+        job_id,
+        submitted.request_id,
+        submitted.status_url,
+        submitted.response_url,
+        submitted.cancel_url,
+        next_poll_at,
+    )
+
+
+async def attach_fal_request(
+    pool: Pool, job_id: uuid.UUID, submitted: Submitted
+) -> tuple[str, str | None] | None:
+    """(status, fal_request_id) after keeping fal's ids on a job that has moved on."""
+    row = await pool.fetchrow(
+        sql.ATTACH_FAL_REQUEST,
+        job_id,
+        submitted.request_id,
+        submitted.status_url,
+        submitted.response_url,
+        submitted.cancel_url,
+    )
+    return None if row is None else (row["status"], row["fal_request_id"])
+
+
+async def mark_running(
+    pool: Pool, job_id: uuid.UUID, *, next_poll_at: datetime, wakeup: Wakeup | None
+) -> asyncpg.Record | None:
+    return await _transition(pool, wakeup, "job.running", sql.MARK_RUNNING, job_id, next_poll_at)
+
+
+async def mark_succeeded(
+    pool: Pool,
+    job_id: uuid.UUID,
+    output: Any,
+    *,
+    fal_request_id: str | None,
+    wakeup: Wakeup | None,
+) -> asyncpg.Record | None:
+    return await _transition(
+        pool, wakeup, "job.succeeded", sql.MARK_SUCCEEDED, job_id, output, fal_request_id
+    )
+
+
+async def mark_failed(
+    pool: Pool,
+    job_id: uuid.UUID,
+    *,
+    error_type: str,
+    message: str,
+    fal_request_id: str | None = None,
+    from_statuses: list[JobStatus] = ACTIVE,
+    wakeup: Wakeup | None,
+) -> asyncpg.Record | None:
+    error = {"type": error_type, "message": message}
+    return await _transition(
+        pool,
+        wakeup,
+        "job.failed",
+        sql.MARK_FAILED,
+        job_id,
+        error,
+        fal_request_id,
+        [status.value for status in from_statuses],
+    )
+
+
+async def mark_canceled(
+    pool: Pool,
+    client_id: uuid.UUID,
+    job_id: uuid.UUID,
+    *,
+    from_statuses: list[JobStatus],
+    wakeup: Wakeup | None,
+) -> asyncpg.Record | None:
+    return await _transition(
+        pool,
+        wakeup,
+        "job.canceled",
+        sql.MARK_CANCELED,
+        job_id,
+        client_id,
+        [status.value for status in from_statuses],
+    )
+
+
+async def reschedule(
+    pool: Pool, job_id: uuid.UUID, *, status: JobStatus, at: datetime, last_error: str | None
+) -> None:
+    await pool.execute(sql.RESCHEDULE, job_id, at, last_error, status.value)
+
+
+async def hold(pool: Pool, job_id: uuid.UUID, *, until: datetime, last_error: str) -> None:
+    await pool.execute(sql.HOLD, job_id, until, last_error)
+
+
+async def make_due(pool: Pool, job_id: uuid.UUID, fal_request_id: str) -> str | None:
+    status: str | None = await pool.fetchval(sql.DUE_NOW, job_id, fal_request_id)
+    return status
+
+
+async def finish(
+    pool: Pool,
+    job_id: uuid.UUID,
+    outcome: Outcome,
+    *,
+    fal_request_id: str | None,
+    wakeup: Wakeup | None,
+) -> asyncpg.Record | None:
+    if isinstance(outcome, Succeeded):
+        return await mark_succeeded(
+            pool, job_id, outcome.output, fal_request_id=fal_request_id, wakeup=wakeup
+        )
+    return await mark_failed(
+        pool,
+        job_id,
+        error_type=outcome.type,
+        message=outcome.message,
+        fal_request_id=fal_request_id,
+        wakeup=wakeup,
+    )

@@ -1,0 +1,59 @@
+"""The long-lived objects of a falrelay process, built once and closed in reverse order."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+
+from app.db.pool import Pool, create_pool
+from app.db.wakeup import Wakeup
+from app.fal.client import FalClient
+from app.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    pool: Pool
+    fal_http: httpx.AsyncClient
+    fal: FalClient
+    wakeup: Wakeup
+
+
+def fal_http_client(settings: Settings) -> httpx.AsyncClient:
+    # One client per process for fal and its JWKS: explicit timeouts, and no redirects (a
+    # redirected submit could be sent twice).
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.fal_timeout_seconds, connect=5.0),
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        headers={"User-Agent": "falrelay"},
+    )
+
+
+@asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    pool = await create_pool(
+        settings.require_database_url(),
+        min_size=settings.db_pool_min_size,
+        max_size=settings.db_pool_max_size,
+        statement_cache_size=settings.db_statement_cache_size,
+    )
+    fal_http = fal_http_client(settings)
+    key = settings.fal_key.get_secret_value() if settings.fal_key else None
+    wakeup = Wakeup(pool)
+    try:
+        yield Services(
+            settings=settings,
+            pool=pool,
+            fal_http=fal_http,
+            fal=FalClient(fal_http, queue_url=settings.fal_queue_url, key=key),
+            wakeup=wakeup,
+        )
+    finally:
+        await wakeup.aclose()
+        await fal_http.aclose()
+        await pool.close()

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, CreatedAtMixin
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"  # due now or later, or being sent
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # every attempt of the schedule failed, or the endpoint is gone
+
+
+class WebhookEndpoint(CreatedAtMixin, Base):
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    client_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE"), nullable=False
+    )
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    event_types: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    # [{"secret": "whsec_...", "expires_at": null | ISO time}]: every unexpired secret signs,
+    # so a receiver can switch to a rotated secret at its own pace.
+    secrets: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    # Set at the first failed attempt after a success; an endpoint failing for 5 days is disabled.
+    failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()"), nullable=False
+    )
+
+    __table_args__ = (
+        Index(
+            "ix_webhook_endpoints_client_created",
+            "client_id",
+            text("created_at DESC"),
+            text("id DESC"),
+        ),
+    )
+
+
+class Delivery(CreatedAtMixin, Base):
+    """One event to one target: a registered endpoint, or a job's own callback_url."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    client_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE"), nullable=False
+    )
+    event_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("events.id", ondelete="CASCADE"), nullable=False
+    )
+    job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    )
+    # Only for a job's callback_url; an endpoint's deliveries go to its current url.
+    url: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=DeliveryStatus.PENDING)
+    attempt_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()")
+    )
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status_code: Mapped[int | None] = mapped_column(SmallInteger)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    succeeded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()"), nullable=False
+    )
+
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
+        CheckConstraint("(endpoint_id IS NULL) <> (url IS NULL)", name="one_target"),
+        # The delivery worker's scan.
+        Index(
+            "ix_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index(
+            "ix_deliveries_endpoint_created",
+            "endpoint_id",
+            text("created_at DESC"),
+            text("id DESC"),
+        ),
+        Index("ix_deliveries_job_created", "job_id", text("created_at DESC"), text("id DESC")),
+        Index("ix_deliveries_event_id", "event_id"),
+    )
+
+
+class DeliveryAttempt(Base):
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False
+    )
+    attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    duration_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    status_code: Mapped[int | None] = mapped_column(SmallInteger)
+    # The error class when there was no answer: timeout, connection, refused_address, ...
+    error: Mapped[str | None] = mapped_column(Text)
+    # The first 2 KB of the answer, for the person debugging their receiver.
+    response_body: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_delivery_attempts_delivery_attempted", "delivery_id", "attempted_at"),
+    )

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from app.db.pool import Pool
+from app.db.wakeup import Wakeup
+from app.fal.client import FalClient
+from app.settings import Settings
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class WorkerContext:
+    """What a worker step needs; `now` and `rng` are parameters so tests need no sleeping."""
+
+    pool: Pool
+    fal: FalClient
+    settings: Settings
+    wakeup: Wakeup | None = None
+    now: Callable[[], datetime] = utcnow
+    rng: random.Random = field(default_factory=random.Random)
+
+    def after(self, seconds: float) -> datetime:
+        return self.now() + timedelta(seconds=seconds)
+
+    @property
+    def webhook_mode(self) -> bool:
+        return bool(self.settings.public_base_url)

@@ -1,0 +1,86 @@
+"""Finishing jobs at fal whose callback has not come (or never will: poll mode)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import asyncpg
+
+from app.fal import outcomes
+from app.fal.client import FalRequestUnknown, FalUnavailable
+from app.jobs import lifecycle
+from app.jobs.models import JobStatus
+from app.worker import backoff
+from app.worker.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+EXPIRED = "fal no longer knows this request; it keeps results for about an hour after completion"
+
+
+async def reconcile(ctx: WorkerContext, job: asyncpg.Record) -> None:
+    """Ask fal about one claimed job and record the answer: still waiting, running, or done."""
+    job_id, status = job["id"], JobStatus(job["status"])
+    request_id = job["fal_request_id"]
+    settings = ctx.settings
+    next_poll = ctx.after(
+        backoff.poll_delay(
+            job["polls"],
+            webhook_mode=ctx.webhook_mode,
+            first=settings.poll_interval_seconds,
+            reconcile_after=settings.reconcile_after_seconds,
+        )
+    )
+
+    if job["submitted_at"] + timedelta(seconds=settings.job_timeout_seconds) < ctx.now():
+        await _time_out(ctx, job)
+        return
+
+    try:
+        fal_status = await ctx.fal.status(job["fal_status_url"])
+        if fal_status.status == "IN_QUEUE":
+            await lifecycle.reschedule(
+                ctx.pool, job_id, status=status, at=next_poll, last_error=None
+            )
+            return
+        if fal_status.status == "IN_PROGRESS":
+            if status == JobStatus.SUBMITTED:
+                await lifecycle.mark_running(
+                    ctx.pool, job_id, next_poll_at=next_poll, wakeup=ctx.wakeup
+                )
+                return
+            await lifecycle.reschedule(
+                ctx.pool, job_id, status=status, at=next_poll, last_error=None
+            )
+            return
+        result = await ctx.fal.result(job["fal_response_url"])
+    except FalRequestUnknown:
+        await lifecycle.mark_failed(
+            ctx.pool, job_id, error_type="result_unavailable", message=EXPIRED, wakeup=ctx.wakeup
+        )
+        return
+    except FalUnavailable as exc:
+        await lifecycle.reschedule(
+            ctx.pool, job_id, status=status, at=next_poll, last_error=str(exc)
+        )
+        return
+    await lifecycle.finish(
+        ctx.pool, job_id, outcomes.from_result(result), fal_request_id=request_id, wakeup=ctx.wakeup
+    )
+
+
+async def _time_out(ctx: WorkerContext, job: asyncpg.Record) -> None:
+    hours = ctx.settings.job_timeout_seconds / 3600
+    failed = await lifecycle.mark_failed(
+        ctx.pool,
+        job["id"],
+        error_type="timeout",
+        message=f"fal did not finish the job within {hours:g} h",
+        wakeup=ctx.wakeup,
+    )
+    if failed is not None and job["fal_cancel_url"]:
+        try:
+            await ctx.fal.cancel(job["fal_cancel_url"])
+        except FalUnavailable as exc:
+            log.warning("could not cancel timed-out fal request %s: %s", job["fal_request_id"], exc)

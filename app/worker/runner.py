@@ -1,0 +1,146 @@
+"""The worker: two loops (submission, reconciliation) claiming due jobs and working them.
+
+Each loop claims at most as many rows as it has free slots, works each claimed row in a task
+of its own, and sleeps until it is woken (new work, a free slot) or the poll interval passes.
+On stop it claims nothing more and gives the calls in flight `shutdown_timeout_seconds` to end;
+what is still running then is cancelled, and its lease brings it back to a worker later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from app.db.wakeup import Topic, Wakeup, listen
+from app.services import Services, open_services
+from app.settings import Settings
+from app.worker import queue, reconciler, submitter
+from app.worker.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+Claim = Callable[[WorkerContext, int], Awaitable[list[asyncpg.Record]]]
+Work = Callable[[WorkerContext, asyncpg.Record], Coroutine[Any, Any, None]]
+
+
+async def _claim_submissions(ctx: WorkerContext, limit: int) -> list[asyncpg.Record]:
+    return await queue.claim_submissions(ctx.pool, limit, ctx.settings.submit_lease_seconds)
+
+
+async def _claim_reconciliations(ctx: WorkerContext, limit: int) -> list[asyncpg.Record]:
+    return await queue.claim_reconciliations(ctx.pool, limit, ctx.settings.reconcile_lease_seconds)
+
+
+LOOPS: dict[Topic, tuple[Claim, Work]] = {
+    "submit": (_claim_submissions, submitter.submit),
+    "reconcile": (_claim_reconciliations, reconciler.reconcile),
+}
+
+
+class Worker:
+    def __init__(self, ctx: WorkerContext, wakeup: Wakeup, *, listen_url: str | None) -> None:
+        self.ctx = ctx
+        self.wakeup = wakeup
+        self._listen_url = listen_url
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for event in self.wakeup.local.values():
+            event.set()
+
+    async def run(self) -> None:
+        tasks = [
+            asyncio.create_task(self._loop(topic, claim, work), name=f"worker-{topic}")
+            for topic, (claim, work) in LOOPS.items()
+        ]
+        if self._listen_url:
+            tasks.append(
+                asyncio.create_task(
+                    listen(self._listen_url, self._on_topic, self._stop), name="worker-listen"
+                )
+            )
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    def _on_topic(self, topic: str) -> None:
+        if topic in self.wakeup.local:
+            self.wakeup.local[topic].set()
+
+    async def _loop(self, topic: Topic, claim: Claim, work: Work) -> None:
+        ctx = self.ctx
+        wake = self.wakeup.local[topic]
+        capacity = ctx.settings.worker_concurrency
+        in_flight: set[asyncio.Task[None]] = set()
+
+        def done(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            wake.set()  # a slot is free
+            if not task.cancelled() and task.exception() is not None:
+                log.error("%s step failed", topic, exc_info=task.exception())
+
+        while not self._stop.is_set():
+            wake.clear()  # before claiming, so a wake-up during the claim is not lost
+            free = capacity - len(in_flight)
+            claimed: list[asyncpg.Record] = []
+            if free > 0:
+                try:
+                    claimed = await claim(ctx, free)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("%s claim failed, retrying: %r", topic, exc)
+                for row in claimed:
+                    task = asyncio.create_task(work(ctx, row))
+                    in_flight.add(task)
+                    task.add_done_callback(done)
+            if claimed and len(claimed) == free:
+                await asyncio.sleep(0)  # more may be due: claim again at once
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=ctx.settings.worker_poll_seconds)
+
+        if in_flight:
+            _, pending = await asyncio.wait(
+                in_flight, timeout=ctx.settings.shutdown_timeout_seconds
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            if pending:
+                log.warning("%s: %d calls cancelled at shutdown", topic, len(pending))
+
+
+@asynccontextmanager
+async def running_worker(services: Services) -> AsyncIterator[Worker]:
+    """A worker running in this event loop for the duration of the block, then drained."""
+    ctx = WorkerContext(
+        pool=services.pool, fal=services.fal, settings=services.settings, wakeup=services.wakeup
+    )
+    worker = Worker(ctx, services.wakeup, listen_url=services.settings.database_url)
+    task = asyncio.create_task(worker.run(), name="worker")
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await task
+
+
+async def run_until_signalled(settings: Settings) -> None:
+    """`falrelay worker`: the workers alone, until SIGINT or SIGTERM, then drained."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_services(settings) as services, running_worker(services):
+        log.info("worker running")
+        await stop.wait()
+        log.info("worker draining")

@@ -1,0 +1,89 @@
+"""Submitting one claimed job to fal and recording what happened."""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+
+from app.fal.client import FalUnavailable, SubmitAmbiguous, SubmitNotSent, SubmitRejected
+from app.jobs import lifecycle
+from app.jobs.models import JobStatus
+from app.jobs.schemas import job_id as public_job_id
+from app.worker import backoff
+from app.worker.context import WorkerContext
+
+log = logging.getLogger(__name__)
+QUEUED = [JobStatus.QUEUED]
+
+
+async def submit(ctx: WorkerContext, job: asyncpg.Record) -> None:
+    job_id, attempt = job["id"], job["attempts"]
+    settings = ctx.settings
+    webhook_url = settings.fal_callback_url(public_job_id(job_id))
+    try:
+        submitted = await ctx.fal.submit(job["model"], job["input"], webhook_url=webhook_url)
+    except SubmitRejected as exc:
+        await lifecycle.mark_failed(
+            ctx.pool,
+            job_id,
+            error_type="submission_rejected",
+            message=str(exc),
+            from_statuses=QUEUED,
+            wakeup=ctx.wakeup,
+        )
+        return
+    except SubmitNotSent as exc:
+        if attempt >= settings.submit_max_attempts:
+            await lifecycle.mark_failed(
+                ctx.pool,
+                job_id,
+                error_type="submission_failed",
+                message=f"fal did not accept the job in {attempt} attempts; last: {exc}",
+                from_statuses=QUEUED,
+                wakeup=ctx.wakeup,
+            )
+            return
+        delay = backoff.submit_retry_delay(attempt, retry_after=exc.retry_after, rng=ctx.rng)
+        await lifecycle.reschedule(
+            ctx.pool, job_id, status=JobStatus.QUEUED, at=ctx.after(delay), last_error=str(exc)
+        )
+        return
+    except SubmitAmbiguous as exc:
+        # fal may have the request. Keep the claim for a lease: if fal has it, its webhook
+        # arrives meanwhile and finishes the job; otherwise the job is submitted again then.
+        log.warning("ambiguous submit of job %s (attempt %d): %s", job_id, attempt, exc)
+        if attempt >= settings.submit_max_attempts:
+            await lifecycle.mark_failed(
+                ctx.pool,
+                job_id,
+                error_type="submission_uncertain",
+                message=f"fal's answer to the submission was lost {attempt} times; last: {exc}",
+                from_statuses=QUEUED,
+                wakeup=ctx.wakeup,
+            )
+            return
+        await lifecycle.hold(
+            ctx.pool, job_id, until=ctx.after(settings.submit_lease_seconds), last_error=str(exc)
+        )
+        return
+
+    first_poll = backoff.poll_delay(
+        0,
+        webhook_mode=ctx.webhook_mode,
+        first=settings.poll_interval_seconds,
+        reconcile_after=settings.reconcile_after_seconds,
+    )
+    recorded = await lifecycle.mark_submitted(
+        ctx.pool, job_id, submitted, next_poll_at=ctx.after(first_poll), wakeup=ctx.wakeup
+    )
+    if recorded is not None:
+        return
+    # The job moved on while we were at fal: canceled by its client, or finished by fal's own
+    # callback. Keep fal's ids; a canceled job must not keep running (and billing) at fal.
+    state = await lifecycle.attach_fal_request(ctx.pool, job_id, submitted)
+    if state is not None and state[0] == JobStatus.CANCELED:
+        try:
+            await ctx.fal.cancel(submitted.cancel_url)
+        except FalUnavailable as exc:
+            log.warning("could not cancel fal request %s: %s", submitted.request_id, exc)

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from app.worker import backoff
+
+
+def test_submit_delays_double_with_jitter_and_cap() -> None:
+    rng = random.Random(1)
+    for attempt, nominal in [(1, 1), (2, 2), (3, 4), (5, 16), (9, 256), (10, 300), (30, 300)]:
+        delay = backoff.submit_retry_delay(attempt, retry_after=None, rng=rng)
+        assert nominal * 0.8 <= delay <= nominal * 1.2
+
+
+def test_retry_after_is_a_floor() -> None:
+    delay = backoff.submit_retry_delay(1, retry_after=30, rng=random.Random(1))
+    assert delay == 30
+
+
+@pytest.mark.parametrize(("polls", "expected"), [(0, 1.0), (1, 1.0), (2, 1.5), (3, 2.25), (20, 15)])
+def test_poll_mode_grows_to_15_s(polls: int, expected: float) -> None:
+    delay = backoff.poll_delay(polls, webhook_mode=False, first=1.0, reconcile_after=30)
+    assert delay == pytest.approx(expected)
+
+
+def test_webhook_mode_polls_at_the_reconcile_cadence() -> None:
+    assert backoff.poll_delay(7, webhook_mode=True, first=1.0, reconcile_after=30) == 30
