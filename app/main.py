@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from app import __version__
-from app.api import callbacks, health, jobs, models, openapi
+from app.api import callbacks, health, jobs, models, openapi, outbound, webhooks
 from app.api.limits import BodySizeLimit
 from app.api.runtime import Runtime
 from app.auth.service import KeyResolver
@@ -63,6 +63,10 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         generate_unique_id_function=_operation_id,
         openapi_tags=[
             {"name": "jobs", "description": "Create, read, list and cancel generation jobs."},
+            {
+                "name": "webhooks",
+                "description": "Endpoints that receive job events, and the delivery log.",
+            },
             {"name": "models", "description": "The fal models jobs can run."},
             {"name": "fal", "description": "fal's signed webhooks (called by fal, not clients)."},
             {"name": "operations", "description": "Liveness and readiness probes."},
@@ -71,8 +75,10 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     install_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(jobs.router)
+    app.include_router(webhooks.router)
     app.include_router(models.router)
     app.include_router(callbacks.router)
     app.include_router(health.router)
+    outbound.document(app)
     openapi.install(app)
     return app

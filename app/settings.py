@@ -44,6 +44,12 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="without webhooks: first status poll, growing to 15 s"
     )
     job_timeout_seconds: float = Field(default=6 * 3600.0, gt=0)
+    delivery_concurrency: int = Field(default=128, ge=1, description="webhooks in flight")
+    delivery_per_endpoint_concurrency: int = Field(
+        default=32, ge=1, description="webhooks in flight to one endpoint (or callback URL)"
+    )
+    delivery_timeout_seconds: float = Field(default=15.0, gt=0)
+    delivery_lease_seconds: float = Field(default=60.0, gt=0)
     shutdown_timeout_seconds: float = Field(default=20.0, ge=0)
 
     @model_validator(mode="after")
@@ -51,6 +57,8 @@ class Settings(BaseSettings):
         for name in ("submit_lease_seconds", "reconcile_lease_seconds"):
             if getattr(self, name) <= self.fal_timeout_seconds:
                 raise ValueError(f"{name} must be longer than fal_timeout_seconds")
+        if self.delivery_lease_seconds <= self.delivery_timeout_seconds:
+            raise ValueError("delivery_lease_seconds must be longer than delivery_timeout_seconds")
         return self
 
     def fal_callback_url(self, public_job_id: str) -> str | None:

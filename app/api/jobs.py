@@ -20,6 +20,7 @@ from app.jobs import service
 from app.jobs.models import JobStatus
 from app.jobs.schemas import IdempotencyKey, JobCreate, JobPage, JobRead, job_view
 from app.jobs.service import FalUnreachable, IdempotencyKeyInFlight, JobNotCancelable
+from app.pagination import MAX_PAGE_SIZE
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -42,7 +43,13 @@ async def create_job(
     idempotency_key: Annotated[IdempotencyKey | None, Header(alias="Idempotency-Key")] = None,
 ) -> Response:
     """Store a job and queue it for fal; answered only once the job is committed."""
-    result = await service.create_job(runtime.pool, principal.client_id, body, idempotency_key)
+    result = await service.create_job(
+        runtime.pool,
+        principal.client_id,
+        body,
+        idempotency_key,
+        allow_private_callback=runtime.settings.allow_private_webhook_urls,
+    )
     if result.created:
         runtime.wakeup.notify("submit")
     view = job_view(result.job)
@@ -65,7 +72,7 @@ async def list_jobs(
     model: str | None = None,
     created_after: AwareDatetime | None = None,
     created_before: AwareDatetime | None = None,
-    limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE_SIZE)] = 20,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
     cursor: str | None = None,
 ) -> Response:
     """The client's jobs, newest first, a page at a time (keyset pagination)."""

@@ -19,6 +19,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         version=app.version,
         description=app.description,
         routes=app.routes,
+        webhooks=app.webhooks.routes,
         tags=app.openapi_tags,
     )
     schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
@@ -26,6 +27,10 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     schemas.update(problem.pop("$defs", {}))
     schemas["Problem"] = problem
     # FastAPI documents its own 422 body (HTTPValidationError); ours is a Problem with `errors`.
+    for path_item in document.get("webhooks", {}).values():
+        for operation in path_item.values():
+            # Receivers answer; what falrelay validates is not theirs to document.
+            operation.get("responses", {}).pop("422", None)
     for path_item in document.get("paths", {}).values():
         for operation in path_item.values():
             answer = operation.get("responses", {}).get("422")

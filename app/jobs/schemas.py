@@ -23,7 +23,7 @@ def _known_model(value: str) -> str:
     return value
 
 
-def _callback_url(value: str) -> str:
+def _webhook_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an absolute http:// or https:// URL")
@@ -42,8 +42,9 @@ ModelId = Annotated[
         json_schema_extra={"enum": sorted(MODELS)},
     ),
 ]
-CallbackURL = Annotated[
-    str, StringConstraints(max_length=MAX_URL_LENGTH), AfterValidator(_callback_url)
+# A URL falrelay will POST webhooks to (a job's callback_url, an endpoint's url).
+WebhookURL = Annotated[
+    str, StringConstraints(max_length=MAX_URL_LENGTH), AfterValidator(_webhook_url)
 ]
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=40)]
 MetadataValue = Annotated[str, StringConstraints(max_length=500)]
@@ -80,7 +81,7 @@ class JobCreate(BaseModel):
     input: dict[str, Any] = Field(
         description="The model's input; its JSON schema is in GET /v1/models."
     )
-    callback_url: CallbackURL | None = Field(
+    callback_url: WebhookURL | None = Field(
         default=None, description="A per-job webhook, signed with the client's default secret."
     )
     metadata: Metadata = Field(default_factory=dict)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import uuid
 from dataclasses import dataclass
@@ -30,8 +28,8 @@ from app.fal.client import FalClient, FalUnavailable
 from app.jobs import lifecycle, repository
 from app.jobs.models import JobStatus
 from app.jobs.schemas import JOB_ID_PREFIX, JobCreate
-
-MAX_PAGE_SIZE = 100
+from app.pagination import decode_cursor, next_cursor
+from app.webhooks import ssrf
 
 
 class IdempotencyKeyReused(UnprocessableEntity):
@@ -61,7 +59,19 @@ class Created:
     created: bool
 
 
-def _prepare(client_id: uuid.UUID, request: JobCreate) -> repository.NewJob:
+def _prepare(
+    client_id: uuid.UUID, request: JobCreate, *, allow_private_callback: bool
+) -> repository.NewJob:
+    if request.callback_url is not None and not allow_private_callback:
+        # Only the checks that need no DNS lookup here, on the intake path; the delivery
+        # worker checks the address it actually connects to.
+        try:
+            ssrf.check_literal(request.callback_url)
+        except ssrf.RefusedAddress as exc:
+            msg = f"points at {exc.address}, which is not a public address"
+            raise ValidationFailed(
+                [ValidationIssue(loc=["body", "callback_url"], msg=msg, type="url_not_public")]
+            ) from exc
     spec = MODELS[request.model]
     try:
         model_input = spec.normalise_input(request.input)
@@ -91,9 +101,14 @@ def _fingerprint(job: repository.NewJob) -> bytes:
 
 
 async def create_job(
-    pool: Pool, client_id: uuid.UUID, request: JobCreate, idempotency_key: str | None
+    pool: Pool,
+    client_id: uuid.UUID,
+    request: JobCreate,
+    idempotency_key: str | None,
+    *,
+    allow_private_callback: bool = False,
 ) -> Created:
-    job = _prepare(client_id, request)
+    job = _prepare(client_id, request, allow_private_callback=allow_private_callback)
     if idempotency_key is None:
         return Created(await repository.insert(pool, job), created=True)
 
@@ -175,26 +190,6 @@ class Page:
     next_cursor: str | None
 
 
-def encode_cursor(created_at: datetime, job_uuid: uuid.UUID) -> str:
-    raw = orjson.dumps([created_at.isoformat(), job_uuid.hex])
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at_text, hex_id = orjson.loads(raw)
-        created_at = datetime.fromisoformat(created_at_text)
-        if created_at.tzinfo is None:
-            raise ValueError("naive timestamp")
-        return created_at, uuid.UUID(hex=hex_id)
-    except (binascii.Error, orjson.JSONDecodeError, TypeError, ValueError) as exc:
-        issue = ValidationIssue(
-            loc=["query", "cursor"], msg="not a cursor this API returned", type="cursor_invalid"
-        )
-        raise ValidationFailed([issue]) from exc
-
-
 async def list_jobs(
     pool: Pool,
     client_id: uuid.UUID,
@@ -214,7 +209,4 @@ async def list_jobs(
         after=decode_cursor(cursor) if cursor else None,
     )
     rows = await repository.list_page(pool, client_id, where, limit + 1)
-    if len(rows) <= limit:
-        return Page(rows, None)
-    last = rows[limit - 1]
-    return Page(rows[:limit], encode_cursor(last["created_at"], last["id"]))
+    return Page(rows[:limit], next_cursor(rows, limit))

@@ -1,4 +1,4 @@
-"""The worker: two loops (submission, reconciliation) claiming due jobs and working them.
+"""The worker: loops (submission, reconciliation, delivery) claiming due rows and working them.
 
 Each loop claims at most as many rows as it has free slots, works each claimed row in a task
 of its own, and sleeps until it is woken (new work, a free slot) or the poll interval passes.
@@ -21,8 +21,10 @@ import asyncpg
 from app.db.wakeup import Topic, Wakeup, listen
 from app.services import Services, open_services
 from app.settings import Settings
+from app.webhooks.delivery import make_session
 from app.worker import queue, reconciler, submitter
 from app.worker.context import WorkerContext
+from app.worker.deliverer import Deliverer
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +40,36 @@ async def _claim_reconciliations(ctx: WorkerContext, limit: int) -> list[asyncpg
     return await queue.claim_reconciliations(ctx.pool, limit, ctx.settings.reconcile_lease_seconds)
 
 
-LOOPS: dict[Topic, tuple[Claim, Work]] = {
-    "submit": (_claim_submissions, submitter.submit),
-    "reconcile": (_claim_reconciliations, reconciler.reconcile),
-}
-
-
 class Worker:
-    def __init__(self, ctx: WorkerContext, wakeup: Wakeup, *, listen_url: str | None) -> None:
+    """Submission and reconciliation loops, and — given a `Deliverer` — the delivery loop."""
+
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        wakeup: Wakeup,
+        *,
+        listen_url: str | None,
+        deliverer: Deliverer | None = None,
+    ) -> None:
         self.ctx = ctx
         self.wakeup = wakeup
         self._listen_url = listen_url
         self._stop = asyncio.Event()
+        settings = ctx.settings
+        self._loops: dict[Topic, tuple[Claim, Work, int]] = {
+            "submit": (_claim_submissions, submitter.submit, settings.worker_concurrency),
+            "reconcile": (
+                _claim_reconciliations,
+                reconciler.reconcile,
+                settings.worker_concurrency,
+            ),
+        }
+        if deliverer is not None:
+            self._loops["deliver"] = (
+                deliverer.claim,
+                deliverer.work,
+                settings.delivery_concurrency,
+            )
 
     def stop(self) -> None:
         self._stop.set()
@@ -58,8 +78,8 @@ class Worker:
 
     async def run(self) -> None:
         tasks = [
-            asyncio.create_task(self._loop(topic, claim, work), name=f"worker-{topic}")
-            for topic, (claim, work) in LOOPS.items()
+            asyncio.create_task(self._loop(topic, *loop), name=f"worker-{topic}")
+            for topic, loop in self._loops.items()
         ]
         if self._listen_url:
             tasks.append(
@@ -77,10 +97,9 @@ class Worker:
         if topic in self.wakeup.local:
             self.wakeup.local[topic].set()
 
-    async def _loop(self, topic: Topic, claim: Claim, work: Work) -> None:
+    async def _loop(self, topic: Topic, claim: Claim, work: Work, capacity: int) -> None:
         ctx = self.ctx
         wake = self.wakeup.local[topic]
-        capacity = ctx.settings.worker_concurrency
         in_flight: set[asyncio.Task[None]] = set()
 
         def done(task: asyncio.Task[None]) -> None:
@@ -122,16 +141,25 @@ class Worker:
 @asynccontextmanager
 async def running_worker(services: Services) -> AsyncIterator[Worker]:
     """A worker running in this event loop for the duration of the block, then drained."""
+    settings = services.settings
     ctx = WorkerContext(
-        pool=services.pool, fal=services.fal, settings=services.settings, wakeup=services.wakeup
+        pool=services.pool, fal=services.fal, settings=settings, wakeup=services.wakeup
     )
-    worker = Worker(ctx, services.wakeup, listen_url=services.settings.database_url)
+    session = make_session(
+        concurrency=settings.delivery_concurrency,
+        timeout=settings.delivery_timeout_seconds,
+        allow_private=settings.allow_private_webhook_urls,
+    )
+    deliverer = Deliverer(ctx, session)
+    worker = Worker(ctx, services.wakeup, listen_url=settings.database_url, deliverer=deliverer)
     task = asyncio.create_task(worker.run(), name="worker")
     try:
         yield worker
     finally:
         worker.stop()
         await task
+        await deliverer.aclose()
+        await session.close()
 
 
 async def run_until_signalled(settings: Settings) -> None:

@@ -69,12 +69,25 @@ def test_operation_ids_are_the_handler_names(app: FastAPI) -> None:
     assert sorted(operation_ids) == [
         "cancel_job",
         "create_job",
+        "create_webhook_endpoint",
+        "delete_webhook_endpoint",
         "fal_callback",
+        "get_delivery",
         "get_job",
+        "get_webhook_endpoint",
+        "get_webhook_secret",
         "healthz",
+        "list_endpoint_deliveries",
+        "list_job_deliveries",
         "list_jobs",
         "list_models",
+        "list_webhook_endpoints",
         "readyz",
+        "recover_webhook_endpoint",
+        "retry_delivery",
+        "rotate_webhook_secret",
+        "test_webhook_endpoint",
+        "update_webhook_endpoint",
     ]
 
 

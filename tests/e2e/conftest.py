@@ -91,7 +91,7 @@ def make_stack(fresh_database_url: str) -> StackFactory:
                 fal_jwks_url=f"{fal_server.url}/.well-known/jwks.json",
                 fal_key="test-fal-key",
                 public_base_url=service_url if webhooks else None,
-                allow_private_webhook_urls=True,
+                allow_private_webhook_urls=overrides.pop("allow_private_webhook_urls", True),
                 worker_poll_seconds=0.05,
                 reconcile_after_seconds=overrides.pop("reconcile_after_seconds", 5.0),
                 poll_interval_seconds=overrides.pop("poll_interval_seconds", 0.1),

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from app.db.pool import Pool
-from app.jobs.service import encode_cursor
+from app.pagination import encode_cursor
 from tests.support import Tenant, assert_problem, job_uuid
 
 

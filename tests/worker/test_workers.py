@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -14,12 +16,18 @@ from app.db.pool import Pool, create_pool
 from app.db.wakeup import Wakeup
 from app.fakefal import FakeFal, FakeFalConfig
 from app.fal.client import FalClient
+from app.ids import uuid7
 from app.jobs import service as jobs_service
 from app.jobs.schemas import JobCreate
 from app.settings import Settings
+from app.webhooks import fanout, signing
+from app.webhooks import repository as webhooks_repository
+from app.webhooks.delivery import make_session
 from app.worker import queue
 from app.worker.context import WorkerContext
+from app.worker.deliverer import Deliverer
 from app.worker.runner import Worker
+from tests.receivers import Receiver
 from tests.servers import LiveServer
 
 
@@ -115,3 +123,86 @@ async def test_claims_skip_rows_another_worker_holds(fresh_database_url: str) ->
         assert again[0]["attempts"] == 2
     finally:
         await pool.close()
+
+
+async def test_two_delivery_workers_never_send_one_delivery_twice(
+    fresh_database_url: str,
+) -> None:
+    inbox = Receiver()
+    settings = Settings(
+        database_url=fresh_database_url,
+        fal_key="k",
+        allow_private_webhook_urls=True,
+        worker_poll_seconds=0.02,
+        delivery_concurrency=16,
+    )
+    seed = await create_pool(fresh_database_url, min_size=1, max_size=2)
+    with LiveServer(inbox.app) as receiver:
+        client_id, _ = await auth_service.create_client(seed, "fan-out")
+        endpoint = await webhooks_repository.insert_endpoint(
+            seed,
+            endpoint_id=uuid7(),
+            client_id=client_id,
+            url=f"{receiver.url}/hook",
+            description=None,
+            event_types=["job.succeeded"],
+            secret=signing.new_secret(),
+        )
+        now = datetime.now(UTC)
+        async with seed.acquire() as conn, conn.transaction():
+            for _ in range(150):
+                await fanout.record_ping(
+                    conn,
+                    event_id=uuid7(),
+                    delivery_id=uuid7(),
+                    client_id=client_id,
+                    endpoint_id=endpoint["id"],
+                    payload={"type": "ping", "timestamp": now, "data": {}},
+                    at=now,
+                )
+
+        sent = [0, 0]
+        workers, closers = [], []
+        async with httpx.AsyncClient() as http:
+            for n in range(2):
+                pool = await create_pool(fresh_database_url, min_size=1, max_size=4)
+                ctx = WorkerContext(
+                    pool=pool,
+                    fal=FalClient(http, queue_url="http://unused", key="k"),
+                    settings=settings,
+                )
+                session = make_session(concurrency=16, timeout=5, allow_private=True)
+                deliverer = Deliverer(ctx, session)
+                work = deliverer.work
+
+                async def counted(
+                    ctx: WorkerContext, row: Any, n: int = n, work: Any = work
+                ) -> None:
+                    sent[n] += 1
+                    await work(ctx, row)
+
+                deliverer.work = counted  # type: ignore[method-assign]
+                workers.append(Worker(ctx, Wakeup(None), listen_url=None, deliverer=deliverer))
+                closers.append((pool, session))
+            runs = [asyncio.create_task(worker.run()) for worker in workers]
+            deadline = time.monotonic() + 30
+            while await seed.fetchval(
+                "SELECT count(*) FROM deliveries WHERE status <> 'succeeded'"
+            ):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            for worker in workers:
+                worker.stop()
+            await asyncio.gather(*runs)
+            for pool, session in closers:
+                await session.close()
+                await pool.close()
+
+    ids = [request.headers["webhook-id"] for request in inbox.received]
+    assert len(ids) == 150
+    assert len(set(ids)) == 150
+    assert sum(sent) == 150
+    assert min(sent) > 0, sent
+    attempts = await seed.fetchval("SELECT count(*) FROM delivery_attempts")
+    assert attempts == 150
+    await seed.close()

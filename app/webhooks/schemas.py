@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from app.events.models import EVENT_TYPES, TERMINAL_EVENT_TYPES, EventType
+from app.jobs.schemas import WebhookURL
+from app.webhooks.models import DeliveryStatus
+
+ENDPOINT_ID_PREFIX = "ep"
+DELIVERY_ID_PREFIX = "dlv"
+EVENT_ID_PREFIX = "evt"
+MAX_GRACE_SECONDS = 7 * 24 * 3600
+
+JobEventType = Literal[
+    "job.submitted", "job.running", "job.succeeded", "job.failed", "job.canceled"
+]
+
+
+def _distinct(values: list[JobEventType]) -> list[JobEventType]:
+    if len(set(values)) != len(values):
+        raise ValueError("event types must not repeat")
+    return values
+
+
+EventTypes = Annotated[
+    list[JobEventType],
+    Field(min_length=1, max_length=len(EVENT_TYPES)),
+    AfterValidator(_distinct),
+]
+Description = Annotated[str, StringConstraints(max_length=500)]
+
+
+class EndpointCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    url: WebhookURL
+    event_types: EventTypes = Field(
+        default_factory=lambda: list(TERMINAL_EVENT_TYPES),  # type: ignore[arg-type]
+        description="Default: the three terminal events.",
+    )
+    description: Description | None = None
+
+
+class EndpointUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    url: WebhookURL | None = None
+    event_types: EventTypes | None = None
+    description: Description | None = None
+    enabled: bool | None = Field(
+        default=None, description="true re-enables a disabled endpoint and clears its failures."
+    )
+
+
+class EndpointRead(BaseModel):
+    id: str = Field(examples=["ep_0193a9d2c4f07a4c9b1e2d3f4a5b6c7d"])
+    url: str
+    event_types: list[EventType]
+    description: str | None
+    enabled: bool
+    disabled_reason: str | None
+    failing_since: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class EndpointCreated(EndpointRead):
+    secret: str = Field(description="`whsec_...`: shown now and on rotation only.")
+
+
+class EndpointPage(BaseModel):
+    data: list[EndpointRead]
+    next_cursor: str | None
+
+
+class RotateSecret(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    grace_period_seconds: int = Field(
+        default=24 * 3600,
+        ge=0,
+        le=MAX_GRACE_SECONDS,
+        description="How long the old secret keeps signing too (default 24 h, at most 7 days).",
+    )
+
+
+class SecretRead(BaseModel):
+    secret: str
+
+
+class Recover(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    since: AwareDatetime = Field(description="Re-queue failed deliveries created at or after this.")
+
+
+class Recovered(BaseModel):
+    requeued: int
+
+
+class AttemptRead(BaseModel):
+    attempted_at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None = Field(description="Why there was no answer: timeout, connection, ...")
+    response_body: str | None = Field(description="The first 2 KB of the answer.")
+
+
+class DeliveryRead(BaseModel):
+    id: str = Field(examples=["dlv_0193a9d2c4f07a4c9b1e2d3f4a5b6c7d"])
+    event_id: str = Field(description="The `webhook-id` header of every attempt.")
+    event_type: EventType
+    job_id: str | None
+    endpoint_id: str | None
+    url: str
+    status: DeliveryStatus
+    attempt_count: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    succeeded_at: datetime | None
+    attempts: list[AttemptRead] | None = Field(
+        default=None, description="Every attempt, oldest first (on GET of one delivery)."
+    )
+
+
+class DeliveryPage(BaseModel):
+    data: list[DeliveryRead]
+    next_cursor: str | None

@@ -1,0 +1,196 @@
+"""Delivering webhooks: claim due deliveries, send each, record results in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+
+from app import ids
+from app.webhooks import signing
+from app.webhooks.delivery import AttemptResult, send
+from app.webhooks.models import DeliveryStatus
+from app.webhooks.schemas import EVENT_ID_PREFIX
+from app.worker import backoff, queue
+from app.worker.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    delivery_id: uuid.UUID
+    attempt_count: int
+    endpoint_id: uuid.UUID | None
+    attempted_at: datetime
+    result: AttemptResult
+    status: DeliveryStatus
+    next_attempt_at: datetime | None
+
+
+def _active_secrets(row: asyncpg.Record, now: datetime) -> list[str]:
+    if row["endpoint_id"] is None:
+        return [row["client_secret"]] if row["client_secret"] else []
+    secrets: list[dict[str, Any]] = row["endpoint_secrets"] or []
+    return [
+        s["secret"]
+        for s in secrets
+        if s.get("expires_at") is None or datetime.fromisoformat(s["expires_at"]) > now
+    ]
+
+
+class Deliverer:
+    """One per worker process: its aiohttp session, its per-target counts, its recorder."""
+
+    def __init__(self, ctx: WorkerContext, session: aiohttp.ClientSession) -> None:
+        self.ctx = ctx
+        self.session = session
+        self.per_target = ctx.settings.delivery_per_endpoint_concurrency
+        self._in_flight: Counter[str] = Counter()
+        self._pending: list[Outcome] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def claim(self, ctx: WorkerContext, limit: int) -> list[asyncpg.Record]:
+        saturated = [t for t, n in self._in_flight.items() if n >= self.per_target]
+        rows = await queue.claim_deliveries(
+            ctx.pool, limit, ctx.settings.delivery_lease_seconds, saturated
+        )
+        taken: list[asyncpg.Record] = []
+        over_cap: list[uuid.UUID] = []
+        for row in rows:
+            if self._in_flight[row["target"]] >= self.per_target:
+                over_cap.append(row["id"])
+                continue
+            self._in_flight[row["target"]] += 1
+            taken.append(row)
+        if over_cap:
+            await queue.release_deliveries(ctx.pool, over_cap)
+        return taken
+
+    async def work(self, ctx: WorkerContext, row: asyncpg.Record) -> None:
+        try:
+            outcome = await self._attempt(row)
+        finally:
+            self._in_flight[row["target"]] -= 1
+            if self._in_flight[row["target"]] <= 0:
+                del self._in_flight[row["target"]]
+        self._pending.append(outcome)
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush())
+        # The step ends when its result is committed, so a drained worker leaves nothing
+        # unrecorded (and a lease still covers it if we die first).
+        await asyncio.shield(self._flushing)
+
+    async def _attempt(self, row: asyncpg.Record) -> Outcome:
+        now = self.ctx.now()
+        secrets = _active_secrets(row, now)
+        if row["endpoint_id"] is not None and not row["endpoint_enabled"]:
+            result = AttemptResult(duration_ms=0, error="endpoint_disabled")
+        elif not secrets:
+            result = AttemptResult(duration_ms=0, error="no_signing_secret")
+        else:
+            body = orjson.dumps(row["payload"])
+            message_id = ids.encode(EVENT_ID_PREFIX, row["event_id"])
+            headers = signing.sign_headers(message_id, body, secrets, at=now)
+            result = await send(self.session, row["target_url"], body, headers)
+        return self._outcome(row, now, result)
+
+    def _outcome(self, row: asyncpg.Record, now: datetime, result: AttemptResult) -> Outcome:
+        status, next_at = DeliveryStatus.SUCCEEDED, None
+        if not result.succeeded:
+            final = result.status_code == 410 or result.error == "endpoint_disabled"
+            delay = (
+                None
+                if final
+                else backoff.delivery_delay(
+                    row["attempt_count"], retry_after=result.retry_after, rng=self.ctx.rng
+                )
+            )
+            if delay is None:
+                status = DeliveryStatus.FAILED
+            else:
+                status, next_at = DeliveryStatus.PENDING, now + timedelta(seconds=delay)
+        return Outcome(
+            delivery_id=row["id"],
+            attempt_count=row["attempt_count"],
+            endpoint_id=row["endpoint_id"],
+            attempted_at=now,
+            result=result,
+            status=status,
+            next_attempt_at=next_at,
+        )
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self._record(batch)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # Unrecorded deliveries stay leased; when the lease runs out they are sent
+                # again (at least once, never lost).
+                log.warning("recording %d delivery results failed: %r", len(batch), exc)
+
+    async def _record(self, batch: list[Outcome]) -> None:
+        now = self.ctx.now()
+        attempts = [
+            (
+                ids.uuid7(),
+                o.delivery_id,
+                o.attempted_at,
+                o.result.duration_ms,
+                o.result.status_code,
+                o.result.error,
+                o.result.response_body,
+            )
+            for o in batch
+        ]
+        updates = [
+            (
+                o.delivery_id,
+                o.attempt_count,
+                o.status.value,
+                o.next_attempt_at,
+                o.result.status_code,
+                o.result.error,
+                o.attempted_at,
+            )
+            for o in batch
+        ]
+        recovered = {o.endpoint_id for o in batch if o.result.succeeded and o.endpoint_id}
+        gone = {o.endpoint_id for o in batch if o.result.status_code == 410 and o.endpoint_id}
+        failed = {
+            o.endpoint_id
+            for o in batch
+            if not o.result.succeeded
+            and o.endpoint_id
+            and o.result.error != "endpoint_disabled"
+            and o.endpoint_id not in gone
+        } - recovered
+        async with self.ctx.pool.acquire() as conn, conn.transaction():
+            await conn.execute(queue.RECORD_ATTEMPTS, *_columns(attempts, 7))
+            await conn.execute(queue.RECORD_DELIVERIES, *_columns(updates, 7))
+            if recovered:
+                await conn.execute(queue.ENDPOINTS_RECOVERED, list(recovered))
+            if failed:
+                await conn.execute(queue.ENDPOINTS_FAILED, list(failed), now)
+            if gone:
+                await conn.execute(queue.ENDPOINTS_GONE, list(gone))
+
+    async def aclose(self) -> None:
+        if self._flushing is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flushing
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows → one list per column, for `unnest($1::..[], $2::..[], ...)`."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
