@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 
 import orjson
 import uvicorn
-from starlette.types import ASGIApp
+from fastapi import FastAPI
+from prometheus_client import start_http_server
 
+from app.main import begin_draining
 from app.settings import MissingSetting, Settings
 
 if TYPE_CHECKING:
@@ -26,12 +28,20 @@ class _Server(uvicorn.Server):
     """uvicorn, minus its re-raise of SIGINT/SIGTERM after shutdown: a drained process exits 0
     and `finally` blocks (stopping the embedded Postgres) still run."""
 
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def _on_signal(self, sig: int) -> None:
+        begin_draining(self._app)
+        self.handle_exit(sig, None)
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         loop = asyncio.get_running_loop()
         stop_signals = (signal.SIGINT, signal.SIGTERM)
         for sig in stop_signals:
-            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+            loop.add_signal_handler(sig, self._on_signal, sig)
         try:
             yield
         finally:
@@ -39,7 +49,9 @@ class _Server(uvicorn.Server):
                 loop.remove_signal_handler(sig)
 
 
-async def _serve(app: ASGIApp, host: str, port: int, *, on_started: str | None = None) -> None:
+async def _serve(
+    app: FastAPI, settings: Settings, host: str, port: int, *, on_started: str | None = None
+) -> None:
     config = uvicorn.Config(
         app,
         host=host,
@@ -47,9 +59,11 @@ async def _serve(app: ASGIApp, host: str, port: int, *, on_started: str | None =
         lifespan="on",
         proxy_headers=True,
         server_header=False,
-        log_level="info",
+        log_config=None,  # logging is ours: app.logs
+        access_log=False,  # and so is the access log (app.api.observe)
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_seconds)),
     )
-    server = _Server(config)
+    server = _Server(config, app)
     serving = asyncio.create_task(server.serve())
     # uvicorn offers `started` only as a flag, so poll it.
     while not server.started and not serving.done():  # noqa: ASYNC110
@@ -64,11 +78,12 @@ async def _serve(app: ASGIApp, host: str, port: int, *, on_started: str | None =
 def _serve_api(args: argparse.Namespace, *, run_worker: bool) -> None:
     from app.main import create_app
 
-    settings = Settings()
+    settings = _configured(Settings())
     settings.require_database_url()
     if run_worker:
         settings.require_fal_key()
-    asyncio.run(_serve(create_app(settings, run_worker=run_worker), args.host, args.port))
+    app = create_app(settings, run_worker=run_worker)
+    asyncio.run(_serve(app, settings, args.host, args.port))
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -82,9 +97,11 @@ def cmd_api(args: argparse.Namespace) -> None:
 def cmd_worker(args: argparse.Namespace) -> None:
     from app.worker.runner import run_until_signalled
 
-    settings = Settings()
+    settings = _configured(Settings())
     settings.require_database_url()
     settings.require_fal_key()
+    if settings.metrics_port is not None:
+        start_http_server(settings.metrics_port)
     asyncio.run(run_until_signalled(settings))
 
 
@@ -97,7 +114,7 @@ def cmd_fakefal(args: argparse.Namespace) -> None:
 def cmd_migrate(args: argparse.Namespace) -> None:
     from app.db.migrate import head_revision, upgrade_to_head
 
-    upgrade_to_head(Settings().require_database_url())
+    upgrade_to_head(_configured(Settings()).require_database_url())
     print(f"database schema is at {head_revision()}", file=sys.stderr)
 
 
@@ -168,9 +185,18 @@ def _dev_banner(base: str, key: str, database_url: str) -> str:
     )
 
 
+def _configured(settings: Settings) -> Settings:
+    from app import logs
+
+    logs.configure(level=settings.log_level, fmt=settings.log_format, secrets=settings.secrets())
+    return settings
+
+
 def cmd_dev(args: argparse.Namespace) -> None:
+    from app import logs
     from app.db import embedded
 
+    logs.configure(fmt="json" if os.environ.get("FALRELAY_LOG_FORMAT") == "json" else "text")
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     key_file = data_dir / "dev-api-key"
@@ -202,12 +228,14 @@ async def _serve_dev(args: argparse.Namespace, database_url: str, key: str) -> N
         fal_queue_url=f"{base}/fakefal",
         fal_jwks_url=f"{base}/fakefal/.well-known/jwks.json",
         fal_key="dev-key-for-the-fake-fal",
+        log_format=os.environ.get("FALRELAY_LOG_FORMAT", "text"),
     )
     fake = FakeFal()
     app = create_app(settings, run_worker=True)
     app.mount("/fakefal", fake.app)
     try:
-        await _serve(app, args.host, args.port, on_started=_dev_banner(base, key, database_url))
+        banner = _dev_banner(base, key, database_url)
+        await _serve(app, settings, args.host, args.port, on_started=banner)
     finally:
         await fake.aclose()
 

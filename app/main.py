@@ -9,6 +9,7 @@ from fastapi.routing import APIRoute
 from app import __version__
 from app.api import callbacks, health, jobs, models, openapi, outbound, webhooks
 from app.api.limits import BodySizeLimit
+from app.api.observe import Observe
 from app.api.runtime import Runtime
 from app.auth.service import KeyResolver
 from app.errors import install_handlers
@@ -52,7 +53,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
             if not run_worker:
                 yield
                 return
-            async with running_worker(services):
+            async with running_worker(services) as worker:
+                app.state.worker = worker
                 yield
 
     app = FastAPI(
@@ -74,6 +76,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     )
     install_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Observe, access_log=settings.access_log)
     app.include_router(jobs.router)
     app.include_router(webhooks.router)
     app.include_router(models.router)
@@ -82,3 +85,12 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     outbound.document(app)
     openapi.install(app)
     return app
+
+
+def begin_draining(app: FastAPI) -> None:
+    """On SIGTERM: /readyz turns 503 and the workers stop claiming, at once, while uvicorn
+    finishes the requests in flight (both within FALRELAY_SHUTDOWN_TIMEOUT_SECONDS)."""
+    app.state.draining = True
+    worker = getattr(app.state, "worker", None)
+    if worker is not None:
+        worker.stop()

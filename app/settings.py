@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -28,6 +30,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # A revoked key keeps working in a process for at most this long.
     api_key_cache_seconds: float = Field(default=30.0, ge=0)
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    access_log: bool = True
+    # `falrelay worker` has no HTTP server; with a port set it serves /metrics there.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     # Workers. Invariant: every lease is longer than fal_timeout_seconds, else a slow call could
     # outlive its claim and a second worker could repeat it.
@@ -66,6 +74,10 @@ class Settings(BaseSettings):
         if not self.public_base_url:
             return None
         return f"{self.public_base_url.rstrip('/')}/callbacks/fal/{public_job_id}"
+
+    def secrets(self) -> list[str]:
+        """Values no log line may contain."""
+        return [self.fal_key.get_secret_value()] if self.fal_key else []
 
     def require_fal_key(self) -> str:
         if self.fal_key is None or not self.fal_key.get_secret_value():

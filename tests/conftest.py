@@ -30,7 +30,10 @@ from app.db.migrate import upgrade_to_head
 from app.db.pool import Pool, asyncpg_dsn, create_pool
 from app.main import create_app
 from app.settings import Settings
+from tests.stack import make_stack
 from tests.support import Tenant, http_client
+
+__all__ = ["make_stack"]  # a fixture: the whole product over real HTTP (tests/stack.py)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from types import TracebackType
@@ -10,6 +11,15 @@ from typing import Literal
 
 import uvicorn
 from starlette.types import ASGIApp
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (for a server that must know its URL
+    before it starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class LiveServer:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import time
 
 from fastapi import APIRouter, Request
@@ -14,6 +15,9 @@ from app.fal import callbacks
 from app.fal.outcomes import FalWebhook
 from app.fal.signatures import InvalidSignature
 from app.jobs.schemas import JOB_ID_PREFIX
+from app.metrics import FAL_CALLBACKS
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/callbacks/fal", tags=["fal"])
 
@@ -31,6 +35,8 @@ async def fal_callback(job_id: str, request: Request, runtime: RuntimeDep) -> Re
     try:
         request_id = await runtime.fal_signatures.verify(request.headers, body, now=time.time())
     except InvalidSignature as exc:
+        FAL_CALLBACKS.labels("invalid_signature").inc()
+        log.warning("refused a fal callback for %s: %s", job_id, exc)
         raise SignatureRejected(str(exc)) from None
     try:
         webhook = FalWebhook.model_validate_json(body)
@@ -48,6 +54,7 @@ async def fal_callback(job_id: str, request: Request, runtime: RuntimeDep) -> Re
             queue_url=runtime.settings.fal_queue_url,
             wakeup=runtime.wakeup,
         )
+    FAL_CALLBACKS.labels(outcome.value).inc()
     if outcome is callbacks.CallbackOutcome.UNKNOWN_JOB:
         raise NotFound(f"No job {job_id!r}.")
     if outcome is callbacks.CallbackOutcome.FETCH_RESULT:

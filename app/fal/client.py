@@ -13,11 +13,16 @@ retries the POST blindly). So a failed submit is sorted by what provably happene
 
 from __future__ import annotations
 
+import functools
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 from urllib.parse import quote
 
 import httpx
+
+from app.metrics import FAL_CALLS, FAL_LATENCY
 
 FalQueueStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
 CancelOutcome = Literal["CANCELLATION_REQUESTED", "ALREADY_COMPLETED", "NOT_FOUND", "OK"]
@@ -103,12 +108,41 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _measured(
+    operation: str,
+) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
+    """Counts each call by outcome (ok, or the FalError subclass) and times it."""
+
+    def decorate(call: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        @functools.wraps(call)
+        async def measured(*args: P.args, **kwargs: P.kwargs) -> T:
+            started = time.perf_counter()
+            outcome = "ok"
+            try:
+                return await call(*args, **kwargs)
+            except FalError as exc:
+                outcome = type(exc).__name__
+                raise
+            finally:
+                FAL_CALLS.labels(operation, outcome).inc()
+                FAL_LATENCY.labels(operation).observe(time.perf_counter() - started)
+
+        return measured
+
+    return decorate
+
+
 class FalClient:
     def __init__(self, http: httpx.AsyncClient, *, queue_url: str, key: str | None) -> None:
         self._http = http
         self._queue_url = queue_url.rstrip("/")
         self._headers = {"Authorization": f"Key {key}"} if key else {}
 
+    @_measured("submit")
     async def submit(
         self, model: str, arguments: dict[str, Any], *, webhook_url: str | None
     ) -> Submitted:
@@ -145,6 +179,7 @@ class FalClient:
             # fal took the request (2xx) but we cannot tell which one it is.
             raise SubmitAmbiguous(f"unreadable submit answer: {response.text[:200]}") from exc
 
+    @_measured("status")
     async def status(self, status_url: str) -> QueueStatus:
         response = await self._get(status_url)
         if response.status_code == 404:
@@ -162,6 +197,7 @@ class FalClient:
             error_type=body.get("error_type"),
         )
 
+    @_measured("result")
     async def result(self, response_url: str) -> Result:
         """The model's answer: its output (2xx), or the error it gave (4xx/5xx from the model).
 
@@ -181,6 +217,7 @@ class FalClient:
             error_type = body.get("error_type")
         return Result(status_code=response.status_code, body=body, error_type=error_type)
 
+    @_measured("cancel")
     async def cancel(self, cancel_url: str) -> CancelOutcome:
         try:
             response = await self._http.put(cancel_url, headers=self._headers)

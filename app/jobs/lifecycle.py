@@ -23,6 +23,7 @@ from app.fal.outcomes import Outcome, Succeeded
 from app.jobs import repository as sql
 from app.jobs.models import JobStatus
 from app.jobs.schemas import job_view
+from app.metrics import JOB_TRANSITIONS
 from app.webhooks import fanout
 
 ACTIVE = [JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.RUNNING]
@@ -46,6 +47,7 @@ async def _transition(
             at=at,
             callback_url=row["callback_url"],
         )
+    JOB_TRANSITIONS.labels(row["status"]).inc()
     if queued and wakeup is not None:
         wakeup.notify("deliver")
     return row

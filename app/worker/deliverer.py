@@ -15,11 +15,12 @@ import aiohttp
 import asyncpg
 import orjson
 
-from app import ids
+from app import ids, logs
+from app.metrics import DELIVERIES, DELIVERY_LATENCY
 from app.webhooks import signing
 from app.webhooks.delivery import AttemptResult, send
 from app.webhooks.models import DeliveryStatus
-from app.webhooks.schemas import EVENT_ID_PREFIX
+from app.webhooks.schemas import DELIVERY_ID_PREFIX, EVENT_ID_PREFIX
 from app.worker import backoff, queue
 from app.worker.context import WorkerContext
 
@@ -77,6 +78,7 @@ class Deliverer:
         return taken
 
     async def work(self, ctx: WorkerContext, row: asyncpg.Record) -> None:
+        logs.delivery_id.set(ids.encode(DELIVERY_ID_PREFIX, row["id"]))
         try:
             outcome = await self._attempt(row)
         finally:
@@ -119,6 +121,15 @@ class Deliverer:
                 status = DeliveryStatus.FAILED
             else:
                 status, next_at = DeliveryStatus.PENDING, now + timedelta(seconds=delay)
+        DELIVERIES.labels(status.value if status != DeliveryStatus.PENDING else "retrying").inc()
+        DELIVERY_LATENCY.observe(result.duration_ms / 1000)
+        if not result.succeeded:
+            log.info(
+                "delivery attempt %d failed: %s",
+                row["attempt_count"],
+                result.error or result.status_code,
+                extra={"outcome": status.value},
+            )
         return Outcome(
             delivery_id=row["id"],
             attempt_count=row["attempt_count"],

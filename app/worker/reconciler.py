@@ -7,10 +7,12 @@ from datetime import timedelta
 
 import asyncpg
 
+from app import logs
 from app.fal import outcomes
 from app.fal.client import FalRequestUnknown, FalUnavailable
 from app.jobs import lifecycle
 from app.jobs.models import JobStatus
+from app.jobs.schemas import job_id as public_job_id
 from app.worker import backoff
 from app.worker.context import WorkerContext
 
@@ -21,6 +23,7 @@ EXPIRED = "fal no longer knows this request; it keeps results for about an hour 
 
 async def reconcile(ctx: WorkerContext, job: asyncpg.Record) -> None:
     """Ask fal about one claimed job and record the answer: still waiting, running, or done."""
+    logs.job_id.set(public_job_id(job["id"]))
     job_id, status = job["id"], JobStatus(job["status"])
     request_id = job["fal_request_id"]
     settings = ctx.settings

@@ -6,6 +6,7 @@ import logging
 
 import asyncpg
 
+from app import logs
 from app.fal.client import FalUnavailable, SubmitAmbiguous, SubmitNotSent, SubmitRejected
 from app.jobs import lifecycle
 from app.jobs.models import JobStatus
@@ -18,6 +19,7 @@ QUEUED = [JobStatus.QUEUED]
 
 
 async def submit(ctx: WorkerContext, job: asyncpg.Record) -> None:
+    logs.job_id.set(public_job_id(job["id"]))
     job_id, attempt = job["id"], job["attempts"]
     settings = ctx.settings
     webhook_url = settings.fal_callback_url(public_job_id(job_id))

@@ -82,6 +82,7 @@ def test_operation_ids_are_the_handler_names(app: FastAPI) -> None:
         "list_jobs",
         "list_models",
         "list_webhook_endpoints",
+        "metrics",
         "readyz",
         "recover_webhook_endpoint",
         "retry_delivery",
@@ -116,3 +117,25 @@ async def test_an_unreachable_database_is_a_503_problem() -> None:
     assert response.headers["retry-after"] == "2"
     assert "database" in problem["detail"]
     assert_problem(ready, 503, "unavailable")
+
+
+async def test_readyz_turns_503_while_draining(app: FastAPI, anonymous: httpx.AsyncClient) -> None:
+    from app.main import begin_draining
+
+    begin_draining(app)
+    try:
+        problem = assert_problem(await anonymous.get("/readyz"), 503, "unavailable")
+        assert "shutting down" in problem["detail"]
+        assert (await anonymous.get("/healthz")).status_code == 200
+    finally:
+        app.state.draining = False
+    assert (await anonymous.get("/readyz")).status_code == 200
+
+
+async def test_every_answer_carries_a_request_id(anonymous: httpx.AsyncClient) -> None:
+    made = await anonymous.get("/healthz")
+    assert len(made.headers["x-request-id"]) == 32
+    kept = await anonymous.get("/healthz", headers={"X-Request-ID": "trace-abc.123"})
+    assert kept.headers["x-request-id"] == "trace-abc.123"
+    replaced = await anonymous.get("/healthz", headers={"X-Request-ID": "bad id;"})
+    assert replaced.headers["x-request-id"] != "bad id;"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from app.auth import keys
 from app.db.migrate import head_revision
 from app.db.pool import asyncpg_dsn
 from tests.conftest import PostgresServer
+from tests.servers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +35,6 @@ def run(*args: str, database_url: str | None = None) -> subprocess.CompletedProc
     return subprocess.run(
         falrelay(*args), env=env, capture_output=True, text=True, timeout=60, check=False
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_commands_without_a_database_url_say_what_to_do() -> None:

@@ -8,7 +8,7 @@ from app.catalog import DEFAULT_MODEL_ID
 from app.fal.client import FalClient
 from app.ids import uuid7
 from app.jobs.schemas import job_id as public_job_id
-from tests.e2e.conftest import Stack, StackFactory
+from tests.stack import Stack, StackFactory
 from tests.support import job_uuid
 
 

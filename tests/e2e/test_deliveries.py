@@ -12,9 +12,9 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from tests.e2e.conftest import Stack, StackFactory
 from tests.receivers import Answer, Received, Receiver
 from tests.servers import LiveServer
+from tests.stack import Stack, StackFactory
 
 
 @pytest.fixture
@@ -80,8 +80,7 @@ async def test_subscribed_events_arrive_signed_with_the_job(
         assert inbox.at("/failures") == []
         assert await deliveries_of(stack, failures) == []
         # The endpoint's log shows the delivery and its one successful attempt.
-        (delivery,) = await deliveries_of(stack, terminal)
-        assert delivery["status"] == "succeeded"
+        (delivery,) = await _settled(stack, terminal, lambda d: d["status"] == "succeeded")
         assert delivery["event_id"] == only.headers["webhook-id"]
         detail = (await stack.api.get(f"/v1/deliveries/{delivery['id']}")).json()
         (attempt,) = detail["attempts"]
@@ -103,8 +102,14 @@ async def test_a_jobs_callback_url_gets_its_terminal_event_signed_with_the_defau
         (request,) = inbox.at("/job-cb")
         body = verified(secret, request)
         assert (body["type"], body["data"]) == ("job.succeeded", job)
-        listed = (await stack.api.get(f"/v1/jobs/{job['id']}/deliveries")).json()["data"]
-        assert [(d["url"], d["status"]) for d in listed] == [(f"{url}/job-cb", "succeeded")]
+
+        async def recorded() -> bool:
+            page = (await stack.api.get(f"/v1/jobs/{job['id']}/deliveries")).json()
+            return [(d["url"], d["status"]) for d in page["data"]] == [
+                (f"{url}/job-cb", "succeeded")
+            ]
+
+        await until(recorded)
 
 
 async def test_a_failed_attempt_is_retried_with_the_same_webhook_id(

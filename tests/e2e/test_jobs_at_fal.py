@@ -11,8 +11,8 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from app.fakefal import FakeFalConfig
-from tests.e2e.conftest import StackFactory
 from tests.fal.signing import fal_headers
+from tests.stack import StackFactory
 from tests.support import job_uuid
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

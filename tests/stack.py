@@ -19,8 +19,7 @@ from app.db.pool import Pool, create_pool
 from app.fakefal import FakeFal, FakeFalConfig
 from app.main import create_app
 from app.settings import Settings
-from tests.cli.test_commands import free_port
-from tests.servers import LiveServer
+from tests.servers import LiveServer, free_port
 
 TERMINAL = {"succeeded", "failed", "canceled"}
 
