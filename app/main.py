@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
                     JwksCache(services.fal_http, settings.fal_jwks_url)
                 ),
                 wakeup=services.wakeup,
+                callback_urls=services.callback_urls,
             )
             if not run_worker:
                 yield

@@ -10,8 +10,9 @@ import httpx
 
 from app.db.pool import Pool, create_pool
 from app.db.wakeup import Wakeup
+from app.fal.callback_urls import CallbackUrlSource
 from app.fal.client import FalClient
-from app.settings import Settings
+from app.settings import FAL_CONNECT_TIMEOUT, Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,13 +22,14 @@ class Services:
     fal_http: httpx.AsyncClient
     fal: FalClient
     wakeup: Wakeup
+    callback_urls: CallbackUrlSource
 
 
 def fal_http_client(settings: Settings) -> httpx.AsyncClient:
     # One client per process for fal and its JWKS: explicit timeouts, and no redirects (a
     # redirected submit could be sent twice).
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.fal_timeout_seconds, connect=5.0),
+        timeout=httpx.Timeout(settings.fal_timeout_seconds, connect=FAL_CONNECT_TIMEOUT),
         follow_redirects=False,
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         headers={"User-Agent": "falrelay"},
@@ -52,6 +54,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             fal_http=fal_http,
             fal=FalClient(fal_http, queue_url=settings.fal_queue_url, key=key),
             wakeup=wakeup,
+            callback_urls=CallbackUrlSource(pool, settings.public_base_url),
         )
     finally:
         await wakeup.aclose()

@@ -5,6 +5,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+FAL_CONNECT_TIMEOUT = 5.0
+
 
 class Settings(BaseSettings):
     """Every knob of a falrelay process; each is read from `FALRELAY_<NAME>`."""
@@ -44,7 +46,7 @@ class Settings(BaseSettings):
     fal_timeout_seconds: float = Field(default=30.0, gt=0)
     submit_lease_seconds: float = Field(default=120.0, gt=0)
     submit_max_attempts: int = Field(default=10, ge=1)
-    reconcile_lease_seconds: float = Field(default=60.0, gt=0)
+    reconcile_lease_seconds: float = Field(default=90.0, gt=0)
     reconcile_after_seconds: float = Field(
         default=30.0, gt=0, description="with webhooks: poll fal when no callback came by then"
     )
@@ -62,18 +64,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _leases_outlive_calls(self) -> Settings:
-        for name in ("submit_lease_seconds", "reconcile_lease_seconds"):
-            if getattr(self, name) <= self.fal_timeout_seconds:
-                raise ValueError(f"{name} must be longer than fal_timeout_seconds")
+        # A submission is one fal call; a reconciliation two (status, then result).
+        if self.submit_lease_seconds <= self.fal_timeout_seconds + FAL_CONNECT_TIMEOUT:
+            raise ValueError("submit_lease_seconds must be longer than one fal call")
+        if self.reconcile_lease_seconds <= 2 * (self.fal_timeout_seconds + FAL_CONNECT_TIMEOUT):
+            raise ValueError("reconcile_lease_seconds must be longer than two fal calls")
         if self.delivery_lease_seconds <= self.delivery_timeout_seconds:
             raise ValueError("delivery_lease_seconds must be longer than delivery_timeout_seconds")
         return self
-
-    def fal_callback_url(self, public_job_id: str) -> str | None:
-        """Where fal should POST its webhook for a job; None in poll mode."""
-        if not self.public_base_url:
-            return None
-        return f"{self.public_base_url.rstrip('/')}/callbacks/fal/{public_job_id}"
 
     def secrets(self) -> list[str]:
         """Values no log line may contain."""

@@ -17,6 +17,7 @@ import pytest
 from app.auth import service as auth_service
 from app.db.pool import Pool, create_pool
 from app.fakefal import FakeFal, FakeFalConfig
+from app.fal.callback_urls import load as load_callback_urls
 from app.main import create_app
 from app.settings import Settings
 from tests.servers import LiveServer, free_port
@@ -61,6 +62,12 @@ class Stack:
     async def fal_stats(self) -> dict[str, int]:
         stats: dict[str, int] = (await self.fal.get("/_fake/stats")).json()
         return stats
+
+    async def callback_url(self, job_id: str) -> str:
+        """The URL (with its token) this service hands fal for the job."""
+        url = (await load_callback_urls(self.pool, self.service_url)).for_job(job_id)
+        assert url is not None
+        return url
 
     async def event_types(self, job_id: str) -> list[str]:
         from tests.support import job_uuid

@@ -28,9 +28,15 @@ class SignatureRejected(AppError):
     slug = "invalid-signature"
 
 
-@router.post("/{job_id}", responses=error_responses(BadRequest, SignatureRejected, NotFound))
-async def fal_callback(job_id: str, request: Request, runtime: RuntimeDep) -> Response:
-    """fal's webhook for one job: verified (Ed25519, JWKS), then applied exactly once."""
+@router.post(
+    "/{job_id}/{token}", responses=error_responses(BadRequest, SignatureRejected, NotFound)
+)
+async def fal_callback(job_id: str, token: str, request: Request, runtime: RuntimeDep) -> Response:
+    """fal's webhook for one job: the URL's token checked, the signature verified (Ed25519,
+    JWKS), then applied exactly once."""
+    if not (await runtime.callback_urls.get()).is_ours(job_id, token):
+        FAL_CALLBACKS.labels("unknown_url").inc()
+        raise SignatureRejected("This is not a callback URL this service handed to fal.")
     body = await request.body()
     try:
         request_id = await runtime.fal_signatures.verify(request.headers, body, now=time.time())

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from app.auth.service import KeyResolver
 from app.db.pool import Pool
 from app.db.wakeup import Wakeup
+from app.fal.callback_urls import CallbackUrlSource
 from app.fal.client import FalClient
 from app.fal.signatures import SignatureVerifier
 from app.settings import Settings
@@ -20,3 +21,4 @@ class Runtime:
     fal: FalClient
     fal_signatures: SignatureVerifier
     wakeup: Wakeup
+    callback_urls: CallbackUrlSource

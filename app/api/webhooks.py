@@ -10,7 +10,7 @@ from app import ids
 from app.api.deps import PrincipalDep, RuntimeDep
 from app.api.responses import JSONBytes
 from app.errors import NotFound, Unauthorized, ValidationFailed, error_responses
-from app.jobs.schemas import JOB_ID_PREFIX
+from app.jobs import service as jobs_service
 from app.pagination import MAX_PAGE_SIZE
 from app.webhooks import deliveries, endpoints
 from app.webhooks.models import DeliveryStatus
@@ -215,13 +215,11 @@ async def list_job_deliveries(
     cursor: str | None = None,
 ) -> Response:
     """The deliveries of one job's events, to every endpoint and its callback_url."""
-    job_uuid = ids.decode(JOB_ID_PREFIX, job_id)
-    if job_uuid is None:
-        raise NotFound(f"No job {job_id!r}.")
+    job = await jobs_service.get_job(runtime.pool, principal.client_id, job_id)
     page = await deliveries.list_page(
         runtime.pool,
         principal.client_id,
-        job_id=job_uuid,
+        job_id=job["id"],
         status=status,
         limit=limit,
         cursor=cursor,

@@ -6,7 +6,7 @@ import uuid
 
 from app.db.pool import Pool
 
-INSERT_CLIENT = "INSERT INTO clients (id, name) VALUES ($1, $2)"
+INSERT_CLIENT = "INSERT INTO clients (id, name, webhook_secret) VALUES ($1, $2, $3)"
 INSERT_KEY = "INSERT INTO api_keys (id, client_id, key_hash, prefix) VALUES ($1, $2, $3, $4)"
 SELECT_CLIENT_ID_BY_KEY = (
     "SELECT client_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
@@ -25,9 +25,10 @@ async def insert_client_with_key(
     key_id: uuid.UUID,
     key_hash: bytes,
     prefix: str,
+    webhook_secret: str,
 ) -> None:
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(INSERT_CLIENT, client_id, name)
+        await conn.execute(INSERT_CLIENT, client_id, name, webhook_secret)
         await conn.execute(INSERT_KEY, key_id, client_id, key_hash, prefix)
 
 

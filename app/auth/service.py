@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from app import ids
 from app.auth import keys, repository
 from app.db.pool import Pool
+from app.webhooks import signing
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,8 @@ async def create_client(pool: Pool, name: str) -> tuple[uuid.UUID, str]:
         key_id=ids.uuid7(),
         key_hash=keys.hash_key(key),
         prefix=keys.shown_prefix(key),
+        # It signs deliveries to jobs' own callback_url, so it exists before the first job.
+        webhook_secret=signing.new_secret(),
     )
     return client_id, key
 

@@ -186,8 +186,11 @@ class FalClient:
             raise FalRequestUnknown(_detail(response))
         if response.status_code not in (200, 202):
             raise FalUnavailable(f"status answered {response.status_code}: {_detail(response)}")
-        body = response.json()
-        status = body.get("status")
+        try:
+            body = response.json()
+            status = body.get("status")
+        except (ValueError, AttributeError):
+            raise FalUnavailable(f"unreadable status answer: {response.text[:200]}") from None
         if status not in ("IN_QUEUE", "IN_PROGRESS", "COMPLETED"):
             raise FalUnavailable(f"unknown fal status {status!r}")
         return QueueStatus(

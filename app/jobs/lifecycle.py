@@ -152,13 +152,14 @@ async def mark_canceled(
 
 
 async def reschedule(
-    pool: Pool, job_id: uuid.UUID, *, status: JobStatus, at: datetime, last_error: str | None
+    pool: Pool, job_id: uuid.UUID, *, status: JobStatus, after: float, last_error: str | None
 ) -> None:
-    await pool.execute(sql.RESCHEDULE, job_id, at, last_error, status.value)
+    """Look again in `after` seconds (a retryable submit, a poll that found fal busy)."""
+    await pool.execute(sql.RESCHEDULE, job_id, after, last_error, status.value)
 
 
-async def hold(pool: Pool, job_id: uuid.UUID, *, until: datetime, last_error: str) -> None:
-    await pool.execute(sql.HOLD, job_id, until, last_error)
+async def hold(pool: Pool, job_id: uuid.UUID, *, seconds: float, last_error: str) -> None:
+    await pool.execute(sql.HOLD, job_id, seconds, last_error)
 
 
 async def make_due(pool: Pool, job_id: uuid.UUID, fal_request_id: str) -> str | None:

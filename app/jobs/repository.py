@@ -153,7 +153,8 @@ UPDATE jobs
 SET fal_request_id = COALESCE(fal_request_id, $2), fal_status_url = COALESCE(fal_status_url, $3),
     fal_response_url = COALESCE(fal_response_url, $4),
     fal_cancel_url = COALESCE(fal_cancel_url, $5), submitted_at = COALESCE(submitted_at, now()),
-    locked_until = NULL, updated_at = now()
+    locked_until = CASE WHEN status = 'queued' THEN NULL ELSE locked_until END,
+    updated_at = now()
 WHERE id = $1
 RETURNING status, fal_request_id
 """
@@ -193,15 +194,18 @@ RETURNING {TRANSITION_COLUMNS}
 """
 
 # Not a state change: look again later (a retryable submit, a poll that found fal still busy).
+# Times are the database's (now() + seconds), the clock every claim compares against.
 RESCHEDULE = """
-UPDATE jobs SET next_attempt_at = $2, locked_until = NULL, last_error = $3, updated_at = now()
+UPDATE jobs SET next_attempt_at = now() + make_interval(secs => $2), locked_until = NULL,
+    last_error = $3, updated_at = now()
 WHERE id = $1 AND status = $4
 """
 
 # An ambiguous submit: the job stays claimed until `$2`, giving fal's callback time to claim it
 # before anyone submits again.
 HOLD = """
-UPDATE jobs SET locked_until = $2, last_error = $3, updated_at = now()
+UPDATE jobs SET locked_until = now() + make_interval(secs => $2), last_error = $3,
+    updated_at = now()
 WHERE id = $1 AND status = 'queued'
 """
 

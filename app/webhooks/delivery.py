@@ -40,9 +40,32 @@ def make_session(*, concurrency: int, timeout: float, allow_private: bool) -> ai
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=timeout),
-        headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"},
+        # identity: the answer is kept for people to read, not decompressed.
+        headers={
+            "User-Agent": USER_AGENT,
+            "Content-Type": "application/json",
+            "Accept-Encoding": "identity",
+        },
         auto_decompress=False,
     )
+
+
+def printable(raw: bytes) -> str:
+    """Text Postgres can store (no NUL), whatever the receiver sent."""
+    return raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
+
+
+async def _read_prefix(content: aiohttp.StreamReader, limit: int) -> bytes:
+    # StreamReader.read(n) returns what is buffered; loop until the limit or the end.
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -64,20 +87,23 @@ async def send(
 
     try:
         async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
-            prefix = await resp.content.read(RESPONSE_BODY_LIMIT)
+            prefix = await _read_prefix(resp.content, RESPONSE_BODY_LIMIT)
+            throttled = resp.status in (429, 503)
             return AttemptResult(
                 duration_ms=elapsed(),
                 status_code=resp.status,
-                response_body=prefix.decode("utf-8", "replace"),
-                retry_after=_retry_after(resp.headers.get("Retry-After")),
+                response_body=printable(prefix),
+                retry_after=_retry_after(resp.headers.get("Retry-After")) if throttled else None,
             )
     except aiohttp.ClientConnectorError as exc:
         refused = isinstance(exc.os_error, ssrf.RefusedAddress)
         error = "refused_address" if refused else "connection"
-        return AttemptResult(duration_ms=elapsed(), error=f"{error}: {exc.os_error}")
+        return AttemptResult(
+            duration_ms=elapsed(), error=printable(f"{error}: {exc.os_error}".encode())
+        )
     except TimeoutError:
         return AttemptResult(duration_ms=elapsed(), error="timeout")
     except aiohttp.InvalidURL as exc:
-        return AttemptResult(duration_ms=elapsed(), error=f"invalid_url: {exc}")
+        return AttemptResult(duration_ms=elapsed(), error=printable(f"invalid_url: {exc}".encode()))
     except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
         return AttemptResult(duration_ms=elapsed(), error=f"connection: {type(exc).__name__}")

@@ -91,9 +91,10 @@ FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempted_at, id
 
 # A manual retry: one more attempt now, whatever the delivery's state; if it fails and the
 # schedule was used up, it is failed again.
+# A delivery being sent right now keeps its lease: the retry is then simply the next attempt.
 RETRY_DELIVERY = """
-UPDATE deliveries SET status = 'pending', next_attempt_at = now(), locked_until = NULL,
-    updated_at = now()
+UPDATE deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now(),
+    locked_until = CASE WHEN locked_until > now() THEN locked_until END
 WHERE id = $1 AND client_id = $2
 RETURNING id
 """

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from app.db.pool import Pool
 from app.db.wakeup import Wakeup
+from app.fal.callback_urls import CallbackUrlSource
 from app.fal.client import FalClient
 from app.settings import Settings
 
@@ -23,6 +24,8 @@ class WorkerContext:
     fal: FalClient
     settings: Settings
     wakeup: Wakeup | None = None
+    # None: no fal_webhook (poll mode), as in a context built without a public base URL.
+    callback_urls: CallbackUrlSource | None = None
     now: Callable[[], datetime] = utcnow
     rng: random.Random = field(default_factory=random.Random)
 
@@ -31,4 +34,9 @@ class WorkerContext:
 
     @property
     def webhook_mode(self) -> bool:
-        return bool(self.settings.public_base_url)
+        return self.callback_urls is not None and bool(self.settings.public_base_url)
+
+    async def callback_url(self, public_job_id: str) -> str | None:
+        if self.callback_urls is None:
+            return None
+        return (await self.callback_urls.get()).for_job(public_job_id)

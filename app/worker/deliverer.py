@@ -17,7 +17,7 @@ import orjson
 
 from app import ids, logs
 from app.metrics import DELIVERIES, DELIVERY_LATENCY
-from app.webhooks import signing
+from app.webhooks import endpoints, signing
 from app.webhooks.delivery import AttemptResult, send
 from app.webhooks.models import DeliveryStatus
 from app.webhooks.schemas import DELIVERY_ID_PREFIX, EVENT_ID_PREFIX
@@ -95,6 +95,9 @@ class Deliverer:
     async def _attempt(self, row: asyncpg.Record) -> Outcome:
         now = self.ctx.now()
         secrets = _active_secrets(row, now)
+        if not secrets and row["endpoint_id"] is None:
+            # A client made before default secrets were made at creation: make it now.
+            secrets = [await endpoints.default_secret(self.ctx.pool, row["client_id"])]
         if row["endpoint_id"] is not None and not row["endpoint_enabled"]:
             result = AttemptResult(duration_ms=0, error="endpoint_disabled")
         elif not secrets:
@@ -145,9 +148,18 @@ class Deliverer:
             batch, self._pending = self._pending, []
             try:
                 await self._record(batch)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                # Unrecorded deliveries stay leased; when the lease runs out they are sent
-                # again (at least once, never lost).
+            except asyncpg.PostgresError as exc:
+                # One row the database refuses must not keep the whole batch unrecorded (and
+                # resent forever): record them one by one, and let only that one go.
+                log.warning("recording a batch of %d failed (%r); one by one", len(batch), exc)
+                for outcome in batch:
+                    try:
+                        await self._record([outcome])
+                    except asyncpg.PostgresError as row_exc:
+                        log.error("could not record delivery %s: %r", outcome.delivery_id, row_exc)
+            except (OSError, asyncpg.InterfaceError) as exc:
+                # The database is unreachable. Unrecorded deliveries stay leased; when the
+                # lease runs out they are sent again (at least once, never lost).
                 log.warning("recording %d delivery results failed: %r", len(batch), exc)
 
     async def _record(self, batch: list[Outcome]) -> None:

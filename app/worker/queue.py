@@ -65,7 +65,7 @@ WITH claimed AS (
         FOR UPDATE SKIP LOCKED)
     RETURNING id, client_id, event_id, endpoint_id, url, attempt_count
 )
-SELECT c.id, c.event_id, c.endpoint_id, c.attempt_count,
+SELECT c.id, c.client_id, c.event_id, c.endpoint_id, c.attempt_count,
        COALESCE(c.endpoint_id::text, c.url) AS target,
        COALESCE(e.url, c.url) AS target_url, e.enabled AS endpoint_enabled,
        e.secrets AS endpoint_secrets, cl.webhook_secret AS client_secret, ev.payload
@@ -84,11 +84,14 @@ WHERE id = ANY($1::uuid[]) AND status = 'pending'
 # Results are recorded in batches (one transaction for many deliveries): under load, a commit
 # per delivery would be the ceiling. attempt_count is the compare-and-set token: a row whose
 # lease ran out and was claimed again is not overwritten by the late first worker.
+# Joined to deliveries: a delivery deleted meanwhile (its endpoint was) just has no log.
 RECORD_ATTEMPTS = """
 INSERT INTO delivery_attempts
     (id, delivery_id, attempted_at, duration_ms, status_code, error, response_body)
-SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::int[], $5::int2[],
-                     $6::text[], $7::text[])
+SELECT u.* FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::int[], $5::int2[],
+                       $6::text[], $7::text[])
+    AS u(id, delivery_id, attempted_at, duration_ms, status_code, error, response_body)
+JOIN deliveries d ON d.id = u.delivery_id
 """
 
 RECORD_DELIVERIES = """

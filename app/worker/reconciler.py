@@ -27,14 +27,13 @@ async def reconcile(ctx: WorkerContext, job: asyncpg.Record) -> None:
     job_id, status = job["id"], JobStatus(job["status"])
     request_id = job["fal_request_id"]
     settings = ctx.settings
-    next_poll = ctx.after(
-        backoff.poll_delay(
-            job["polls"],
-            webhook_mode=ctx.webhook_mode,
-            first=settings.poll_interval_seconds,
-            reconcile_after=settings.reconcile_after_seconds,
-        )
+    poll_in = backoff.poll_delay(
+        job["polls"],
+        webhook_mode=ctx.webhook_mode,
+        first=settings.poll_interval_seconds,
+        reconcile_after=settings.reconcile_after_seconds,
     )
+    next_poll = ctx.after(poll_in)
 
     if job["submitted_at"] + timedelta(seconds=settings.job_timeout_seconds) < ctx.now():
         await _time_out(ctx, job)
@@ -44,7 +43,7 @@ async def reconcile(ctx: WorkerContext, job: asyncpg.Record) -> None:
         fal_status = await ctx.fal.status(job["fal_status_url"])
         if fal_status.status == "IN_QUEUE":
             await lifecycle.reschedule(
-                ctx.pool, job_id, status=status, at=next_poll, last_error=None
+                ctx.pool, job_id, status=status, after=poll_in, last_error=None
             )
             return
         if fal_status.status == "IN_PROGRESS":
@@ -54,7 +53,7 @@ async def reconcile(ctx: WorkerContext, job: asyncpg.Record) -> None:
                 )
                 return
             await lifecycle.reschedule(
-                ctx.pool, job_id, status=status, at=next_poll, last_error=None
+                ctx.pool, job_id, status=status, after=poll_in, last_error=None
             )
             return
         result = await ctx.fal.result(job["fal_response_url"])
@@ -65,7 +64,7 @@ async def reconcile(ctx: WorkerContext, job: asyncpg.Record) -> None:
         return
     except FalUnavailable as exc:
         await lifecycle.reschedule(
-            ctx.pool, job_id, status=status, at=next_poll, last_error=str(exc)
+            ctx.pool, job_id, status=status, after=poll_in, last_error=str(exc)
         )
         return
     await lifecycle.finish(

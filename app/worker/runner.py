@@ -89,6 +89,9 @@ class Worker:
             )
         try:
             await asyncio.gather(*tasks)
+        except Exception:
+            log.exception("a worker loop died; stopping the worker")
+            raise
         finally:
             for task in tasks:
                 task.cancel()
@@ -143,7 +146,11 @@ async def running_worker(services: Services) -> AsyncIterator[Worker]:
     """A worker running in this event loop for the duration of the block, then drained."""
     settings = services.settings
     ctx = WorkerContext(
-        pool=services.pool, fal=services.fal, settings=settings, wakeup=services.wakeup
+        pool=services.pool,
+        fal=services.fal,
+        settings=settings,
+        wakeup=services.wakeup,
+        callback_urls=services.callback_urls,
     )
     session = make_session(
         concurrency=settings.delivery_concurrency,

@@ -22,7 +22,7 @@ async def submit(ctx: WorkerContext, job: asyncpg.Record) -> None:
     logs.job_id.set(public_job_id(job["id"]))
     job_id, attempt = job["id"], job["attempts"]
     settings = ctx.settings
-    webhook_url = settings.fal_callback_url(public_job_id(job_id))
+    webhook_url = await ctx.callback_url(public_job_id(job_id))
     try:
         submitted = await ctx.fal.submit(job["model"], job["input"], webhook_url=webhook_url)
     except SubmitRejected as exc:
@@ -48,7 +48,7 @@ async def submit(ctx: WorkerContext, job: asyncpg.Record) -> None:
             return
         delay = backoff.submit_retry_delay(attempt, retry_after=exc.retry_after, rng=ctx.rng)
         await lifecycle.reschedule(
-            ctx.pool, job_id, status=JobStatus.QUEUED, at=ctx.after(delay), last_error=str(exc)
+            ctx.pool, job_id, status=JobStatus.QUEUED, after=delay, last_error=str(exc)
         )
         return
     except SubmitAmbiguous as exc:
@@ -66,7 +66,7 @@ async def submit(ctx: WorkerContext, job: asyncpg.Record) -> None:
             )
             return
         await lifecycle.hold(
-            ctx.pool, job_id, until=ctx.after(settings.submit_lease_seconds), last_error=str(exc)
+            ctx.pool, job_id, seconds=settings.submit_lease_seconds, last_error=str(exc)
         )
         return
 
@@ -81,10 +81,14 @@ async def submit(ctx: WorkerContext, job: asyncpg.Record) -> None:
     )
     if recorded is not None:
         return
-    # The job moved on while we were at fal: canceled by its client, or finished by fal's own
-    # callback. Keep fal's ids; a canceled job must not keep running (and billing) at fal.
+    # The job moved on while we were at fal: canceled by its client, or finished by fal's
+    # webhook for an earlier (ambiguous) submission. Keep fal's ids where the job has none; a
+    # request the job will not use must not keep running (and billing) at fal.
     state = await lifecycle.attach_fal_request(ctx.pool, job_id, submitted)
-    if state is not None and state[0] == JobStatus.CANCELED:
+    unused = state is not None and (
+        state[0] == JobStatus.CANCELED or state[1] != submitted.request_id
+    )
+    if unused:
         try:
             await ctx.fal.cancel(submitted.cancel_url)
         except FalUnavailable as exc:

@@ -18,6 +18,7 @@ TABLES = {
     "webhook_endpoints",
     "deliveries",
     "delivery_attempts",
+    "service_secrets",
 }
 
 

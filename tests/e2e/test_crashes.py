@@ -39,7 +39,7 @@ async def test_a_worker_killed_after_fal_took_the_job_loses_nothing_and_submits_
             await fal.submit(
                 DEFAULT_MODEL_ID,
                 {"prompt": "claimed", "resolution": "1K"},
-                webhook_url=stack.settings.fal_callback_url(job_id),
+                webhook_url=await stack.callback_url(job_id),
             )
         # fal's webhook arrives while the lease still holds the job: it finishes the job with
         # fal's request, and nobody submits again.

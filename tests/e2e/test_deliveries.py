@@ -93,12 +93,13 @@ async def test_a_jobs_callback_url_gets_its_terminal_event_signed_with_the_defau
 ) -> None:
     inbox, url = receiver
     async with make_stack() as stack:
-        secret = (await stack.api.get("/v1/webhook-secret")).json()["secret"]
+        # The client never asked for its secret: deliveries are signed all the same.
         response = await stack.api.post(
             "/v1/jobs", json={"input": {"prompt": "p"}, "callback_url": f"{url}/job-cb"}
         )
         job = await stack.wait_for(response.json()["id"])
         await until(lambda: len(inbox.at("/job-cb")) == 1)
+        secret = (await stack.api.get("/v1/webhook-secret")).json()["secret"]
         (request,) = inbox.at("/job-cb")
         body = verified(secret, request)
         assert (body["type"], body["data"]) == ("job.succeeded", job)
@@ -403,3 +404,35 @@ async def _settled(
 
 def _uuid(public_id: str) -> uuid.UUID:
     return uuid.UUID(hex=public_id.split("_", 1)[1])
+
+
+async def test_binary_answers_are_recorded_and_do_not_block_other_results(
+    make_stack: StackFactory, receiver: tuple[Receiver, str]
+) -> None:
+    inbox, url = receiver
+    gzipped = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + bytes(range(256)) * 12
+    inbox.script("/binary", then=Answer(200, gzipped, {"Content-Encoding": "gzip"}))
+    async with make_stack() as stack:
+        binary = await register(stack, f"{url}/binary")
+        plain = await register(stack, f"{url}/plain")
+        await stack.wait_for(await stack.create_job())
+        (delivery,) = await _settled(stack, binary, lambda d: d["status"] == "succeeded")
+        await _settled(stack, plain, lambda d: d["status"] == "succeeded")
+        detail = (await stack.api.get(f"/v1/deliveries/{delivery['id']}")).json()
+        (attempt,) = detail["attempts"]
+        assert "\x00" not in attempt["response_body"]
+        assert 0 < len(attempt["response_body"]) <= 2048
+        assert inbox.at("/binary")[0].headers["accept-encoding"] == "identity"
+
+
+async def test_the_first_2_kb_of_a_slow_answer_are_kept(
+    make_stack: StackFactory, receiver: tuple[Receiver, str]
+) -> None:
+    inbox, url = receiver
+    inbox.script("/long", then=Answer(500, b"x" * 10_000))
+    async with make_stack() as stack:
+        endpoint = await register(stack, f"{url}/long")
+        await stack.wait_for(await stack.create_job())
+        (delivery,) = await _settled(stack, endpoint, lambda d: d["last_status_code"] == 500)
+        detail = (await stack.api.get(f"/v1/deliveries/{delivery['id']}")).json()
+        assert detail["attempts"][0]["response_body"] == "x" * 2048

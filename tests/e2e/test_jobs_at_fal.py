@@ -10,7 +10,9 @@ import httpx
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from app.catalog import DEFAULT_MODEL_ID
 from app.fakefal import FakeFalConfig
+from app.fal.client import FalClient
 from tests.fal.signing import fal_headers
 from tests.stack import StackFactory
 from tests.support import job_uuid
@@ -172,7 +174,7 @@ async def test_forged_stale_and_unsigned_callbacks_are_refused_and_change_nothin
                 "X-Fal-Webhook-Signature": "00" * 64,
             },
         }
-        url = f"{stack.service_url}/callbacks/fal/{job_id}"
+        url = await stack.callback_url(job_id)
         async with httpx.AsyncClient() as http:
             for name, headers in attempts.items():
                 response = await http.post(
@@ -204,3 +206,51 @@ async def test_cancel_reaches_fal_for_a_submitted_job(make_stack: StackFactory) 
         # fal's late webhook for the cancelled request changes nothing.
         await asyncio.sleep(0.3)
         assert (await stack.api.get(f"/v1/jobs/{job_id}")).json()["status"] == "canceled"
+
+
+async def test_a_genuine_fal_webhook_at_a_url_we_did_not_issue_is_refused(
+    make_stack: StackFactory,
+) -> None:
+    """Someone submits to fal from their own account with our callback path: fal signs the
+    webhook with its usual keys, but the URL's token is not ours."""
+    fal = FakeFalConfig(queue_latency=60)
+    async with make_stack(fal=fal) as stack:
+        job_id = await stack.create_job()
+        job = await stack.wait_for(job_id, {"submitted"})
+        async with httpx.AsyncClient() as http:
+            fal_client = FalClient(http, queue_url=stack.fal_url, key="someone-elses-key")
+            for forged in (
+                f"{stack.service_url}/callbacks/fal/{job_id}/{'0' * 32}",
+                f"{stack.service_url}/callbacks/fal/{job_id}/short",
+            ):
+                await stack.configure_fal(queue_latency=0, webhook_retry_delays=[])
+                await fal_client.submit(DEFAULT_MODEL_ID, {"prompt": "x"}, webhook_url=forged)
+        deadline = time.monotonic() + 10
+        while (await stack.fal_stats())["webhooks_abandoned"] < 2:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert (await stack.api.get(f"/v1/jobs/{job_id}")).json() == job
+        assert await stack.event_types(job_id) == ["job.submitted"]
+
+
+async def test_a_webhook_for_another_fal_request_changes_nothing(make_stack: StackFactory) -> None:
+    fal = FakeFalConfig(queue_latency=60)
+    async with make_stack(fal=fal) as stack:
+        job_id = await stack.create_job()
+        job = await stack.wait_for(job_id, {"submitted"})
+        # A second fal request carrying this job's genuine callback URL (say, a duplicate
+        # submission): its webhook is acknowledged and ignored.
+        await stack.configure_fal(queue_latency=0)
+        async with httpx.AsyncClient() as http:
+            other = await FalClient(http, queue_url=stack.fal_url, key="k").submit(
+                DEFAULT_MODEL_ID, {"prompt": "x"}, webhook_url=await stack.callback_url(job_id)
+            )
+        assert other.request_id != job["fal_request_id"]
+        deadline = time.monotonic() + 10
+        while (await stack.fal_stats())["webhooks_sent"] < 1:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        after = (await stack.api.get(f"/v1/jobs/{job_id}")).json()
+        assert after == job
+        metrics = (await stack.api.get("/metrics")).text
+        assert 'falrelay_fal_callbacks_total{outcome="other_request"}' in metrics

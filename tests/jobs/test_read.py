@@ -50,6 +50,7 @@ async def test_another_clients_job_is_404_on_every_job_route(
     job = await _create(tenant)
     assert_problem(await other_tenant.http.get(f"/v1/jobs/{job['id']}"), 404, "not-found")
     assert_problem(await other_tenant.http.post(f"/v1/jobs/{job['id']}/cancel"), 404, "not-found")
+    assert_problem(await other_tenant.http.get(f"/v1/jobs/{job['id']}/deliveries"), 404)
     listing = (await other_tenant.http.get("/v1/jobs")).json()
     assert job["id"] not in {j["id"] for j in listing["data"]}
     # The failed cancel changed nothing.

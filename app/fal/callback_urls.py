@@ -1,0 +1,63 @@
+"""The URL fal calls back for a job, with a token only this service can make.
+
+fal signs every customer's webhooks with the same keys, so a valid signature proves a webhook
+came from fal, not that it answers our request for this job. Anyone who learned a job id
+could submit to fal from their own account with our callback URL. The token — an HMAC of
+the job id under a key kept in the database (so every replica shares it) — makes the URL
+unguessable: a webhook at a URL we did not hand out is refused before it touches the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from app.db.pool import Pool
+
+KEY_NAME = "fal_callback"
+SELECT_KEY = "SELECT value FROM service_secrets WHERE name = $1"
+# Made by the migration; this is for a database migrated before that, or emptied by hand.
+INSERT_KEY = """
+INSERT INTO service_secrets (name, value) VALUES ($1, $2)
+ON CONFLICT (name) DO NOTHING
+"""
+
+
+class CallbackUrls:
+    def __init__(self, key: str, public_base_url: str | None) -> None:
+        self._key = key.encode()
+        self._base = public_base_url.rstrip("/") if public_base_url else None
+
+    def token(self, public_job_id: str) -> str:
+        return hmac.new(self._key, public_job_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def is_ours(self, public_job_id: str, token: str) -> bool:
+        return hmac.compare_digest(self.token(public_job_id), token)
+
+    def for_job(self, public_job_id: str) -> str | None:
+        """Where fal should POST its webhook for a job; None in poll mode."""
+        if self._base is None:
+            return None
+        return f"{self._base}/callbacks/fal/{public_job_id}/{self.token(public_job_id)}"
+
+
+async def load(pool: Pool, public_base_url: str | None) -> CallbackUrls:
+    await pool.execute(INSERT_KEY, KEY_NAME, secrets.token_hex(32))
+    key: str = await pool.fetchval(SELECT_KEY, KEY_NAME)
+    return CallbackUrls(key, public_base_url)
+
+
+class CallbackUrlSource:
+    """Loads the key on first use, so a process starts (and reports unready) while the
+    database is down or not yet migrated."""
+
+    def __init__(self, pool: Pool, public_base_url: str | None) -> None:
+        self._pool = pool
+        self._public_base_url = public_base_url
+        self._urls: CallbackUrls | None = None
+
+    async def get(self) -> CallbackUrls:
+        if self._urls is None:
+            self._urls = await load(self._pool, self._public_base_url)
+        return self._urls
