@@ -33,6 +33,13 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             operation.get("responses", {}).pop("422", None)
     for path_item in document.get("paths", {}).values():
         for operation in path_item.values():
+            if "requestBody" in operation:
+                # Any body can be malformed JSON or too large, whatever the route.
+                for status, title in (("400", "Bad request"), ("413", "Payload too large")):
+                    operation["responses"].setdefault(
+                        status,
+                        {"description": title, "content": {PROBLEM_JSON: {"schema": _PROBLEM_REF}}},
+                    )
             answer = operation.get("responses", {}).get("422")
             if answer is not None:
                 answer["description"] = "Validation failed"

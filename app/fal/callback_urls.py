@@ -33,7 +33,8 @@ class CallbackUrls:
         return hmac.new(self._key, public_job_id.encode(), hashlib.sha256).hexdigest()[:32]
 
     def is_ours(self, public_job_id: str, token: str) -> bool:
-        return hmac.compare_digest(self.token(public_job_id), token)
+        # Bytes: compare_digest refuses str with non-ASCII characters, and a URL may carry any.
+        return hmac.compare_digest(self.token(public_job_id).encode(), token.encode())
 
     def for_job(self, public_job_id: str) -> str | None:
         """Where fal should POST its webhook for a job; None in poll mode."""

@@ -139,3 +139,11 @@ async def test_every_answer_carries_a_request_id(anonymous: httpx.AsyncClient) -
     assert kept.headers["x-request-id"] == "trace-abc.123"
     replaced = await anonymous.get("/healthz", headers={"X-Request-ID": "bad id;"})
     assert replaced.headers["x-request-id"] != "bad id;"
+
+
+async def test_a_callback_url_with_a_non_ascii_token_is_refused_not_a_crash(
+    anonymous: httpx.AsyncClient,
+) -> None:
+    # Found by schemathesis: compare_digest raised on non-ASCII str.
+    response = await anonymous.post(f"/callbacks/fal/job_{'0' * 32}/%C3%82%C3%BE", content=b"{}")
+    assert_problem(response, 401, "invalid-signature")
