@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from app.api.deps import RuntimeDep
 from app.api.responses import JSONBytes
-from app.db.migrate import head_revision
+from app.db.migrate import head_revision, schema_is_usable
 from app.errors import ServiceUnavailable, error_responses
 from app.metrics import render as render_metrics
 
@@ -31,12 +31,12 @@ async def readyz(request: Request, runtime: RuntimeDep) -> Response:
     except asyncpg.UndefinedTableError:
         current = None
     head = head_revision()
-    if current != head:
+    if not schema_is_usable(current):
         raise ServiceUnavailable(
             f"The database schema is at {current or 'nothing'}, this release needs {head}: "
             "run `falrelay migrate`."
         )
-    return JSONBytes({"status": "ready", "schema": head})
+    return JSONBytes({"status": "ready", "schema": current})
 
 
 @router.get(

@@ -27,6 +27,19 @@ def upgrade_to_head(database_url: str) -> None:
 
 
 @cache
+def known_revisions() -> frozenset[str]:
+    script = ScriptDirectory.from_config(alembic_config(""))
+    return frozenset(revision.revision for revision in script.walk_revisions())
+
+
+def schema_is_usable(current: str | None) -> bool:
+    """At this release's head, or at a revision this release does not know: a newer one,
+    migrated by the next release during a rolling upgrade (migrations only add, so the old
+    code keeps working). Behind the head, this release's queries would fail."""
+    return current is not None and (current == head_revision() or current not in known_revisions())
+
+
+@cache
 def head_revision() -> str:
     heads = ScriptDirectory.from_config(alembic_config("")).get_heads()
     if len(heads) != 1:

@@ -54,3 +54,12 @@ async def test_models_and_migrations_agree(fresh_database_url: str) -> None:
 
 def test_one_head() -> None:
     assert head_revision()
+
+
+def test_readiness_accepts_head_and_newer_schemas_but_not_older_ones() -> None:
+    from app.db.migrate import schema_is_usable
+
+    assert schema_is_usable(head_revision())
+    assert schema_is_usable("9999_from_a_newer_release")  # rolling upgrade: still fine
+    assert not schema_is_usable("0001")
+    assert not schema_is_usable(None)
