@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 from pathlib import Path
 
@@ -21,9 +22,15 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
+# Alembic's `context` and `op` are process-wide proxies: two upgrades in threads of one process
+# would share them (and deadlock on each other's locks), so they take turns.
+_one_at_a_time = threading.Lock()
+
+
 def upgrade_to_head(database_url: str) -> None:
     """Blocking; from async code run it with `asyncio.to_thread` (env.py runs its own loop)."""
-    command.upgrade(alembic_config(database_url), "head")
+    with _one_at_a_time:
+        command.upgrade(alembic_config(database_url), "head")
 
 
 @cache

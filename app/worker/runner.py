@@ -104,10 +104,14 @@ class Worker:
         ctx = self.ctx
         wake = self.wakeup.local[topic]
         in_flight: set[asyncio.Task[None]] = set()
+        # Under load, slots free one at a time; claiming then would cost a query per row.
+        # While work is in flight, claim only once this many slots are free.
+        batch = max(1, capacity // 8)
 
         def done(task: asyncio.Task[None]) -> None:
             in_flight.discard(task)
-            wake.set()  # a slot is free
+            if capacity - len(in_flight) >= batch:
+                wake.set()
             if not task.cancelled() and task.exception() is not None:
                 log.error("%s step failed", topic, exc_info=task.exception())
 
@@ -115,7 +119,7 @@ class Worker:
             wake.clear()  # before claiming, so a wake-up during the claim is not lost
             free = capacity - len(in_flight)
             claimed: list[asyncpg.Record] = []
-            if free > 0:
+            if free >= batch or (free > 0 and not in_flight):
                 try:
                     claimed = await claim(ctx, free)
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
