@@ -8,9 +8,9 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import uvicorn
@@ -75,6 +75,18 @@ async def _serve(
         raise SystemExit(1)
 
 
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """asyncio.run on uvloop when it is installed (uvicorn[standard] brings it). uvicorn picks
+    uvloop only in uvicorn.run(); serving from our own loop, we pick it here."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
 def _serve_api(args: argparse.Namespace, *, run_worker: bool) -> None:
     from app.main import create_app
 
@@ -83,7 +95,7 @@ def _serve_api(args: argparse.Namespace, *, run_worker: bool) -> None:
     if run_worker:
         settings.require_fal_key()
     app = create_app(settings, run_worker=run_worker)
-    asyncio.run(_serve(app, settings, args.host, args.port))
+    _run(_serve(app, settings, args.host, args.port))
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -102,7 +114,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     settings.require_fal_key()
     if settings.metrics_port is not None:
         start_http_server(settings.metrics_port)
-    asyncio.run(run_until_signalled(settings))
+    _run(run_until_signalled(settings))
 
 
 def cmd_fakefal(args: argparse.Namespace) -> None:
@@ -208,7 +220,7 @@ def cmd_dev(args: argparse.Namespace) -> None:
         if key != saved_key:
             key_file.write_text(key + "\n")
             key_file.chmod(0o600)
-        asyncio.run(_serve_dev(args, database_url, key))
+        _run(_serve_dev(args, database_url, key))
     finally:
         postgres.stop()
 

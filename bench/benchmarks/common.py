@@ -1,0 +1,52 @@
+"""Small pieces the benchmarks share."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from app.db.pool import asyncpg_dsn
+from bench.load import LoadResult
+
+
+async def connect(database_url: str) -> asyncpg.Connection[Any]:
+    return await asyncpg.connect(asyncpg_dsn(database_url))
+
+
+async def wait_until(
+    done: Callable[[], Awaitable[bool]], *, within: float, interval: float = 0.05
+) -> float:
+    """Polls `done` until it is true; returns the seconds it took. Bounded by `within` seconds."""
+    started = time.perf_counter()
+    while not await done():
+        if time.perf_counter() - started > within:
+            raise TimeoutError(f"not done after {within} s")
+        await asyncio.sleep(interval)
+    return time.perf_counter() - started
+
+
+def load_summary(result: LoadResult) -> dict[str, Any]:
+    return {
+        "driver": result.driver,
+        "requests": result.requests,
+        "ok": result.ok,
+        "errors": result.errors,
+        "rps": round(result.rps, 1),
+        "p50_ms": result.p50_ms,
+        "p90_ms": result.p90_ms,
+        "p99_ms": result.p99_ms,
+        "max_ms": result.max_ms,
+        "statuses": result.statuses,
+    }
+
+
+def check_errors(result: LoadResult, what: str, notes: list[str], limit: float = 0.001) -> None:
+    """A run that mostly answered errors measured the wrong thing: say so loudly."""
+    if result.error_share > limit:
+        notes.append(
+            f"{what}: {result.errors} of {result.requests} requests failed ({result.statuses})"
+        )

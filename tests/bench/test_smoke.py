@@ -1,0 +1,87 @@
+"""The benchmark harness in its smoke mode: every benchmark at tiny sizes, one short run.
+
+Proof that `python -m bench all` still starts everything, measures and writes its JSON, so
+the harness cannot rot between full runs; the numbers themselves mean nothing here. wrk and
+procrastinate are optional: without wrk the harness drives load with its asyncio driver, and
+without procrastinate the queue benchmark reports its baseline as skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCHMARKS = ["intake", "e2e", "fanout", "queue", "scale", "memory"]
+REPORT_KEYS = {
+    "name", "title", "date", "mode", "command", "machine", "baseline", "goal", "goal_met",
+    "ratio", "figures", "settings", "notes", "details",
+}  # fmt: skip
+FIGURE_KEYS = {"name", "unit", "value", "baseline", "ratio", "goal", "met", "runs"}
+MACHINE_KEYS = {"cores", "memory_gib", "python", "postgres"}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench-results")
+    env = dict(os.environ)
+    if "FALRELAY_TEST_DATABASE_URL" in env:
+        env["FALRELAY_BENCH_DATABASE_URL"] = env["FALRELAY_TEST_DATABASE_URL"]
+    argv = [sys.executable, "-m", "bench", "all", "--smoke", "--out", str(out)]
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        argv += ["--scratch", str(shm)]
+    done = subprocess.run(
+        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out
+
+
+def _report(results: Path, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((results / f"{name}.json").read_text())
+    return data
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_each_benchmark_writes_its_report(results: Path, name: str) -> None:
+    report = _report(results, name)
+    assert report.keys() >= REPORT_KEYS
+    assert report["name"] == name
+    assert report["mode"] == "smoke"
+    assert report["machine"].keys() >= MACHINE_KEYS
+    assert report["goal"]
+    assert report["figures"]
+    for figure in report["figures"]:
+        assert figure.keys() >= FIGURE_KEYS
+        assert figure["value"] is not None, figure
+
+
+@pytest.mark.parametrize("name", ["intake", "fanout", "scale"])
+def test_baselines_run_beside_falrelay(results: Path, name: str) -> None:
+    headline = _report(results, name)["figures"][0]
+    assert headline["baseline"] is not None
+    assert headline["ratio"] is not None
+
+
+def test_intake_answers_are_stored(results: Path) -> None:
+    details = _report(results, "intake")["details"]
+    assert details["jobs_answered_201"] > 0
+    assert details["jobs_stored"] >= details["jobs_answered_201"]
+
+
+def test_queue_runs_procrastinate_beside_falrelay(results: Path) -> None:
+    report = _report(results, "queue")
+    if importlib.util.find_spec("procrastinate") is None:
+        assert any("procrastinate is not installed" in n for n in report["notes"])
+        pytest.skip("procrastinate is not installed (pip install -e '.[bench]')")
+    assert report["figures"][0]["baseline"] is not None
