@@ -6,6 +6,7 @@ import base64
 import binascii
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -34,6 +35,17 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
             loc=["query", "cursor"], msg="not a cursor this API returned", type="cursor_invalid"
         )
         raise ValidationFailed([issue]) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    rows: list[asyncpg.Record]
+    next_cursor: str | None
+
+
+def page_of(rows: list[asyncpg.Record], limit: int) -> Page:
+    """Rows fetched with LIMIT `limit + 1`: the page, and whether another follows."""
+    return Page(rows[:limit], next_cursor(rows, limit))
 
 
 def next_cursor(rows: Sequence[asyncpg.Record], limit: int) -> str | None:

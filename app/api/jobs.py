@@ -7,7 +7,7 @@ from pydantic import AwareDatetime
 from starlette.responses import Response
 
 from app.api.deps import PrincipalDep, RuntimeDep
-from app.api.responses import JSONBytes
+from app.api.responses import JSONBytes, page_response
 from app.errors import (
     BadRequest,
     NotFound,
@@ -86,9 +86,7 @@ async def list_jobs(
         limit=limit,
         cursor=cursor,
     )
-    return JSONBytes(
-        {"data": [job_view(row) for row in page.rows], "next_cursor": page.next_cursor}
-    )
+    return page_response(page, job_view)
 
 
 @router.get(

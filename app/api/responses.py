@@ -1,9 +1,18 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 import orjson
 from starlette.responses import Response
+
+from app.pagination import Page
+
+
+def page_response(page: Page, view: Callable[[asyncpg.Record], dict[str, Any]]) -> JSONBytes:
+    """A list answer: `{"data": [...], "next_cursor": ...}`."""
+    return JSONBytes({"data": [view(row) for row in page.rows], "next_cursor": page.next_cursor})
 
 
 class JSONBytes(Response):

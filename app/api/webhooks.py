@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from app import ids
 from app.api.deps import PrincipalDep, RuntimeDep
-from app.api.responses import JSONBytes
+from app.api.responses import JSONBytes, page_response
 from app.errors import NotFound, Unauthorized, ValidationFailed, error_responses
 from app.jobs import service as jobs_service
 from app.pagination import MAX_PAGE_SIZE
@@ -66,9 +66,7 @@ async def list_webhook_endpoints(
 ) -> Response:
     """The client's endpoints, newest first."""
     page = await endpoints.list_page(runtime.pool, principal.client_id, limit=limit, cursor=cursor)
-    return JSONBytes(
-        {"data": [endpoint_view(row) for row in page.rows], "next_cursor": page.next_cursor}
-    )
+    return page_response(page, endpoint_view)
 
 
 @router.get(f"{ENDPOINTS}/{{endpoint_id}}", response_model=EndpointRead, responses=READ_ERRORS)
@@ -164,9 +162,7 @@ async def list_endpoint_deliveries(
         limit=limit,
         cursor=cursor,
     )
-    return JSONBytes(
-        {"data": [delivery_view(row) for row in page.rows], "next_cursor": page.next_cursor}
-    )
+    return page_response(page, delivery_view)
 
 
 @router.post(
@@ -224,9 +220,7 @@ async def list_job_deliveries(
         limit=limit,
         cursor=cursor,
     )
-    return JSONBytes(
-        {"data": [delivery_view(row) for row in page.rows], "next_cursor": page.next_cursor}
-    )
+    return page_response(page, delivery_view)
 
 
 @router.get("/v1/webhook-secret", response_model=SecretRead, responses=READ_ERRORS)

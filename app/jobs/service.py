@@ -28,7 +28,7 @@ from app.fal.client import FalClient, FalUnavailable
 from app.jobs import lifecycle, repository
 from app.jobs.models import JobStatus
 from app.jobs.schemas import JOB_ID_PREFIX, JobCreate
-from app.pagination import decode_cursor, next_cursor
+from app.pagination import Page, decode_cursor, page_of
 from app.webhooks import ssrf
 
 
@@ -184,12 +184,6 @@ async def cancel_job(
     return row
 
 
-@dataclass(frozen=True, slots=True)
-class Page:
-    rows: list[asyncpg.Record]
-    next_cursor: str | None
-
-
 async def list_jobs(
     pool: Pool,
     client_id: uuid.UUID,
@@ -209,4 +203,4 @@ async def list_jobs(
         after=decode_cursor(cursor) if cursor else None,
     )
     rows = await repository.list_page(pool, client_id, where, limit + 1)
-    return Page(rows[:limit], next_cursor(rows, limit))
+    return page_of(rows, limit)

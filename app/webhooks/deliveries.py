@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -12,16 +11,10 @@ from app import ids
 from app.db.pool import Pool
 from app.db.wakeup import Wakeup
 from app.errors import NotFound
-from app.pagination import decode_cursor, next_cursor
+from app.pagination import Page, decode_cursor, page_of
 from app.webhooks import repository
 from app.webhooks.models import DeliveryStatus
 from app.webhooks.schemas import DELIVERY_ID_PREFIX
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    rows: list[asyncpg.Record]
-    next_cursor: str | None
 
 
 def _uuid(public_id: str) -> uuid.UUID:
@@ -50,7 +43,7 @@ async def list_page(
         after=decode_cursor(cursor) if cursor else None,
         limit=limit + 1,
     )
-    return Page(rows[:limit], next_cursor(rows, limit))
+    return page_of(rows, limit)
 
 
 async def get(

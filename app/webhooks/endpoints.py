@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -14,15 +13,9 @@ from app.db.pool import Pool
 from app.db.wakeup import Wakeup
 from app.errors import NotFound, ValidationFailed, ValidationIssue
 from app.events.payloads import event_body
-from app.pagination import decode_cursor, next_cursor
+from app.pagination import Page, decode_cursor, page_of
 from app.webhooks import fanout, repository, signing, ssrf
 from app.webhooks.schemas import ENDPOINT_ID_PREFIX, EndpointCreate, EndpointUpdate
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    rows: list[asyncpg.Record]
-    next_cursor: str | None
 
 
 def _not_found(public_id: str) -> NotFound:
@@ -87,7 +80,7 @@ async def get(pool: Pool, client_id: uuid.UUID, public_id: str) -> asyncpg.Recor
 async def list_page(pool: Pool, client_id: uuid.UUID, *, limit: int, cursor: str | None) -> Page:
     after = decode_cursor(cursor) if cursor else None
     rows = await repository.list_endpoints(pool, client_id, after, limit + 1)
-    return Page(rows[:limit], next_cursor(rows, limit))
+    return page_of(rows, limit)
 
 
 async def update(
