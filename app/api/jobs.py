@@ -41,6 +41,13 @@ async def create_job(
     principal: PrincipalDep,
     runtime: RuntimeDep,
     idempotency_key: Annotated[IdempotencyKey | None, Header(alias="Idempotency-Key")] = None,
+    prefer: Annotated[
+        str | None,
+        Header(
+            alias="Prefer",
+            description="`wait=N` (N ≤ 60): answer once the job is finished, or after N seconds.",
+        ),
+    ] = None,
 ) -> Response:
     """Store a job and queue it for fal; answered only once the job is committed."""
     result = await service.create_job(
@@ -52,12 +59,15 @@ async def create_job(
     )
     if result.created:
         runtime.wakeup.notify("submit")
-    view = job_view(result.job)
-    return JSONBytes(
-        view,
-        status_code=201 if result.created else 200,
-        headers={"Location": f"/v1/jobs/{view['id']}"},
-    )
+    job = result.job
+    headers: dict[str, str] = {}
+    wait = service.wait_seconds(prefer)
+    if wait is not None:
+        job = await service.wait_until_finished(runtime.pool, principal.client_id, job, wait)
+        headers["Preference-Applied"] = f"wait={wait:g}"
+    view = job_view(job)
+    headers["Location"] = f"/v1/jobs/{view['id']}"
+    return JSONBytes(view, status_code=201 if result.created else 200, headers=headers)
 
 
 @router.get(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -204,3 +206,42 @@ async def list_jobs(
     )
     rows = await repository.list_page(pool, client_id, where, limit + 1)
     return page_of(rows, limit)
+
+
+MAX_WAIT_SECONDS = 60.0
+_WAIT_POLL = (0.05, 0.1, 0.2, 0.25)  # then every 0.25 s
+
+
+def wait_seconds(prefer: str | None) -> float | None:
+    """`Prefer: wait=N` (RFC 7240), capped at 60 s; None when absent or unreadable (an
+    unknown preference is ignored, as the RFC asks)."""
+    if not prefer:
+        return None
+    for preference in prefer.split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() == "wait":
+            try:
+                seconds = float(value.strip().strip('"'))
+            except ValueError:
+                return None
+            return min(max(seconds, 0.0), MAX_WAIT_SECONDS)
+    return None
+
+
+async def wait_until_finished(
+    pool: Pool, client_id: uuid.UUID, job: asyncpg.Record, seconds: float
+) -> asyncpg.Record:
+    """The job once it is terminal, or as it stands after `seconds`.
+
+    Polls with short reads and holds no connection in between: a waiting request costs the
+    database a primary-key lookup every quarter second at most, not a connection."""
+    deadline = time.monotonic() + seconds
+    polls = 0
+    while not JobStatus(job["status"]).is_terminal:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        await asyncio.sleep(min(_WAIT_POLL[min(polls, len(_WAIT_POLL) - 1)], left))
+        polls += 1
+        job = await repository.get(pool, client_id, job["id"]) or job
+    return job

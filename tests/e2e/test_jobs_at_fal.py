@@ -254,3 +254,41 @@ async def test_a_webhook_for_another_fal_request_changes_nothing(make_stack: Sta
         assert after == job
         metrics = (await stack.api.get("/metrics")).text
         assert 'falrelay_fal_callbacks_total{outcome="other_request"}' in metrics
+
+
+async def test_prefer_wait_answers_with_the_finished_job(make_stack: StackFactory) -> None:
+    fal = FakeFalConfig(run_latency=0.4)
+    async with make_stack(fal=fal) as stack:
+        started = time.monotonic()
+        response = await stack.api.post(
+            "/v1/jobs", json={"input": {"prompt": "p"}}, headers={"Prefer": "wait=10"}
+        )
+        assert response.status_code == 201
+        assert response.headers["preference-applied"] == "wait=10"
+        assert response.json()["status"] == "succeeded"
+        assert response.json()["output"]["images"]
+        assert time.monotonic() - started < 5
+
+
+async def test_prefer_wait_gives_up_after_n_seconds(make_stack: StackFactory) -> None:
+    fal = FakeFalConfig(queue_latency=30)
+    async with make_stack(fal=fal) as stack:
+        started = time.monotonic()
+        response = await stack.api.post(
+            "/v1/jobs", json={"input": {"prompt": "p"}}, headers={"Prefer": "wait=1"}
+        )
+        took = time.monotonic() - started
+        assert response.status_code == 201
+        assert response.json()["status"] in ("queued", "submitted")
+        assert 0.9 < took < 3
+
+
+def test_the_wait_preference_is_read_as_rfc_7240_says() -> None:
+    from app.jobs.service import wait_seconds
+
+    assert wait_seconds("wait=5") == 5
+    assert wait_seconds("respond-async, wait=100") == 60
+    assert wait_seconds('wait="2.5"') == 2.5
+    assert wait_seconds("wait=soon") is None
+    assert wait_seconds("handling=lenient") is None
+    assert wait_seconds(None) is None
