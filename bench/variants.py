@@ -45,7 +45,7 @@ def _async_runtime_dependency() -> None:
     annotated: Any = deps.RuntimeDep
     marker = annotated.__metadata__[0]
     object.__setattr__(marker, "dependency", get_runtime)
-    deps.get_runtime = get_runtime  # type: ignore[assignment]
+    deps.get_runtime = get_runtime
 
 
 def _fal_client(*, aiohttp_transport: bool) -> None:

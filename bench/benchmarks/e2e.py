@@ -10,6 +10,7 @@ bench/variants.py, on a database of its own, the runs alternating with the first
 
 from __future__ import annotations
 
+import importlib.util
 import secrets
 from typing import Any
 
@@ -26,7 +27,10 @@ LATENCY_RATE = 200.0
 ADDED_P99_GOAL_MS = 25.0
 # Open loop: at most this many requests in flight before the driver itself queues them.
 IN_FLIGHT = 512
-ALL_LEVERS = "uvloop,async-deps,fal-keepalive,record-async"
+# Every lever of bench/variants.py at once (the aiohttp transport needs httpx-aiohttp).
+ALL_LEVERS = "uvloop,async-deps,record-async," + (
+    "fal-aiohttp" if importlib.util.find_spec("httpx_aiohttp") else "fal-keepalive"
+)
 
 
 class Runner:

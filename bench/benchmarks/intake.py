@@ -22,7 +22,13 @@ from bench.workload import job_request_json
 
 CONNECTIONS = 64
 P99_GOAL_MS = 50.0
-EXPERIMENTS = ["uvloop", "async-deps", "uvloop,async-deps"]
+# (label, bench/variants.py variants, FALRELAY_* settings)
+EXPERIMENTS: list[tuple[str, str, dict[str, Any]]] = [
+    ("uvloop", "uvloop", {}),
+    ("async-deps", "async-deps", {}),
+    ("uvloop,async-deps", "uvloop,async-deps", {}),
+    ("uvloop,async-deps,FALRELAY_ACCESS_LOG=false", "uvloop,async-deps", {"access_log": False}),
+]
 
 
 async def run(ctx: Context) -> Report:
@@ -80,11 +86,16 @@ async def run(ctx: Context) -> Report:
             "baseline": (baseline_url, True, baseline),
         }
         experiments = EXPERIMENTS if opts.experiments else []
-        for variant in experiments:
+        for label, variants, settings in experiments:
             process, url = await start_falrelay(
-                procs, "api", database_url, name=f"falrelay-api-{variant}", variants=variant
+                procs,
+                "api",
+                database_url,
+                name=f"falrelay-api-{label}",
+                variants=variants,
+                **settings,
             )
-            targets[f"falrelay with {variant}"] = (url, True, process)
+            targets[f"falrelay with {label}"] = (url, True, process)
         api_urls = {url for url, _, p in targets.values() if p is not baseline}
         cpu: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
         answered = 0  # 201s from falrelay, warm-up and profile runs included
@@ -164,7 +175,7 @@ async def run(ctx: Context) -> Report:
         [c.get("postgres", 0.0) for c in cpu["baseline"]],
     )
     report.figures = [rps, p50, p99, server_cpu, postgres_cpu, no_key, no_key_p99]
-    for variant in experiments:
+    for variant, _, _ in experiments:
         rs = results[f"falrelay with {variant}"]
         report.figures += [
             Figure(f"experiment: {variant}", "req/s", [r.rps for r in rs], [r.rps for r in base]),
