@@ -102,6 +102,24 @@ class BenchPostgres:
         self._template = None
 
 
+# Benchmarks with --experiments run several falrelay processes side by side, each with a pool of
+# up to 20 connections: more than Postgres's default 100. The server's other settings stay at
+# their (durable) defaults.
+MAX_CONNECTIONS = 400
+
+
+async def _start_embedded(pgdata: Path) -> embedded.EmbeddedPostgres:
+    """Start, raise max_connections (it needs a restart), start again."""
+    server = await asyncio.to_thread(embedded.start, pgdata, cleanup_mode="stop")
+    conn = await asyncpg.connect(asyncpg_dsn(server.url("postgres")))
+    try:
+        await conn.execute(f"ALTER SYSTEM SET max_connections = {MAX_CONNECTIONS}")
+    finally:
+        await conn.close()
+    await asyncio.to_thread(server.stop)
+    return await asyncio.to_thread(embedded.start, pgdata, cleanup_mode="delete")
+
+
 @asynccontextmanager
 async def bench_postgres(scratch: Path | None = None) -> AsyncIterator[BenchPostgres]:
     """`FALRELAY_BENCH_DATABASE_URL` if set, else an embedded Postgres (durable defaults, data
@@ -115,9 +133,7 @@ async def bench_postgres(scratch: Path | None = None) -> AsyncIterator[BenchPost
             await postgres.drop_all()
         return
     with tempfile.TemporaryDirectory(prefix="falrelay-bench-", dir=scratch) as tmp:
-        server = await asyncio.to_thread(
-            embedded.start, Path(tmp) / "pgdata", cleanup_mode="delete"
-        )
+        server = await _start_embedded(Path(tmp) / "pgdata")
         postgres = BenchPostgres(
             admin_url=server.url("postgres"),
             description=f"embedded (pgserver) in {tmp}",
