@@ -106,7 +106,11 @@ UPDATE deliveries AS d SET
 FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::int2[], $6::text[],
             $7::timestamptz[])
     AS u(id, attempt_count, status, next_attempt_at, status_code, error, attempted_at)
-WHERE d.id = u.id AND d.attempt_count = u.attempt_count AND d.status = 'pending'
+WHERE d.id = u.id AND d.attempt_count = u.attempt_count
+  -- A subquery, not a literal: with `d.status = 'pending'` the planner matches the partial
+  -- index ix_deliveries_due and hash-joins the whole backlog on every batch (measured: 25.6 ms
+  -- per 64 rows with 14,000 pending, against 0.84 ms by primary key).
+  AND d.status = (SELECT 'pending'::text)
 """
 
 ENDPOINTS_RECOVERED = """
