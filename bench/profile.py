@@ -41,6 +41,7 @@ async def record(pid: int, seconds: float, out: Path) -> asyncio.subprocess.Proc
         "250",
         "--format",
         "raw",
+        "--threads",
         "--nonblocking",
         "--output",
         str(out),

@@ -39,7 +39,7 @@ from bench.workload import succeeded_event
 
 CONCURRENCY = 64
 RATIO_GOAL = 0.7
-EXPERIMENTS = ["uvloop", "record-async", "uvloop,record-async"]
+EXPERIMENTS = ["record-by-pk", "uvloop,record-by-pk", "uvloop,record-by-pk,record-async"]
 
 # One event and one delivery per row, as `fanout.record_event` writes them for a job with one
 # subscribed endpoint, N at a time.
@@ -182,6 +182,16 @@ async def run(ctx: Context) -> Report:
                 not_succeeded += await lane.conn.fetchval(
                     "SELECT count(*) FROM deliveries WHERE status <> 'succeeded'"
                 )
+                # Every delivery succeeded at its first attempt here, so any extra attempt
+                # is a delivery sent twice (a lease that ran out before its result was
+                # recorded).
+                extra = await lane.conn.fetchval(
+                    "SELECT (SELECT count(*) FROM delivery_attempts) - "
+                    "(SELECT count(*) FROM deliveries)"
+                )
+                report.details.setdefault("sent_twice", {})[lane.name] = extra
+                if extra:
+                    report.notes.append(f"{lane.name}: {extra} deliveries were sent twice")
         finally:
             for lane in lanes:
                 await lane.conn.close()
