@@ -148,6 +148,29 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
     print(key)
 
 
+async def _revoke_key(database_url: str, key: str) -> bool:
+    from app.auth import service
+    from app.db.pool import create_pool
+
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        return await service.revoke_key(pool, key)
+    finally:
+        await pool.close()
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> None:
+    key = args.key if args.key != "-" else sys.stdin.readline().strip()
+    if not asyncio.run(_revoke_key(Settings().require_database_url(), key)):
+        print("falrelay: no active key matches (already revoked, or never made)", file=sys.stderr)
+        raise SystemExit(1)
+    print(
+        "revoked; processes that checked it in the last "
+        f"{Settings().api_key_cache_seconds:g} s may accept it until then",
+        file=sys.stderr,
+    )
+
+
 def cmd_openapi(args: argparse.Namespace) -> None:
     from app.main import create_app
 
@@ -306,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("name", help="a name for the client, e.g. the calling service")
     create.set_defaults(func=cmd_keys_create)
+    revoke = key_commands.add_parser("revoke", help="revoke an API key")
+    revoke.add_argument("key", help="the key, or - to read it from stdin (keeps it out of ps)")
+    revoke.set_defaults(func=cmd_keys_revoke)
 
     openapi = commands.add_parser("openapi", help="print the OpenAPI document")
     openapi.set_defaults(func=cmd_openapi)

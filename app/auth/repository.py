@@ -11,7 +11,6 @@ INSERT_KEY = "INSERT INTO api_keys (id, client_id, key_hash, prefix) VALUES ($1,
 SELECT_CLIENT_ID_BY_KEY = (
     "SELECT client_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
 )
-SELECT_CLIENT_ID_BY_NAME = "SELECT id FROM clients WHERE name = $1 ORDER BY created_at LIMIT 1"
 REVOKE_KEY = (
     "UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1 AND revoked_at IS NULL RETURNING id"
 )
@@ -40,11 +39,6 @@ async def insert_key(
 
 async def find_client_id_by_key(pool: Pool, key_hash: bytes) -> uuid.UUID | None:
     value: uuid.UUID | None = await pool.fetchval(SELECT_CLIENT_ID_BY_KEY, key_hash)
-    return value
-
-
-async def find_client_id_by_name(pool: Pool, name: str) -> uuid.UUID | None:
-    value: uuid.UUID | None = await pool.fetchval(SELECT_CLIENT_ID_BY_NAME, name)
     return value
 
 

@@ -73,6 +73,20 @@ async def test_migrate_then_keys_create_prints_only_the_key(postgres: PostgresSe
             await conn.close()
         assert row is not None
         assert row["name"] == "billing-service"
+
+        revoked = run("keys", "revoke", key, database_url=url)
+        assert revoked.returncode == 0, revoked.stderr
+        again = run("keys", "revoke", key, database_url=url)
+        assert again.returncode == 1
+        assert "no active key" in again.stderr
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            revoked_at = await conn.fetchval(
+                "SELECT revoked_at FROM api_keys WHERE key_hash = $1", keys.hash_key(key)
+            )
+        finally:
+            await conn.close()
+        assert revoked_at is not None
     finally:
         await postgres.drop_database(name)
 
