@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from pydantic import AwareDatetime
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from app.api.deps import PrincipalDep, RuntimeDep
 from app.api.responses import JSONBytes, page_response
@@ -16,6 +16,8 @@ from app.errors import (
     ValidationFailed,
     error_responses,
 )
+from app.events import stream
+from app.events.stream import UnknownLastEventId
 from app.jobs import service
 from app.jobs.models import JobStatus
 from app.jobs.schemas import IdempotencyKey, JobCreate, JobPage, JobRead, job_view
@@ -120,3 +122,46 @@ async def cancel_job(job_id: str, principal: PrincipalDep, runtime: RuntimeDep) 
         runtime.pool, runtime.fal, runtime.wakeup, principal.client_id, job_id
     )
     return JSONBytes(job_view(row))
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": (
+                "Server-Sent Events: every event of the job in order, then new ones as they "
+                "happen; the stream ends after the terminal event. Each event's `id` is its "
+                "`webhook-id`, `event` its type, and `data` its webhook body. Resume with "
+                "`Last-Event-ID`."
+            ),
+            "content": {stream.MEDIA_TYPE: {"schema": {"type": "string"}}},
+        },
+        **error_responses(UnknownLastEventId, Unauthorized, NotFound),
+    },
+)
+async def job_events(
+    request: Request,
+    job_id: str,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id: Annotated[
+        str | None, Query(description="The same as the `Last-Event-ID` header.")
+    ] = None,
+) -> StreamingResponse:
+    """The job's state changes as a Server-Sent Events stream, ending at a terminal state."""
+    frames = await stream.open_job_stream(
+        runtime.pool,
+        principal.client_id,
+        job_id,
+        last_event_id_header or last_event_id,
+        stopping=lambda: bool(getattr(request.app.state, "draining", False)),
+    )
+    # no-cache: a stream is never replayed from a cache; X-Accel-Buffering: nginx would
+    # otherwise hold events back until its buffer fills.
+    return StreamingResponse(
+        frames,
+        media_type=stream.MEDIA_TYPE,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,120 @@
+"""A job's events as Server-Sent Events: replayed from the events table, then followed.
+
+The stream holds no database connection while it waits. It reads what is new with one short
+indexed query, sends it, and sleeps; a thousand open streams cost the database a few thousand
+index lookups a second, never a thousand connections. The stream ends right after the job's
+terminal event, when the process starts draining, or when the database cannot be read: the
+client reconnects with `Last-Event-ID` and misses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from app import ids
+from app.db.pool import Pool
+from app.errors import BadRequest, NotFound
+from app.events import repository
+from app.events.models import TERMINAL_EVENT_TYPES
+from app.jobs import repository as jobs
+from app.jobs.schemas import JOB_ID_PREFIX
+from app.webhooks.schemas import EVENT_ID_PREFIX
+
+log = logging.getLogger(__name__)
+
+
+class UnknownLastEventId(BadRequest):
+    title = "Unknown Last-Event-ID"
+    slug = "unknown-last-event-id"
+
+
+MEDIA_TYPE = "text/event-stream"
+# How soon a new event is seen, and how soon a client whose stream ended comes back.
+POLL_SECONDS = 0.25
+IDLE_POLL_SECONDS = 1.0
+IDLE_AFTER_SECONDS = 60.0
+# Comment lines keep proxies from closing a quiet stream and show us a departed client.
+HEARTBEAT_SECONDS = 15.0
+RETRY = b"retry: 1000\n\n"
+HEARTBEAT = b": keep-alive\n\n"
+
+
+def frame(row: asyncpg.Record | dict[str, Any]) -> bytes:
+    """One event: its id (the deliveries' `webhook-id`), its type, and the webhook body."""
+    event_id = ids.encode(EVENT_ID_PREFIX, row["id"])
+    data = orjson.dumps(row["payload"])
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (event_id.encode(), row["type"].encode(), data)
+
+
+async def open_job_stream(
+    pool: Pool,
+    client_id: uuid.UUID,
+    public_job_id: str,
+    last_event_id: str | None,
+    *,
+    stopping: Callable[[], bool],
+) -> AsyncIterator[bytes]:
+    """The client's job's event stream, resumed after `last_event_id`. Raises before the
+    stream starts, so a wrong id is a problem+json answer and not a broken stream."""
+    job_id = ids.decode(JOB_ID_PREFIX, public_job_id)
+    if job_id is None or await jobs.get_status(pool, client_id, job_id) is None:
+        raise NotFound(f"No job {public_job_id!r}.")
+    after = repository.START
+    if last_event_id:
+        event_id = ids.decode(EVENT_ID_PREFIX, last_event_id.strip())
+        seen = None if event_id is None else await repository.position(pool, job_id, event_id)
+        if seen is None:
+            raise UnknownLastEventId(f"{last_event_id!r} is not an event of job {public_job_id}.")
+        after, seen_type = seen
+        if seen_type in TERMINAL_EVENT_TYPES:
+            return _ended()
+    return job_events(pool, job_id, after, stopping=stopping)
+
+
+async def _ended() -> AsyncIterator[bytes]:
+    yield RETRY
+
+
+async def job_events(
+    pool: Pool,
+    job_id: uuid.UUID,
+    after: tuple[datetime, uuid.UUID],
+    *,
+    stopping: Callable[[], bool],
+) -> AsyncIterator[bytes]:
+    """Frames of the job's events after `after`, until its terminal event."""
+    yield RETRY
+    now = time.monotonic()
+    last_event = last_write = now
+    while True:
+        try:
+            rows = await repository.list_after(pool, job_id, after)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("event stream of job %s ended: database unavailable: %r", job_id, exc)
+            return
+        for row in rows:
+            yield frame(row)
+            if row["type"] in TERMINAL_EVENT_TYPES:
+                return
+            after = (row["created_at"], row["id"])
+        now = time.monotonic()
+        if rows:
+            last_event = last_write = now
+            if len(rows) == repository.PAGE_SIZE:
+                continue  # more may be waiting behind a full page
+        if stopping():
+            return
+        if now - last_write >= HEARTBEAT_SECONDS:
+            yield HEARTBEAT
+            last_write = now
+        idle = now - last_event >= IDLE_AFTER_SECONDS
+        await asyncio.sleep(IDLE_POLL_SECONDS if idle else POLL_SECONDS)
