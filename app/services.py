@@ -12,6 +12,7 @@ from app.db.pool import Pool, create_pool
 from app.db.wakeup import Wakeup
 from app.fal.callback_urls import CallbackUrlSource
 from app.fal.client import FalClient
+from app.fal.transport import AiohttpTransport
 from app.settings import FAL_CONNECT_TIMEOUT, Settings
 
 
@@ -27,11 +28,11 @@ class Services:
 
 def fal_http_client(settings: Settings) -> httpx.AsyncClient:
     # One client per process for fal and its JWKS: explicit timeouts, and no redirects (a
-    # redirected submit could be sent twice).
+    # redirected submit could be sent twice). aiohttp's pool underneath (see transport.py).
     return httpx.AsyncClient(
+        transport=AiohttpTransport(max_connections=100),
         timeout=httpx.Timeout(settings.fal_timeout_seconds, connect=FAL_CONNECT_TIMEOUT),
         follow_redirects=False,
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         headers={"User-Agent": "falrelay"},
     )
 
