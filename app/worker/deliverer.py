@@ -26,6 +26,9 @@ from app.worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
+# Delivery results sent but not yet committed, at most (see `Deliverer.work`).
+MAX_UNRECORDED = 256
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -59,6 +62,7 @@ class Deliverer:
         self._in_flight: Counter[str] = Counter()
         self._pending: list[Outcome] = []
         self._flushing: asyncio.Task[None] | None = None
+        self._unrecorded = 0
 
     async def claim(self, ctx: WorkerContext, limit: int) -> list[asyncpg.Record]:
         saturated = [t for t, n in self._in_flight.items() if n >= self.per_target]
@@ -86,11 +90,16 @@ class Deliverer:
             if self._in_flight[row["target"]] <= 0:
                 del self._in_flight[row["target"]]
         self._pending.append(outcome)
+        self._unrecorded += 1
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush())
-        # The step ends when its result is committed, so a drained worker leaves nothing
-        # unrecorded (and a lease still covers it if we die first).
-        await asyncio.shield(self._flushing)
+        # The slot is free as soon as the receiver has answered: the result is committed by a
+        # batch behind us (a crash meanwhile is covered by the lease: the delivery is sent
+        # again, never lost; `aclose` records what is left at a drain). Past MAX_UNRECORDED
+        # results, a step waits for its batch: a slow database slows sending rather than
+        # letting results pile up until their leases run out and they are sent twice.
+        while self._unrecorded > MAX_UNRECORDED and self._flushing is not None:
+            await asyncio.shield(self._flushing)
 
     async def _attempt(self, row: asyncpg.Record) -> Outcome:
         now = self.ctx.now()
@@ -147,20 +156,26 @@ class Deliverer:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                await self._record(batch)
-            except asyncpg.PostgresError as exc:
-                # One row the database refuses must not keep the whole batch unrecorded (and
-                # resent forever): record them one by one, and let only that one go.
-                log.warning("recording a batch of %d failed (%r); one by one", len(batch), exc)
-                for outcome in batch:
-                    try:
-                        await self._record([outcome])
-                    except asyncpg.PostgresError as row_exc:
-                        log.error("could not record delivery %s: %r", outcome.delivery_id, row_exc)
-            except (OSError, asyncpg.InterfaceError) as exc:
-                # The database is unreachable. Unrecorded deliveries stay leased; when the
-                # lease runs out they are sent again (at least once, never lost).
-                log.warning("recording %d delivery results failed: %r", len(batch), exc)
+                await self._record_batch(batch)
+            finally:
+                self._unrecorded -= len(batch)
+
+    async def _record_batch(self, batch: list[Outcome]) -> None:
+        try:
+            await self._record(batch)
+        except asyncpg.PostgresError as exc:
+            # One row the database refuses must not keep the whole batch unrecorded (and
+            # resent forever): record them one by one, and let only that one go.
+            log.warning("recording a batch of %d failed (%r); one by one", len(batch), exc)
+            for outcome in batch:
+                try:
+                    await self._record([outcome])
+                except asyncpg.PostgresError as row_exc:
+                    log.error("could not record delivery %s: %r", outcome.delivery_id, row_exc)
+        except (OSError, asyncpg.InterfaceError) as exc:
+            # The database is unreachable. Unrecorded deliveries stay leased; when the
+            # lease runs out they are sent again (at least once, never lost).
+            log.warning("recording %d delivery results failed: %r", len(batch), exc)
 
     async def _record(self, batch: list[Outcome]) -> None:
         now = self.ctx.now()
