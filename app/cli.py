@@ -256,6 +256,7 @@ async def _serve_dev(args: argparse.Namespace, database_url: str, key: str) -> N
 
     local_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     base = f"http://{local_host}:{args.port}"
+    fake = FakeFal()
     settings = Settings(
         database_url=database_url,
         allow_private_webhook_urls=True,
@@ -263,9 +264,9 @@ async def _serve_dev(args: argparse.Namespace, database_url: str, key: str) -> N
         fal_queue_url=f"{base}/fakefal",
         fal_jwks_url=f"{base}/fakefal/.well-known/jwks.json",
         fal_key="dev-key-for-the-fake-fal",
+        fal_user_id=fake.config.user_id,
         log_format=os.environ.get("FALRELAY_LOG_FORMAT", "text"),
     )
-    fake = FakeFal()
     app = create_app(settings, run_worker=True)
     app.mount("/fakefal", fake.app)
     try:

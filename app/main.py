@@ -46,7 +46,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
                 keys=KeyResolver(services.pool, ttl=settings.api_key_cache_seconds),
                 fal=services.fal,
                 fal_signatures=SignatureVerifier(
-                    JwksCache(services.fal_http, settings.fal_jwks_url)
+                    JwksCache(services.fal_http, settings.fal_jwks_url),
+                    user_id=settings.fal_user_id,
                 ),
                 wakeup=services.wakeup,
                 callback_urls=services.callback_urls,

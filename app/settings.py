@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     )
     fal_queue_url: str = "https://queue.fal.run"
     fal_jwks_url: str = "https://rest.alpha.fal.ai/.well-known/jwks.json"
+    # fal signs every account's webhooks with the same keys. The callback URL's token already
+    # ties a callback to our job; with this set, one signed for another fal account is also
+    # refused (X-Fal-Webhook-User-Id).
+    fal_user_id: str | None = None
     public_base_url: str | None = None
     allow_private_webhook_urls: bool = False
 

@@ -95,9 +95,16 @@ class JwksCache:
 
 
 class SignatureVerifier:
-    def __init__(self, jwks: JwksCache, *, tolerance: float = TIMESTAMP_TOLERANCE) -> None:
+    def __init__(
+        self,
+        jwks: JwksCache,
+        *,
+        tolerance: float = TIMESTAMP_TOLERANCE,
+        user_id: str | None = None,
+    ) -> None:
         self._jwks = jwks
         self._tolerance = tolerance
+        self._user_id = user_id  # ours; None accepts any account's (the URL token decides)
 
     async def verify(self, headers: Mapping[str, str], body: bytes, *, now: float) -> str:
         """The verified fal request id; raises InvalidSignature otherwise."""
@@ -108,6 +115,8 @@ class SignatureVerifier:
         request_id, user_id, timestamp, signature_hex = values
         if request_id is None or user_id is None or timestamp is None or signature_hex is None:
             raise InvalidSignature("missing X-Fal-Webhook-* signature headers")
+        if self._user_id is not None and user_id != self._user_id:
+            raise InvalidSignature("the webhook was sent for another fal account")
         try:
             sent_at = int(timestamp)
         except ValueError:

@@ -28,10 +28,10 @@ class JwksHost:
             200, json={"keys": [jwk(k, f"k{i}") for i, k in enumerate(self.keys)]}
         )
 
-    def verifier(self, **kwargs: float) -> SignatureVerifier:
+    def verifier(self, user_id: str | None = None, **kwargs: float) -> SignatureVerifier:
         http = httpx.AsyncClient(transport=httpx.MockTransport(self.handler))
         return SignatureVerifier(
-            JwksCache(http, "http://jwks.test/.well-known/jwks.json", **kwargs)
+            JwksCache(http, "http://jwks.test/.well-known/jwks.json", **kwargs), user_id=user_id
         )
 
 
@@ -138,3 +138,15 @@ async def test_an_unreachable_jwks_refuses_rather_than_accepts() -> None:
     host.down = True
     with pytest.raises(InvalidSignature, match="unavailable"):
         await host.verifier().verify(_lower(fal_headers(host.keys[0], BODY)), BODY, now=time.time())
+
+
+async def test_with_our_fal_user_id_set_another_accounts_webhook_is_refused() -> None:
+    key = Ed25519PrivateKey.generate()
+    host = JwksHost(key)
+    ours = host.verifier(user_id="user-1")
+    assert await ours.verify(_lower(fal_headers(key, BODY)), BODY, now=time.time()) == "req-1"
+    theirs = _lower(fal_headers(key, BODY, user_id="someone-else"))
+    with pytest.raises(InvalidSignature, match="another fal account"):
+        await ours.verify(theirs, BODY, now=time.time())
+    # Unset, the account is not checked (the callback URL's token ties it to our job).
+    assert await host.verifier().verify(theirs, BODY, now=time.time()) == "req-1"
