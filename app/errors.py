@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,27 @@ DATABASE_UNAVAILABLE = (
     asyncpg.InterfaceError,
 )
 
+# Text Postgres cannot store: a NUL character (`\u0000`) in a text or jsonb value. The statement
+# failed, so nothing was written; the request is invalid, not the service broken.
+UNSTORABLE_TEXT = (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path. FastAPI registers one route per method,
+    and Starlette's 405 names only the methods of the first route that matched the path; so
+    each method is tried against the routes (`matches`, which included routers answer too)."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    )
+
 
 def install_handlers(app: FastAPI) -> None:
     async def on_app_error(request: Request, exc: Exception) -> Response:
@@ -199,6 +221,8 @@ def install_handlers(app: FastAPI) -> None:
         error = _STATUS_ERRORS.get(exc.status_code, AppError)(detail)
         error.status = exc.status_code
         error.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            error.headers["Allow"] = _allowed_methods(request)
         return problem_response(error)
 
     async def on_database_unavailable(request: Request, exc: Exception) -> Response:
@@ -207,6 +231,11 @@ def install_handlers(app: FastAPI) -> None:
             ServiceUnavailable(
                 "The database is not reachable; retry shortly.", headers={"Retry-After": "2"}
             )
+        )
+
+    async def on_unstorable_text(request: Request, exc: Exception) -> Response:
+        return problem_response(
+            UnprocessableEntity("Text in the request contains a NUL character (\\u0000).")
         )
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
@@ -218,4 +247,6 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     for exc_class in DATABASE_UNAVAILABLE:
         app.add_exception_handler(exc_class, on_database_unavailable)
+    for text_error in UNSTORABLE_TEXT:
+        app.add_exception_handler(text_error, on_unstorable_text)
     app.add_exception_handler(Exception, on_unexpected)

@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
-from pydantic import AwareDatetime
 from starlette.responses import Response, StreamingResponse
 
 from app.api.deps import PrincipalDep, RuntimeDep
@@ -23,6 +22,7 @@ from app.jobs.models import JobStatus
 from app.jobs.schemas import IdempotencyKey, JobCreate, JobPage, JobRead, job_view
 from app.jobs.service import FalUnreachable, IdempotencyKeyInFlight, JobNotCancelable
 from app.pagination import MAX_PAGE_SIZE
+from app.timestamps import Timestamp
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -82,8 +82,8 @@ async def list_jobs(
     runtime: RuntimeDep,
     status: JobStatus | None = None,
     model: str | None = None,
-    created_after: AwareDatetime | None = None,
-    created_before: AwareDatetime | None = None,
+    created_after: Timestamp | None = None,
+    created_before: Timestamp | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
     cursor: str | None = None,
 ) -> Response:

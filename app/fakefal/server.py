@@ -355,7 +355,9 @@ class FakeFal:
                 retry_delays=config.webhook_retry_delays,
             )
             if not delivered:
+                fake_request.webhook_abandoned = True
                 return
+            fake_request.webhook_delivered_at.append(time.time())
             if copy == 1:
                 self.stats.webhooks_duplicated += 1
 

@@ -57,6 +57,11 @@ class FakeRequest:
     # Wakes status streams when a cancel completes the request ahead of its timeline.
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     timer: asyncio.Task[None] | None = None
+    # What became of its webhook: when a receiver answered 2xx (wall clock; twice for a
+    # duplicate), and whether the fake gave up on a copy. Chaos runs read these to tell a
+    # duplicate submission that fal's protocol allows from one it does not.
+    webhook_delivered_at: list[float] = field(default_factory=list)
+    webhook_abandoned: bool = False
     _output: dict[str, Any] | None = None
 
     @property
@@ -152,6 +157,16 @@ class FakeRequest:
             "cancelled": self.cancelled_at is not None,
             "error_type": outcome.error_type if isinstance(outcome, Failure) else None,
             "failed": isinstance(outcome, Failure),
+            "webhook": {
+                "dropped": self.webhook.drop,
+                "duplicated": self.webhook.duplicate,
+                "payload_error": self.webhook.payload_error,
+                "delay": self.webhook.delay,
+                "delivered_at": [
+                    datetime.fromtimestamp(at, UTC).isoformat() for at in self.webhook_delivered_at
+                ],
+                "abandoned": self.webhook_abandoned,
+            },
         }
 
 

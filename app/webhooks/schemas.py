@@ -3,10 +3,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from app.events.models import EVENT_TYPES, TERMINAL_EVENT_TYPES, EventType
 from app.jobs.schemas import WebhookURL
+from app.timestamps import Timestamp
 from app.webhooks.models import DeliveryStatus
 
 ENDPOINT_ID_PREFIX = "ep"
@@ -94,7 +95,7 @@ class SecretRead(BaseModel):
 class Recover(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    since: AwareDatetime = Field(description="Re-queue failed deliveries created at or after this.")
+    since: Timestamp = Field(description="Re-queue failed deliveries created at or after this.")
 
 
 class Recovered(BaseModel):

@@ -77,6 +77,7 @@ def test_operation_ids_are_the_handler_names(app: FastAPI) -> None:
         "get_webhook_endpoint",
         "get_webhook_secret",
         "healthz",
+        "job_events",
         "list_endpoint_deliveries",
         "list_job_deliveries",
         "list_jobs",

@@ -224,3 +224,38 @@ async def test_webhook_url_must_be_http(
     response = await http.post(fake.submit_url(), json=PROMPT, params={"fal_webhook": url})
     assert response.status_code == 422
     assert fake.fake.stats.submitted == 0
+
+
+async def test_each_request_records_what_became_of_its_webhook(
+    start_fake: StartFake, http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    # A chaos run tells an allowed duplicate submission from a bug by these: whether fal's
+    # webhook for a request ever landed, and when.
+    fake = start_fake(webhook_duplicate_rate=1.0, webhook_retry_delays=[0.02])
+    duplicated = await submit(http, fake, receiver.hook)
+    await wait_for(lambda: fake.fake.stats.webhooks_duplicated == 1)
+    await http.patch(f"{fake.url}/_fake/config", json={"webhook_duplicate_rate": 0.0})
+    abandoned = await submit(http, fake, f"{receiver.url}/moved")
+    await wait_for(lambda: fake.fake.stats.webhooks_abandoned == 1)
+    await http.patch(f"{fake.url}/_fake/config", json={"webhook_drop_rate": 1.0})
+    dropped = await submit(http, fake, receiver.hook)
+    await wait_for(lambda: fake.fake.stats.webhooks_dropped == 1)
+
+    listed = {
+        r["id"]: r["webhook"]
+        for r in (await http.get(f"{fake.url}/_fake/requests")).json()["requests"]
+    }
+    assert listed[duplicated["request_id"]]["duplicated"] is True
+    assert len(listed[duplicated["request_id"]]["delivered_at"]) == 2
+    assert listed[duplicated["request_id"]]["abandoned"] is False
+    assert listed[abandoned["request_id"]] | {"delay": 0.0} == {
+        "dropped": False,
+        "duplicated": False,
+        "payload_error": False,
+        "delay": 0.0,
+        "delivered_at": [],
+        "abandoned": True,
+    }
+    assert listed[dropped["request_id"]]["dropped"] is True
+    assert listed[dropped["request_id"]]["delivered_at"] == []
+    assert listed[dropped["request_id"]]["abandoned"] is False
