@@ -171,6 +171,12 @@ def cmd_keys_revoke(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_submit(args: argparse.Namespace) -> None:
+    from app import submit
+
+    submit.run(args)
+
+
 def cmd_openapi(args: argparse.Namespace) -> None:
     from app.main import create_app
 
@@ -206,6 +212,7 @@ def _dev_banner(base: str, key: str, database_url: str) -> str:
             "falrelay dev is running",
             f"  API       {base}",
             f"  docs      {base}/docs",
+            f"  console   {base}/console  (sign in with the API key)",
             f"  API key   {key}",
             f"  fake fal  {base}/fakefal  (knobs: {base}/fakefal/_fake/config)",
             f"  database  {database_url}",
@@ -215,6 +222,7 @@ def _dev_banner(base: str, key: str, database_url: str) -> str:
             "    -H 'Content-Type: application/json' \\",
             """    -d '{"input": {"prompt": "a red fox in snow", "aspect_ratio": "16:9"}}'""",
             "Then GET /v1/jobs/<id>: once it has succeeded, open output.images[0].url.",
+            "Or: falrelay submit 'a red fox in snow' --aspect-ratio 16:9 --out fox.png",
             "",
         ]
     )
@@ -336,6 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     openapi = commands.add_parser("openapi", help="print the OpenAPI document")
     openapi.set_defaults(func=cmd_openapi)
+
+    submit = commands.add_parser(
+        "submit", help="create a job through the API; --wait follows it, --out saves the image"
+    )
+    from app import submit as submit_command
+
+    submit_command.add_arguments(submit)
+    submit.set_defaults(func=cmd_submit)
     return parser
 
 

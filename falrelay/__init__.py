@@ -1,0 +1,76 @@
+"""The Python SDK for falrelay: `Client` (sync) and `AsyncClient` over httpx, typed models,
+typed errors, and `falrelay.webhooks.verify` for receivers.
+
+    from falrelay import Client
+
+    with Client() as client:  # FALRELAY_URL, FALRELAY_API_KEY
+        job = client.jobs.create({"prompt": "a red fox in snow"}, wait=True)
+        print(job.images[0].url)
+"""
+
+from falrelay.client import AsyncClient, Client
+from falrelay.errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    FalrelayError,
+    InternalServerError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    RateLimitError,
+    UnprocessableEntityError,
+    WaitTimeoutError,
+    WebhookVerificationError,
+)
+from falrelay.models import (
+    Attempt,
+    Delivery,
+    Event,
+    Image,
+    Job,
+    JobError,
+    JobEvent,
+    JobStatus,
+    Model,
+    Page,
+    PingEvent,
+    WebhookEndpoint,
+    WebhookEndpointWithSecret,
+)
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AsyncClient",
+    "Attempt",
+    "AuthenticationError",
+    "BadRequestError",
+    "Client",
+    "ConflictError",
+    "Delivery",
+    "Event",
+    "FalrelayError",
+    "Image",
+    "InternalServerError",
+    "Job",
+    "JobError",
+    "JobEvent",
+    "JobStatus",
+    "Model",
+    "NotFoundError",
+    "Page",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "PingEvent",
+    "RateLimitError",
+    "UnprocessableEntityError",
+    "WaitTimeoutError",
+    "WebhookEndpoint",
+    "WebhookEndpointWithSecret",
+    "WebhookVerificationError",
+]

@@ -1,0 +1,173 @@
+"""The service's objects as typed models. Their fields follow the schemas in `openapi.json`
+(a test compares them), and fields the service adds later are kept rather than refused, so an
+older SDK keeps reading a newer service."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    SUBMITTED = "submitted"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+JobEventType = Literal[
+    "job.submitted", "job.running", "job.succeeded", "job.failed", "job.canceled"
+]
+EventType = Literal[
+    "job.submitted", "job.running", "job.succeeded", "job.failed", "job.canceled", "ping"
+]
+TERMINAL_EVENT_TYPES: frozenset[str] = frozenset({"job.succeeded", "job.failed", "job.canceled"})
+
+
+class Image(_Model):
+    """One generated image: a URL to fetch it from, never the bytes."""
+
+    url: str
+    content_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+    file_name: str | None = None
+    file_size: int | None = None
+
+
+class JobError(_Model):
+    type: str
+    message: str
+
+
+class Job(_Model):
+    """The job object: the same in answers, listings, event streams and webhooks."""
+
+    id: str
+    model: str
+    status: JobStatus
+    input: dict[str, Any]
+    metadata: dict[str, str]
+    callback_url: str | None
+    # The model's own output (for image models, `images`): kept as sent, so a model with
+    # another output shape needs no new SDK.
+    output: dict[str, Any] | None
+    error: JobError | None
+    fal_request_id: str | None
+    created_at: datetime
+    submitted_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    @property
+    def images(self) -> list[Image]:
+        """The output's images; empty until the job has succeeded."""
+        raw = (self.output or {}).get("images") or []
+        return [Image.model_validate(image) for image in raw]
+
+
+class JobEvent(_Model):
+    """A job's state change, as a webhook body or an event of the job's stream."""
+
+    type: JobEventType
+    timestamp: datetime
+    data: Job
+    # Not part of the body: the `webhook-id` header, or the stream's `id:` line. The same on
+    # every retry of a delivery, so it is what a receiver deduplicates on.
+    id: str | None = Field(default=None, exclude=True)
+
+
+class PingEvent(_Model):
+    """What `webhook_endpoints.test` sends."""
+
+    type: Literal["ping"]
+    timestamp: datetime
+    data: dict[str, Any]
+    id: str | None = Field(default=None, exclude=True)
+
+
+Event = Annotated[JobEvent | PingEvent, Field(discriminator="type")]
+
+
+class WebhookEndpoint(_Model):
+    id: str
+    url: str
+    event_types: list[EventType]
+    description: str | None
+    enabled: bool
+    disabled_reason: str | None
+    failing_since: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookEndpointWithSecret(WebhookEndpoint):
+    """An endpoint as created: with its `whsec_` secret, shown this once."""
+
+    secret: str
+
+
+DeliveryStatus = Literal["pending", "succeeded", "failed"]
+
+
+class Attempt(_Model):
+    attempted_at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    response_body: str | None
+
+
+class Delivery(_Model):
+    id: str
+    event_id: str
+    event_type: EventType
+    job_id: str | None
+    endpoint_id: str | None
+    url: str
+    status: DeliveryStatus
+    attempt_count: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    succeeded_at: datetime | None
+    # Only on `deliveries.get`: every attempt, oldest first.
+    attempts: list[Attempt] | None = None
+
+
+ItemT = TypeVar("ItemT", bound=BaseModel)
+
+
+class Page(_Model, Generic[ItemT]):
+    """One page of a listing; the clients' `list` methods follow `next_cursor` for you."""
+
+    data: list[ItemT]
+    next_cursor: str | None
+
+
+class Model(_Model):
+    """A model jobs can run, with the JSON schemas of its input and output."""
+
+    id: str
+    title: str
+    description: str
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
