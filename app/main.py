@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from app import __version__
+from app import __version__, console
 from app.api import callbacks, health, jobs, models, openapi, outbound, webhooks
 from app.api.limits import BodySizeLimit
 from app.api.observe import Observe
@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(models.router)
     app.include_router(callbacks.router)
     app.include_router(health.router)
+    app.include_router(console.router)
     outbound.document(app)
     openapi.install(app)
     return app
