@@ -47,6 +47,25 @@ class Options:
     def warmup_s(self) -> float:
         return 1.0 if self.smoke else 3.0
 
+    def flags(self) -> list[str]:
+        """The options that change what is measured, as `python -m bench` takes them: the
+        command that reproduces a report."""
+        default = Options()
+        flags = []
+        if self.smoke:
+            flags.append("--smoke")
+        if self.runs != default.runs:
+            flags.append(f"--runs {self.runs}")
+        if self.duration_s != default.duration_s:
+            flags.append(f"--duration {self.duration_s:g}")
+        if self.driver != default.driver:
+            flags.append(f"--driver {self.driver}")
+        if self.profile:
+            flags.append("--profile")
+        if self.experiments:
+            flags.append("--experiments")
+        return flags
+
 
 @dataclass
 class Context:
@@ -71,7 +90,7 @@ class Context:
         return Processes(log_dir, defaults)
 
     def report(self, name: str, title: str, *, baseline: str, goal: str) -> Report:
-        command = f"python -m bench {name}" + (" --smoke" if self.options.smoke else "")
+        command = " ".join(["python -m bench", name, *self.options.flags()])
         return Report(
             name=name,
             title=title,
@@ -124,7 +143,8 @@ class Profiling:
     async def summary(self) -> dict[str, Any]:
         await self.process.wait()
         summary = profile.summarise(self.out)
-        summary["raw"] = str(self.out)
+        # py-spy's raw stacks, by name: kept in the --logs directory when one is given.
+        summary["raw"] = self.out.name
         return summary
 
 
@@ -172,13 +192,19 @@ async def start_falrelay(
 
 
 async def start_worker(
-    procs: Processes, database_url: str, *, variants: str = "", **settings: Any
+    procs: Processes,
+    database_url: str,
+    *,
+    name: str | None = None,
+    variants: str = "",
+    **settings: Any,
 ) -> Process:
+    """`falrelay worker`, once it says it runs. `name` names its log: one per worker."""
     if variants:
         argv = python_argv("-m", "bench.variants", variants, "worker")
     else:
         argv = falrelay_argv("worker")
-    name = "falrelay-worker" + (f"-{variants}" if variants else "")
+    name = name or "falrelay-worker" + (f"-{variants}" if variants else "")
     process = procs.start(name, argv, falrelay_env(database_url, **settings))
     await process.wait_log("worker running")
     return process

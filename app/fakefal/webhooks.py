@@ -17,6 +17,7 @@ import httpx
 from app.fakefal.failures import Failure
 from app.fakefal.signing import WebhookSigner
 from app.fakefal.stats import Stats
+from app.fal.transport import AiohttpTransport
 
 PAYLOAD_ERROR = (
     "Response payload is not JSON serializable. Either return a JSON serializable object or use "
@@ -92,6 +93,10 @@ class WebhookSender:
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             # trust_env=False: an HTTP(S)_PROXY meant for the internet must not capture
-            # deliveries to a receiver on localhost.
-            self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+            # deliveries to a receiver on localhost. aiohttp's pool underneath: with thousands
+            # of webhooks waiting for a connection, httpcore's pool rescans the waiters at every
+            # request (quadratic), and the fake stopped answering at ~500 jobs/s.
+            self._client = httpx.AsyncClient(
+                transport=AiohttpTransport(), follow_redirects=False, trust_env=False
+            )
         return self._client

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from app.db.pool import asyncpg_dsn
 from bench.load import LoadResult
+from bench.report import Report
+
+E = TypeVar("E")
 
 
 async def connect(database_url: str) -> asyncpg.Connection[Any]:
@@ -50,3 +53,11 @@ def check_errors(result: LoadResult, what: str, notes: list[str], limit: float =
         notes.append(
             f"{what}: {result.errors} of {result.requests} requests failed ({result.statuses})"
         )
+
+
+def chosen_experiments(report: Report, experiments: list[E], wanted: bool) -> list[E]:
+    """The experiments to run beside falrelay: none unless `--experiments` asked for them, and
+    a note when it did but this benchmark has none to offer (bench/variants.py)."""
+    if wanted and not experiments:
+        report.notes.append("--experiments: no experiment is defined for this benchmark")
+    return experiments if wanted else []

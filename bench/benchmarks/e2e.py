@@ -5,21 +5,22 @@ No baseline (the issue names none). What falrelay adds is measured at the receiv
 from the event (stamped by Postgres in the transaction that applied fal's callback) to the
 delivery's arrival, per job. Load is open-loop (the asyncio driver: wrk cannot hold a rate).
 With --experiments a second stack runs `falrelay serve` with every proposed change of
-bench/variants.py, on a database of its own, the runs alternating with the first.
+bench/variants.py at once (if there is any), on a database of its own, the runs alternating
+with the first.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import secrets
 from typing import Any
 
 from bench import stats
-from bench.benchmarks.common import check_errors, load_summary
+from bench.benchmarks.common import check_errors, chosen_experiments, load_summary
 from bench.benchmarks.stack import Stack, start_stack
 from bench.context import Context, CpuMeter
 from bench.load import LoadSpec
 from bench.report import Figure, Report
+from bench.variants import VARIANTS
 from bench.workload import job_request_json
 
 SUSTAINED_RATE = 500.0
@@ -27,10 +28,8 @@ LATENCY_RATE = 200.0
 ADDED_P99_GOAL_MS = 25.0
 # Open loop: at most this many requests in flight before the driver itself queues them.
 IN_FLIGHT = 512
-# Every lever of bench/variants.py at once (the aiohttp transport needs httpx-aiohttp).
-ALL_LEVERS = "uvloop,async-deps,record-async," + (
-    "fal-aiohttp" if importlib.util.find_spec("httpx_aiohttp") else "fal-keepalive"
-)
+# Every lever of bench/variants.py at once, as one experiment.
+EXPERIMENTS = [",".join(VARIANTS)] if VARIANTS else []
 
 
 class Runner:
@@ -97,7 +96,8 @@ async def run(ctx: Context) -> Report:
     rates = [20.0] if opts.smoke else [LATENCY_RATE, SUSTAINED_RATE]
     duration = 1.0 if opts.smoke else opts.duration_s
     runs = 1 if opts.smoke else opts.runs
-    variants = ["", *([ALL_LEVERS] if opts.experiments else [])]
+    experiments = chosen_experiments(report, EXPERIMENTS, opts.experiments)
+    variants = ["", *experiments]
     measured: dict[str, dict[float, list[dict[str, Any]]]] = {
         v: {rate: [] for rate in rates} for v in variants
     }
@@ -131,7 +131,7 @@ async def run(ctx: Context) -> Report:
         "runs": runs,
         "falrelay": "falrelay serve, defaults; FALRELAY_ALLOW_PRIVATE_WEBHOOK_URLS=true",
         "in_flight_cap": IN_FLIGHT,
-        "experiment": ALL_LEVERS if opts.experiments else None,
+        "experiment": experiments[0] if experiments else None,
     }
     report.details["runs"] = {
         f"{variant or 'falrelay'} at {rate:.0f}": rs
@@ -164,14 +164,24 @@ def _figures(
         if not complete:
             pairs = [(r["posted"], r["delivered"]) for r in rs]
             report.notes.append(f"{prefix}{at}: not every job was delivered (posted, got) {pairs}")
-        serve_cpu = Figure(prefix + f"serve CPU per job {at}", "ms",
-                           [r["cpu_ms_per_job"].get("serve", 0.0) for r in rs])  # fmt: skip
+        if any(r["duplicates"] for r in rs):
+            twice = [r["duplicates"] for r in rs]
+            report.notes.append(f"{prefix}{at}: webhooks received twice, per run {twice}")
+
+        def cpu(process: str, rs: list[dict[str, Any]] = rs, at: str = at) -> Figure:
+            values = [r["cpu_ms_per_job"].get(process, 0.0) for r in rs]
+            return Figure(prefix + f"{process} CPU per job {at}", "ms", values)
+
         figures += [
             delivered,
             figure(f"lag after load {at}", "s", "lag_s"),
             figure(f"added latency p50 {at}", "ms", "added_p50_ms"),
             added,
             figure(f"POST -> webhook p99 {at}", "ms", "e2e_p99_ms"),
-            serve_cpu,
+            # The fake fal and Postgres share the 2 cores with serve: their CPU is serve's
+            # budget too (a fake that falls behind shows here first).
+            cpu("serve"),
+            cpu("fakefal"),
+            cpu("postgres"),
         ]
     return figures

@@ -5,8 +5,8 @@ N pending deliveries (one `job.succeeded` event each, to one endpoint) are inser
 statement while the worker idles; the clock starts when that commits (a NOTIFY wakes the
 worker) and stops when no delivery is pending. Baseline in the same run:
 bench/baselines/fanout_loop.py posting the same body and headers N times, 64 in flight.
-With --experiments, workers with proposed changes (bench/variants.py) run too, each on a
-database of its own so that no two workers share a queue.
+With --experiments, workers with other settings or proposed changes (bench/variants.py) run
+too, each on a database of its own so that no two workers share a queue.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from app.db.pool import create_pool
 from app.db.wakeup import CHANNEL
 from app.webhooks import repository, signing
 from app.webhooks.schemas import EVENT_ID_PREFIX
-from bench.benchmarks.common import connect, wait_until
+from bench.benchmarks.common import chosen_experiments, connect, wait_until
 from bench.context import Context, CpuMeter, create_api_key, start_receiver, start_worker
 from bench.processes import Process, Processes
 from bench.report import Figure, Report
@@ -39,7 +39,15 @@ from bench.workload import succeeded_event
 
 CONCURRENCY = 64
 RATIO_GOAL = 0.7
-EXPERIMENTS = ["record-by-pk", "uvloop,record-by-pk", "uvloop,record-by-pk,record-async"]
+# (label, bench/variants.py variants, FALRELAY_* settings), each a worker of its own.
+EXPERIMENTS: list[tuple[str, str, dict[str, Any]]] = [
+    # More slots than the baseline's 64 in flight: whether slots wait on claims, not CPU.
+    (
+        "FALRELAY_DELIVERY_CONCURRENCY=128",
+        "",
+        {"delivery_concurrency": 128, "delivery_per_endpoint_concurrency": 128},
+    ),
+]
 
 # One event and one delivery per row, as `fanout.record_event` writes them for a job with one
 # subscribed endpoint, N at a time.
@@ -91,7 +99,13 @@ class Lane:
 
 
 async def _open_lane(
-    ctx: Context, procs: Processes, receiver: Process, hook_url: str, variants: str
+    ctx: Context,
+    procs: Processes,
+    receiver: Process,
+    hook_url: str,
+    name: str,
+    variants: str = "",
+    settings: dict[str, Any] | None = None,
 ) -> Lane:
     database_url = await ctx.postgres.create_database("fanout")
     client_id, _ = await create_api_key(database_url)
@@ -112,13 +126,16 @@ async def _open_lane(
     worker = await start_worker(
         procs,
         database_url,
+        name="falrelay-worker" if name == "falrelay" else f"falrelay-worker-{name}",
         variants=variants,
-        allow_private_webhook_urls=True,
-        delivery_concurrency=CONCURRENCY,
-        delivery_per_endpoint_concurrency=CONCURRENCY,
+        **{
+            "allow_private_webhook_urls": True,
+            "delivery_concurrency": CONCURRENCY,
+            "delivery_per_endpoint_concurrency": CONCURRENCY,
+            **(settings or {}),
+        },
     )
     meter = ctx.cpu_meter(worker=worker, receiver=receiver)
-    name = f"falrelay with {variants}" if variants else "falrelay"
     return Lane(name, worker, await connect(database_url), client_id, endpoint["id"], secret, meter)
 
 
@@ -140,10 +157,13 @@ async def run(ctx: Context) -> Report:
     with ctx.processes("fanout") as procs:
         receiver, receiver_url = await start_receiver(procs)
         hook_url = f"{receiver_url}/count/hook"
-        variants = ["", *(EXPERIMENTS if opts.experiments else [])]
+        experiments = chosen_experiments(report, EXPERIMENTS, opts.experiments)
         try:
-            for variant in variants:
-                lanes.append(await _open_lane(ctx, procs, receiver, hook_url, variant))
+            lanes.append(await _open_lane(ctx, procs, receiver, hook_url, "falrelay"))
+            for label, variants, settings in experiments:
+                lanes.append(
+                    await _open_lane(ctx, procs, receiver, hook_url, label, variants, settings)
+                )
             main = lanes[0]
             now = datetime.now(UTC)
             payload = succeeded_event("job_" + uuid.uuid4().hex, now.isoformat())
@@ -209,7 +229,7 @@ async def run(ctx: Context) -> Report:
     for lane in lanes[1:]:
         report.figures.append(
             Figure(
-                f"experiment: {lane.name.removeprefix('falrelay with ')}",
+                f"experiment: {lane.name}",
                 "deliveries/s",
                 lane.rates,
                 base_rates,

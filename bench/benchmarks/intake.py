@@ -13,7 +13,7 @@ from typing import Any
 
 from app.db.pool import asyncpg_dsn
 from bench.baselines import intake_app
-from bench.benchmarks.common import check_errors, connect, load_summary
+from bench.benchmarks.common import check_errors, chosen_experiments, connect, load_summary
 from bench.context import Context, create_api_key, start_falrelay
 from bench.load import LoadResult, LoadSpec
 from bench.processes import HOST, free_port, python_argv
@@ -24,10 +24,7 @@ CONNECTIONS = 64
 P99_GOAL_MS = 50.0
 # (label, bench/variants.py variants, FALRELAY_* settings)
 EXPERIMENTS: list[tuple[str, str, dict[str, Any]]] = [
-    ("uvloop", "uvloop", {}),
-    ("async-deps", "async-deps", {}),
-    ("uvloop,async-deps", "uvloop,async-deps", {}),
-    ("uvloop,async-deps,FALRELAY_ACCESS_LOG=false", "uvloop,async-deps", {"access_log": False}),
+    ("FALRELAY_ACCESS_LOG=false", "", {"access_log": False}),
 ]
 
 
@@ -85,7 +82,7 @@ async def run(ctx: Context) -> Report:
             "falrelay, no Idempotency-Key": (api_url, False, api),
             "baseline": (baseline_url, True, baseline),
         }
-        experiments = EXPERIMENTS if opts.experiments else []
+        experiments = chosen_experiments(report, EXPERIMENTS, opts.experiments)
         for label, variants, settings in experiments:
             process, url = await start_falrelay(
                 procs,

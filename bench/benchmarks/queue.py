@@ -21,7 +21,7 @@ import asyncpg
 
 from app.db.pool import asyncpg_dsn
 from app.db.wakeup import CHANNEL
-from bench.benchmarks.common import connect, wait_until
+from bench.benchmarks.common import chosen_experiments, connect, wait_until
 from bench.benchmarks.rows import insert_queued_jobs
 from bench.context import Context, CpuMeter, create_api_key, start_fakefal, start_worker
 from bench.processes import Process, Processes, python_argv
@@ -33,9 +33,6 @@ MISSING = "procrastinate is not installed (pip install -e '.[bench]'): baseline 
 # (label, bench/variants.py variants, FALRELAY_* settings)
 EXPERIMENTS: list[tuple[str, str, dict[str, Any]]] = [
     ("FALRELAY_WORKER_CONCURRENCY=8", "", {"worker_concurrency": 8}),
-    ("fal-keepalive", "fal-keepalive", {}),
-    ("uvloop,fal-keepalive", "uvloop,fal-keepalive", {}),
-    ("uvloop,fal-aiohttp", "uvloop,fal-aiohttp", {}),
 ]
 
 
@@ -114,6 +111,7 @@ async def _open_lane(
     worker = await start_worker(
         procs,
         database_url,
+        name="falrelay-worker" if name == "falrelay" else f"falrelay-worker-{name}",
         variants=variants,
         fal_queue_url=fal_url,
         # Poll mode (no PUBLIC_BASE_URL), first status poll an hour away: the reconciler
@@ -153,10 +151,7 @@ async def run(ctx: Context) -> Report:
     baseline: Procrastinate | None = None
     if not procrastinate_available():
         report.notes.append(MISSING)
-    experiments = EXPERIMENTS if opts.experiments else []
-    if experiments and importlib.util.find_spec("httpx_aiohttp") is None:
-        experiments = [e for e in experiments if "fal-aiohttp" not in e[1]]
-        report.notes.append("httpx-aiohttp is not installed: that experiment is skipped")
+    experiments = chosen_experiments(report, EXPERIMENTS, opts.experiments)
 
     lanes: list[Lane] = []
     with ctx.processes("queue") as procs:
