@@ -136,11 +136,15 @@ async def list_page(
 # back only when this caller made the change, so racing writers (worker, reconciler, fal's
 # callback, a client's cancel) can never both win. The returned row feeds the event payload.
 TRANSITION_COLUMNS = f"{JOB_COLUMNS}, client_id, updated_at"
+# clock_timestamp(), not now(): now() is when the transaction began, possibly before a racing
+# transition took the row lock and committed. A transition's time (its event's `created_at`)
+# must follow the one before it, since readers of a job's events page through them in that
+# order; clock_timestamp() is read when the row is written, after the lock is held.
 
 MARK_SUBMITTED = f"""
 UPDATE jobs
 SET status = 'submitted', fal_request_id = $2, fal_status_url = $3, fal_response_url = $4,
-    fal_cancel_url = $5, submitted_at = now(), updated_at = now(),
+    fal_cancel_url = $5, submitted_at = clock_timestamp(), updated_at = clock_timestamp(),
     next_attempt_at = $6, locked_until = NULL, last_error = NULL
 WHERE id = $1 AND status = 'queued' AND (fal_request_id IS NULL OR fal_request_id = $2)
 RETURNING {TRANSITION_COLUMNS}
@@ -161,7 +165,7 @@ RETURNING status, fal_request_id
 
 MARK_RUNNING = f"""
 UPDATE jobs
-SET status = 'running', started_at = now(), updated_at = now(),
+SET status = 'running', started_at = clock_timestamp(), updated_at = clock_timestamp(),
     next_attempt_at = $2, locked_until = NULL, last_error = NULL
 WHERE id = $1 AND status = 'submitted'
 RETURNING {TRANSITION_COLUMNS}
@@ -170,7 +174,8 @@ RETURNING {TRANSITION_COLUMNS}
 MARK_SUCCEEDED = f"""
 UPDATE jobs
 SET status = 'succeeded', output = $2, fal_request_id = COALESCE(fal_request_id, $3),
-    completed_at = now(), updated_at = now(), next_attempt_at = NULL, locked_until = NULL
+    completed_at = clock_timestamp(), updated_at = clock_timestamp(),
+    next_attempt_at = NULL, locked_until = NULL
 WHERE id = $1 AND status IN ('queued', 'submitted', 'running')
   AND (fal_request_id IS NULL OR $3::text IS NULL OR fal_request_id = $3)
 RETURNING {TRANSITION_COLUMNS}
@@ -179,7 +184,8 @@ RETURNING {TRANSITION_COLUMNS}
 MARK_FAILED = f"""
 UPDATE jobs
 SET status = 'failed', error = $2, fal_request_id = COALESCE(fal_request_id, $3),
-    completed_at = now(), updated_at = now(), next_attempt_at = NULL, locked_until = NULL
+    completed_at = clock_timestamp(), updated_at = clock_timestamp(),
+    next_attempt_at = NULL, locked_until = NULL
 WHERE id = $1 AND status = ANY($4::text[])
   AND (fal_request_id IS NULL OR $3::text IS NULL OR fal_request_id = $3)
 RETURNING {TRANSITION_COLUMNS}
@@ -187,7 +193,7 @@ RETURNING {TRANSITION_COLUMNS}
 
 MARK_CANCELED = f"""
 UPDATE jobs
-SET status = 'canceled', completed_at = now(), updated_at = now(),
+SET status = 'canceled', completed_at = clock_timestamp(), updated_at = clock_timestamp(),
     next_attempt_at = NULL, locked_until = NULL
 WHERE id = $1 AND client_id = $2 AND status = ANY($3::text[])
 RETURNING {TRANSITION_COLUMNS}

@@ -8,9 +8,13 @@ from dataclasses import dataclass
 import httpx
 import orjson
 
+from app.catalog import DEFAULT_MODEL_ID
+from app.db.pool import Pool
 from app.fakefal import FakeFalConfig
+from app.ids import uuid7
+from app.jobs import repository
 from tests.stack import Stack, StackFactory
-from tests.support import assert_problem, job_uuid
+from tests.support import Tenant, assert_problem, job_uuid
 
 
 @dataclass
@@ -144,3 +148,29 @@ async def test_waiting_streams_hold_no_database_connection(make_stack: StackFact
         for job_id, (frames, _) in zip(job_ids, results, strict=True):
             assert frames[-1].event == "job.succeeded"
             assert frames == await stored_events(stack, job_id)
+
+
+async def test_a_transition_that_waited_for_another_is_dated_after_it(
+    pool: Pool, tenant: Tenant
+) -> None:
+    # The stream pages through a job's events by their time, so a transition whose transaction
+    # began first but took the row lock second must still be dated second, else a reader past
+    # the first event would never see the terminal one.
+    job_id = uuid7()
+    await pool.execute(
+        "INSERT INTO jobs (id, client_id, model, input) VALUES ($1, $2, $3, $4)",
+        job_id,
+        tenant.client_id,
+        DEFAULT_MODEL_ID,
+        {"prompt": "race"},
+    )
+    async with pool.acquire() as callback, callback.transaction():
+        await callback.execute("SELECT 1")  # the callback's transaction has begun
+        await asyncio.sleep(0.01)
+        submitted = await pool.fetchrow(
+            repository.MARK_SUBMITTED, job_id, "req-1", "s", "r", "c", None
+        )
+        succeeded = await callback.fetchrow(repository.MARK_SUCCEEDED, job_id, {}, "req-1")
+    assert submitted is not None
+    assert succeeded is not None
+    assert succeeded["updated_at"] > submitted["updated_at"]
