@@ -29,6 +29,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         created_at = datetime.fromisoformat(created_at_text)
         if created_at.tzinfo is None:
             raise ValueError("naive timestamp")
+        if not isinstance(hex_id, str):
+            raise TypeError("id is not a string")  # uuid.UUID(hex=5) raises AttributeError
         return created_at, uuid.UUID(hex=hex_id)
     except (binascii.Error, orjson.JSONDecodeError, TypeError, ValueError) as exc:
         issue = ValidationIssue(

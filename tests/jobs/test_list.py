@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -135,6 +136,8 @@ async def test_a_client_lists_only_its_own_jobs(tenant: Tenant, other_tenant: Te
         {"created_after": "yesterday"},
         {"created_after": "2026-01-01T00:00:00"},  # no time zone: ambiguous
         {"cursor": "garbage"},
+        # Well-formed base64 JSON, but an id that is not a string.
+        {"cursor": base64.urlsafe_b64encode(b'["2024-01-01T00:00:00+00:00",5]').decode()},
         {
             "cursor": encode_cursor(datetime(2026, 1, 1, tzinfo=UTC), job_uuid("job_" + "0" * 32))[
                 :-3
