@@ -596,3 +596,23 @@ async def test_no_secret_in_any_answer_or_log_line(fresh_database_url: str, tmp_
 
 
 SECRET_SHAPES = re.compile(r"frk_[A-Za-z0-9_\-]{6,}|whsec_[A-Za-z0-9+/=]{6,}")
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/jobs", b'{"input": {"prompt": "a\\ud800b"}}'),
+        ("/v1/jobs", b'{"input": {"prompt": "a"}, "metadata": {"k": "\\udfff"}}'),
+        ("/v1/webhook-endpoints", b'{"url": "https://93.184.215.14/h", "description": "\\ud800"}'),
+    ],
+)
+async def test_a_lone_surrogate_is_a_422_not_a_500(
+    tenant: Tenant, pool: Pool, path: str, body: bytes
+) -> None:
+    # Valid JSON (an escaped UTF-16 half), but no Unicode text: nothing can store or send it.
+    before = await _state_of(pool, tenant)
+    response = await tenant.http.post(
+        path, content=body, headers={"Content-Type": "application/json"}
+    )
+    assert_problem(response, 422)
+    assert await _state_of(pool, tenant) == before
