@@ -14,6 +14,7 @@ from app.console.pages import ConsoleRoute, local_path, render, see_other, style
 from app.console.session import CheckedFormDep, CsrfRefused, SessionDep
 from app.console.views import by_target, deliveries_with_attempts, job_card, settling, timeline
 from app.events import repository as events_repository
+from app.jobs import repository as jobs_repository
 from app.jobs import service as jobs_service
 from app.jobs.models import JobStatus
 from app.jobs.schemas import job_view
@@ -103,13 +104,13 @@ async def gallery(
     status = status if status in set(JobStatus) else None
     rows = []
     if wanted.error is None:
-        rows = await queries.gallery_page(
-            runtime.pool,
-            user.client_id,
+        where = jobs_repository.ListFilter(
             status=status,
             metadata=wanted.metadata,
             after=decode_cursor(cursor) if cursor else None,
-            limit=GALLERY_PAGE_SIZE + 1,
+        )
+        rows = await jobs_repository.list_page(
+            runtime.pool, user.client_id, where, GALLERY_PAGE_SIZE + 1
         )
     page = page_of(rows, GALLERY_PAGE_SIZE)
     return await _page(

@@ -98,6 +98,9 @@ class ListFilter:
     model: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    # Jobs whose metadata holds every one of these pairs (the console's search). No index of its
+    # own: rows are filtered along the keyset scan, which stops at the LIMIT.
+    metadata: dict[str, str] | None = None
     # Keyset position: rows strictly older than (created_at, id), newest first.
     after: tuple[datetime, uuid.UUID] | None = None
 
@@ -122,6 +125,8 @@ async def list_page(
         clauses.append(f"created_at > {arg(where.created_after)}")
     if where.created_before is not None:
         clauses.append(f"created_at < {arg(where.created_before)}")
+    if where.metadata:
+        clauses.append(f"metadata @> {arg(where.metadata)}::jsonb")
     if where.after is not None:
         created_at, job_id = where.after
         clauses.append(f"(created_at, id) < ({arg(created_at)}, {arg(job_id)})")
