@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> None:
         code = 2
     except APIConnectionError as exc:
         _err(f"falrelay: no answer from {_url(args)}: {exc}")
+        _err("  Is the service running there? Start one with `falrelay dev`, or pass --url.")
         code = 2
     except FalrelayError as exc:
         _err(f"falrelay: {exc}")

@@ -16,6 +16,7 @@ import pytest
 
 from app.submit import output_paths
 from tests.sdk.support import key_of
+from tests.servers import free_port
 from tests.stack import Stack, StackFactory
 from tests.support import job_uuid
 
@@ -175,6 +176,24 @@ async def test_exit_codes_for_a_failed_job_and_for_errors(
             "SELECT count(*) FROM jobs WHERE client_id = $1", stack.client_id
         )
         assert count == 1  # only the failed job: refused requests store nothing
+
+
+def test_no_service_at_the_url_says_how_to_start_one(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FALRELAY_")}
+    done = subprocess.run(
+        falrelay("submit", "a red fox", "--url", url, "--key", "k"),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert f"no answer from {url}" in done.stderr
+    assert "falrelay dev" in done.stderr
 
 
 def test_several_images_are_numbered() -> None:
