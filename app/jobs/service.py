@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -212,19 +213,25 @@ MAX_WAIT_SECONDS = 60.0
 _WAIT_POLL = (0.05, 0.1, 0.2, 0.25)  # then every 0.25 s
 
 
+# RFC 7240 makes `wait` a delta-seconds (digits); a fraction is allowed as a courtesy. Not
+# `float()`: it reads "nan", "inf", "1e999" and "1_0", and a NaN deadline never passes.
+_WAIT_VALUE = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
+
+
 def wait_seconds(prefer: str | None) -> float | None:
     """`Prefer: wait=N` (RFC 7240), capped at 60 s; None when absent or unreadable (an
-    unknown preference is ignored, as the RFC asks)."""
+    unknown or malformed preference is ignored, as the RFC asks)."""
     if not prefer:
         return None
     for preference in prefer.split(","):
         name, _, value = preference.strip().partition("=")
         if name.strip().lower() == "wait":
-            try:
-                seconds = float(value.strip().strip('"'))
-            except ValueError:
+            text = value.strip()
+            if len(text) >= 2 and text[0] == text[-1] == '"':
+                text = text[1:-1]
+            if not _WAIT_VALUE.fullmatch(text):
                 return None
-            return min(max(seconds, 0.0), MAX_WAIT_SECONDS)
+            return min(float(text), MAX_WAIT_SECONDS)
     return None
 
 
@@ -235,6 +242,8 @@ async def wait_until_finished(
 
     Polls with short reads and holds no connection in between: a waiting request costs the
     database a primary-key lookup every quarter second at most, not a connection."""
+    if not 0.0 <= seconds <= MAX_WAIT_SECONDS:  # also false for NaN
+        seconds = MAX_WAIT_SECONDS if seconds > 0 else 0.0
     deadline = time.monotonic() + seconds
     polls = 0
     while not JobStatus(job["status"]).is_terminal:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import typing
 
@@ -220,3 +221,57 @@ async def test_body_just_under_the_bound_is_accepted(tenant: Tenant) -> None:
         "/v1/jobs", json={"input": {"prompt": prompt}, "metadata": metadata}
     )
     assert response.status_code == 201, response.text
+
+
+# -- Prefer: wait=N: only a plain number of seconds is a wait, and never one past 60 s --------
+
+
+@pytest.mark.parametrize(
+    ("prefer", "seconds"),
+    [
+        ("wait=5", 5.0),
+        ("wait=0", 0.0),
+        ('wait="2.5"', 2.5),
+        ("respond-async, wait=100", 60.0),
+        ("wait=99999999999", 60.0),
+        ("wait=nan", None),
+        ("wait=NaN", None),
+        ("wait=inf", None),
+        ("wait=-inf", None),
+        ("wait=1e999", None),
+        ("wait=1e1", None),
+        ("wait=-1", None),
+        ("wait=1_0", None),
+        ("wait=0x10", None),
+        ("wait=", None),
+        ('wait="', None),
+        ("wait=soon", None),
+        ("handling=lenient", None),
+        (None, None),
+    ],
+)
+def test_the_wait_preference_is_a_number_of_seconds_up_to_60(
+    prefer: str | None, seconds: float | None
+) -> None:
+    from app.jobs.service import wait_seconds
+
+    assert wait_seconds(prefer) == seconds
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "1e999", "garbage"])
+async def test_an_unreadable_wait_answers_at_once(tenant: Tenant, pool: Pool, value: str) -> None:
+    # No worker runs here: the job stays queued, so only the wait's own bound ends it. A NaN
+    # deadline is never reached, so the bound is the test's (10 s), not the service's.
+    response = await asyncio.wait_for(
+        tenant.http.post(
+            "/v1/jobs", json={"input": {"prompt": "p"}}, headers={"Prefer": f"wait={value}"}
+        ),
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    assert "preference-applied" not in response.headers
+    assert response.json()["status"] == "queued"
+    status = await pool.fetchval(
+        "SELECT status FROM jobs WHERE id = $1", job_uuid(response.json()["id"])
+    )
+    assert status == "queued"
