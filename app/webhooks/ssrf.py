@@ -10,7 +10,14 @@ Two checks, because either alone can be bypassed:
 "Public" is Python's `is_global`, minus multicast, with IPv4 hidden inside IPv6 (mapped, NAT64,
 6to4, Teredo) judged by the IPv4 address. Loopback, RFC 1918, link-local (and with it the cloud
 metadata address 169.254.169.254), CGNAT, unspecified, reserved and documentation ranges all
-fail it.
+fail it. For IPv6, `is_global` is not enough: it passes IPv4-compatible `::a.b.c.d` (`::/96`),
+SIIT `::ffff:0:a.b.c.d`, site-local `fec0::/10` and other reserved space that no public host
+uses, several of which stacks route to IPv4 or to the local site. So an IPv6 address is public
+only inside global unicast, `2000::/3`, the only space IANA allocates to the Internet.
+
+`check_literal` is the one home of the rule for what a URL's host says on its own, with no DNS
+lookup: both a job's `callback_url` at intake and an endpoint's URL at registration go
+through it (the latter then resolves the name too).
 """
 
 from __future__ import annotations
@@ -25,6 +32,20 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+# Inside 2000::/3 but not on the Internet, and newer than Python 3.11's tables.
+_DOCUMENTATION_V6 = ipaddress.IPv6Network("3fff::/20")  # RFC 9637
+# Names every resolver answers from its hosts file with a loopback address (no DNS asked).
+_LOOPBACK_NAMES = frozenset(
+    {
+        "localhost",
+        "localhost.localdomain",
+        "localhost6",
+        "localhost6.localdomain6",
+        "ip6-localhost",
+        "ip6-loopback",
+    }
+)
 
 
 class RefusedAddress(OSError):
@@ -52,6 +73,8 @@ def is_public(ip: IPAddress) -> bool:
             return is_public(embedded)
         if ip.scope_id:
             return False
+        if ip not in _GLOBAL_UNICAST or ip in _DOCUMENTATION_V6:
+            return False
     return ip.is_global and not ip.is_multicast
 
 
@@ -66,11 +89,9 @@ async def check_url(url: str) -> None:
     """Raises RefusedAddress unless every address of the URL's host is public.
 
     Raises OSError (socket.gaierror) when the name does not resolve."""
+    check_literal(url)
     host = urlsplit(url).hostname or ""
-    literal = parse_ip(host)
-    if literal is not None:
-        if not is_public(literal):
-            raise RefusedAddress(str(literal))
+    if _literal_address(_bare_host(url)) is not None:
         return
     infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
     for info in infos:
@@ -80,12 +101,32 @@ async def check_url(url: str) -> None:
             raise RefusedAddress(address)
 
 
-def check_literal(url: str) -> None:
-    """The cheap part of `check_url`: a literal IP or `localhost`, with no DNS lookup."""
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        raise RefusedAddress(host)
+def _bare_host(url: str) -> str:
+    # `LOCALHOST.` is `localhost`: a trailing dot only says the name is fully qualified.
+    return (urlsplit(url).hostname or "").lower().rstrip(".")
+
+
+def _literal_address(host: str) -> IPAddress | None:
+    """The address a host names without any lookup: an IP literal, or one of the legacy IPv4
+    forms (`2130706433`, `0x7f.1`, `127.1`) that getaddrinfo takes as a number, not a name."""
     literal = parse_ip(host)
+    if literal is not None:
+        return literal
+    if host and all(part for part in host.split(".")) and host.replace(".", "").isalnum():
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def check_literal(url: str) -> None:
+    """The cheap part of `check_url`: what the host says on its own (an address in any form
+    the resolver reads as one, or a loopback name), with no DNS lookup."""
+    host = _bare_host(url)
+    if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
+        raise RefusedAddress(host)
+    literal = _literal_address(host)
     if literal is not None and not is_public(literal):
         raise RefusedAddress(str(literal))
 

@@ -77,6 +77,10 @@ async def test_create_returns_a_secret_once_and_stores_the_endpoint(
         "http://[64:ff9b::a00:1]/hook",  # NAT64 of 10.0.0.1
         "http://[2002:a00:1::1]/hook",  # 6to4 of 10.0.0.1
         "http://[ff02::1]/hook",  # multicast
+        "http://[::127.0.0.1]/hook",  # IPv4-compatible: is_global, yet loopback to some stacks
+        "http://[::ffff:0:10.0.0.1]/hook",  # SIIT
+        "http://[fec0::1]/hook",  # site-local
+        "http://LOCALHOST.:9/x",  # localhost, fully qualified: refused before any lookup
     ],
 )
 async def test_non_public_targets_are_refused_at_creation(
@@ -103,7 +107,20 @@ async def test_non_public_targets_are_refused_on_update(tenant: Tenant) -> None:
 
 @pytest.mark.parametrize(
     "callback_url",
-    ["http://127.0.0.1/cb", "http://localhost/cb", "http://[::1]/cb", "http://10.1.1.1/cb"],
+    [
+        "http://127.0.0.1/cb",
+        "http://localhost/cb",
+        "http://[::1]/cb",
+        "http://10.1.1.1/cb",
+        # The same rule as endpoints' (one check for both), not a looser copy of it.
+        "http://LOCALHOST.:9/x",
+        "http://127.0.0.1./cb",
+        "http://2130706433/cb",
+        "http://0x7f.1/cb",
+        "http://[::127.0.0.1]/cb",
+        "http://[::ffff:0:127.0.0.1]/cb",
+        "http://[fec0::1]/cb",
+    ],
 )
 async def test_job_callback_urls_at_private_literals_are_refused(
     tenant: Tenant, pool: Pool, callback_url: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 import pytest
@@ -20,6 +21,27 @@ REFUSED = [
     (socket.AF_INET6, "fd12:3456::1"),
     (socket.AF_INET6, "::ffff:10.0.0.1"),
     (socket.AF_INET6, "64:ff9b::7f00:1"),
+    # Forms Python's is_global passes, though no public host uses them.
+    (socket.AF_INET6, "::7f00:1"),  # IPv4-compatible ::127.0.0.1 (::/96)
+    (socket.AF_INET6, "::a9fe:a9fe"),  # IPv4-compatible ::169.254.169.254
+    (socket.AF_INET6, "::ffff:0:7f00:1"),  # SIIT ::ffff:0:127.0.0.1
+    (socket.AF_INET6, "::ffff:0:a00:1"),  # SIIT ::ffff:0:10.0.0.1
+    (socket.AF_INET6, "fec0::1"),  # site-local (fec0::/10)
+    (socket.AF_INET6, "feff::1"),
+    (socket.AF_INET6, "3fff::1"),  # documentation (RFC 9637)
+    (socket.AF_INET6, "5f00::1"),  # SRv6 SIDs
+    (socket.AF_INET6, "4000::1"),  # unallocated
+    (socket.AF_INET6, "ff0e::1"),  # global-scope multicast
+]
+
+# Every IPv6 form above that Python's own table calls global: the reason for the guard's rule.
+IS_GLOBAL_YET_REFUSED = [
+    "::7f00:1",
+    "::ffff:0:7f00:1",
+    "fec0::1",
+    "3fff::1",
+    "5f00::1",
+    "4000::1",
 ]
 
 
@@ -31,6 +53,22 @@ def test_the_socket_factory_refuses_every_non_public_address(
     with pytest.raises(ssrf.RefusedAddress) as refused:
         ssrf.guarded_socket_factory((family, socket.SOCK_STREAM, 6, "", sockaddr))
     assert refused.value.address == address
+
+
+@pytest.mark.parametrize("address", IS_GLOBAL_YET_REFUSED)
+def test_is_global_is_not_enough_for_ipv6(address: str) -> None:
+    ip = ipaddress.IPv6Address(address)
+    assert ip.is_global
+    assert not ssrf.is_public(ip)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["2001:4860:4860::8888", "2606:4700:4700::1111", "::ffff:93.184.215.14", "64:ff9b::5db8:d70e"],
+)
+def test_public_ipv6_stays_public(address: str) -> None:
+    # Google's and Cloudflare's resolvers; a public IPv4 address mapped, and through NAT64.
+    assert ssrf.is_public(ipaddress.IPv6Address(address))
 
 
 def test_the_socket_factory_makes_a_socket_for_a_public_address() -> None:
@@ -50,9 +88,34 @@ async def test_check_url_resolves_names() -> None:
     await ssrf.check_url("https://93.184.215.14/x")  # a literal: no lookup
 
 
-def test_literal_check_needs_no_dns() -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://LOCALHOST/x",
+        "http://LOCALHOST.:9/x",  # fully qualified: still localhost
+        "http://localhost../x",
+        "http://api.localhost./x",
+        "http://ip6-localhost/x",
+        "http://127.0.0.1./x",
+        "http://[::ffff:192.168.0.1]/x",
+        "http://[::127.0.0.1]/x",
+        "http://[::ffff:0:127.0.0.1]/x",
+        "http://[fec0::1]/x",
+        "http://2130706433/x",  # numeric forms getaddrinfo reads as 127.0.0.1, with no DNS
+        "http://0x7f.1/x",
+        "http://127.1/x",
+        "http://0177.0.0.1/x",
+        "http://0xa000001/x",  # 10.0.0.1
+    ],
+)
+def test_literal_check_needs_no_dns(url: str) -> None:
     with pytest.raises(ssrf.RefusedAddress):
-        ssrf.check_literal("http://LOCALHOST/x")
-    with pytest.raises(ssrf.RefusedAddress):
-        ssrf.check_literal("http://[::ffff:192.168.0.1]/x")
-    ssrf.check_literal("https://hooks.client.example/x")  # a name: left to connect time
+        ssrf.check_literal(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://hooks.client.example/x", "https://93.184.215.14/x", "http://cafe/x", "http://1e3/x"],
+)
+def test_literal_check_leaves_names_to_resolution(url: str) -> None:
+    ssrf.check_literal(url)  # a name (or a public address): left to resolution and connect time
