@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from app.db.pool import Pool
 from app.db.wakeup import Wakeup
@@ -19,6 +19,10 @@ from app.fal.urls import request_urls
 from app.jobs import lifecycle
 from app.jobs import repository as jobs_sql
 from app.jobs.models import JobStatus
+
+# A job adopted from a result is finished by the same callback a moment later; the reconciler
+# looks only if that never happens.
+_ADOPTED_POLL = timedelta(seconds=30)
 
 
 class CallbackOutcome(enum.StrEnum):
@@ -53,6 +57,19 @@ async def apply(
         await lifecycle.make_due(pool, job_id, webhook.request_id)
         return CallbackOutcome.FETCH_RESULT
 
+    if row["status"] == JobStatus.QUEUED:
+        # fal's result beat the record of our own submit. Adopt the request first, so the job
+        # reads submitted before completed (`submitted_at <= completed_at`, `job.submitted`
+        # before the terminal event) — the late record of the submit then only keeps fal's
+        # URLs. Two transactions: a crash between them leaves a submitted job that fal's
+        # retried webhook, or the reconciler after `_ADOPTED_POLL`, finishes.
+        await lifecycle.mark_submitted(
+            pool,
+            job_id,
+            request_urls(queue_url, row["model"], webhook.request_id),
+            next_poll_at=datetime.now(UTC) + _ADOPTED_POLL,
+            wakeup=wakeup,
+        )
     finished = await lifecycle.finish(
         pool,
         job_id,

@@ -1,0 +1,103 @@
+"""fal's result landing before the record of our own submit: the job still reads in order."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from app.auth import service as auth_service
+from app.db.pool import Pool
+from app.db.wakeup import Wakeup
+from app.fal import callbacks
+from app.fal.outcomes import FalWebhook
+from app.fal.urls import request_urls
+from app.jobs import lifecycle
+from app.jobs import service as jobs_service
+from app.jobs.schemas import JobCreate
+
+QUEUE_URL = "http://127.0.0.1:9"
+IMAGE = {"url": "http://127.0.0.1:9/files/a.png", "content_type": "image/png"}
+
+
+async def _queued_job(pool: Pool) -> tuple[uuid.UUID, str]:
+    client_id, _ = await auth_service.create_client(pool, "callback-order")
+    created = await jobs_service.create_job(
+        pool, client_id, JobCreate.model_validate({"input": {"prompt": "p"}}), None
+    )
+    job_id: uuid.UUID = created.job["id"]
+    return job_id, created.job["model"]
+
+
+async def _events(pool: Pool, job_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        "SELECT type, created_at, payload FROM events WHERE job_id = $1 ORDER BY created_at, id",
+        job_id,
+    )
+    return [dict(row) for row in rows]
+
+
+@pytest.mark.parametrize(
+    ("body", "terminal"),
+    [
+        ({"status": "OK", "payload": {"images": [IMAGE]}}, "succeeded"),
+        ({"status": "ERROR", "error": "Invalid status code: 500", "payload": {}}, "failed"),
+    ],
+)
+async def test_a_result_before_the_submit_is_recorded_still_reads_in_order(
+    pool: Pool, body: dict[str, Any], terminal: str
+) -> None:
+    job_id, model = await _queued_job(pool)
+    request_id = f"req-{uuid.uuid4().hex[:12]}"
+    webhook = FalWebhook.model_validate({"request_id": request_id, **body})
+
+    # The worker has POSTed to fal; fal ran the job and called back before the worker recorded
+    # fal's answer, so the job is still `queued`.
+    outcome = await callbacks.apply(pool, job_id, webhook, queue_url=QUEUE_URL, wakeup=Wakeup(None))
+    assert outcome is callbacks.CallbackOutcome.APPLIED
+
+    # Then the worker records its submit, late, as it does when the job has moved on.
+    submitted = request_urls(QUEUE_URL, model, request_id)
+    assert (
+        await lifecycle.mark_submitted(
+            pool, job_id, submitted, next_poll_at=datetime.now(UTC), wakeup=None
+        )
+        is None
+    )
+    assert await lifecycle.attach_fal_request(pool, job_id, submitted) == (terminal, request_id)
+
+    job = await pool.fetchrow(
+        "SELECT status, fal_request_id, fal_response_url, created_at, submitted_at, "
+        "completed_at FROM jobs WHERE id = $1",
+        job_id,
+    )
+    assert job["status"] == terminal
+    assert job["fal_request_id"] == request_id
+    assert job["fal_response_url"] == submitted.response_url
+    assert job["submitted_at"] is not None
+    assert job["created_at"] <= job["submitted_at"] <= job["completed_at"]
+
+    events = await _events(pool, job_id)
+    assert [e["type"] for e in events] == ["job.submitted", f"job.{terminal}"]
+    assert events[0]["created_at"] <= events[1]["created_at"]
+    # Each event's payload is the job as it became at that step.
+    assert events[0]["payload"]["data"]["status"] == "submitted"
+    assert events[1]["payload"]["data"]["status"] == terminal
+    assert events[1]["payload"]["data"]["submitted_at"] is not None
+
+
+async def test_a_duplicate_of_that_result_changes_nothing(pool: Pool) -> None:
+    job_id, _ = await _queued_job(pool)
+    webhook = FalWebhook.model_validate(
+        {"request_id": "req-dup", "status": "OK", "payload": {"images": [IMAGE]}}
+    )
+    first = await callbacks.apply(pool, job_id, webhook, queue_url=QUEUE_URL, wakeup=Wakeup(None))
+    before = await _events(pool, job_id)
+    again = await callbacks.apply(pool, job_id, webhook, queue_url=QUEUE_URL, wakeup=Wakeup(None))
+    assert (first, again) == (
+        callbacks.CallbackOutcome.APPLIED,
+        callbacks.CallbackOutcome.DUPLICATE,
+    )
+    assert await _events(pool, job_id) == before
