@@ -151,7 +151,7 @@ def to_login(request: Request) -> RedirectResponse:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     back = quote(target, safe="") if request.method == "GET" else ""
     response = see_other(f"{session.PATH}/login" + (f"?next={back}" if back else ""))
-    # A cookie whose key was revoked would otherwise be sent, and refused, forever.
+    # A cookie whose session ended would otherwise be sent, and refused, until it expires.
     if session.SESSION_COOKIE in request.cookies:
         session.end(request, response)
     return response
@@ -163,7 +163,7 @@ async def error_page(
     # Shown inside the console's frame when the visitor is signed in (a 404 for an id that is
     # not theirs), so the way back is one click.
     runtime = cast(Runtime, request.app.state.runtime)
-    user = await session.resolve(request, runtime.keys)
+    user = await session.resolve(request, runtime.pool, datetime.now(UTC))
     name = await queries.client_name(runtime.pool, user.client_id) if user else None
     return render(
         request,

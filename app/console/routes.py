@@ -67,8 +67,8 @@ async def log_in(request: Request, runtime: RuntimeDep) -> Response:
         raise CsrfRefused
     form = await session.read_form(request)
     key = form.get("key", "").strip()
-    principal = await runtime.keys.resolve(key) if key else None
-    if principal is None:
+    user = await session.open_session(runtime.pool, key, datetime.now(UTC)) if key else None
+    if user is None:
         error = "That API key is not valid, or it was revoked."
         return render(
             request,
@@ -78,12 +78,15 @@ async def log_in(request: Request, runtime: RuntimeDep) -> Response:
             error=error,
         )
     response = see_other(local_path(form.get("next"), f"{ROOT}/jobs"))
-    session.start(request, response, key)
+    session.start(request, response, user)
     return response
 
 
 @router.post("/logout")
-async def log_out(request: Request, form: CheckedFormDep) -> Response:
+async def log_out(
+    request: Request, runtime: RuntimeDep, user: SessionDep, form: CheckedFormDep
+) -> Response:
+    await session.close_session(runtime.pool, user)
     response = see_other(f"{ROOT}/login")
     session.end(request, response)
     return response

@@ -1,10 +1,12 @@
 """Who is signed in to the console, and the checks on what they post.
 
-The session is the client's API key itself, in a cookie the page's scripts cannot read
-(HttpOnly), that no other site's request carries (SameSite=Strict) and that only /console
-receives. Every request resolves it like a bearer key, so revoking the key ends the session
-within FALRELAY_API_KEY_CACHE_SECONDS, and any replica can serve any page: there is no
-server-side session state.
+Signing in with an API key starts a session: a row in Postgres (`console_sessions`, holding
+the SHA-256 of a random token, the key it was started with and an expiry) and the token in a
+cookie the page's scripts cannot read (HttpOnly), that no other site's request carries
+(SameSite=Strict) and that only /console receives. The cookie is not the key: it is useless on
+/v1, and it stops working when the visitor logs out (the row is deleted), when it expires, or
+when its key is revoked (checked on every request, with no cache in between). Any replica can
+serve any page: the state is in Postgres.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import base64
 import binascii
 import hashlib
 import hmac
+import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlsplit
 
@@ -22,20 +26,25 @@ import orjson
 from fastapi import Depends, Request
 from starlette.responses import Response
 
+from app import ids
 from app.api.deps import RuntimeDep
-from app.auth.service import KeyResolver
+from app.auth import keys
+from app.console import repository
+from app.db.pool import Pool
 
 PATH = "/console"
 SESSION_COOKIE = "falrelay_console"
 FLASH_COOKIE = "falrelay_flash"
 SESSION_MAX_AGE = 12 * 3600
+# Expired sessions deleted per login: enough to keep up with any number of logins.
+EXPIRED_PER_LOGIN = 100
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 _MAX_FORM_FIELDS = 20
 _CSRF_MESSAGE = b"falrelay console form"
 
 
 class LoginRequired(Exception):
-    """No session, or its key no longer resolves: the answer is the login page."""
+    """No session, or it ended (logged out, expired, its key revoked): the login page."""
 
 
 class CsrfRefused(Exception):
@@ -44,28 +53,60 @@ class CsrfRefused(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Session:
+    id: uuid.UUID
     client_id: uuid.UUID
-    key: str
+    token: str
 
     @property
     def csrf_token(self) -> str:
-        return csrf_token(self.key)
+        return csrf_token(self.token)
 
 
-def csrf_token(key: str) -> str:
-    """An HMAC keyed by the session's secret: another site can neither read the cookie nor
-    compute this from anything it can see, so a forged form cannot carry it."""
-    return hmac.new(key.encode(), _CSRF_MESSAGE, hashlib.sha256).hexdigest()
+def csrf_token(token: str) -> str:
+    """An HMAC keyed by the session's token: another site can neither read the cookie nor
+    compute this from anything it can see, so a forged form cannot carry it; and it dies with
+    the session."""
+    return hmac.new(token.encode(), _CSRF_MESSAGE, hashlib.sha256).hexdigest()
 
 
-async def resolve(request: Request, keys: KeyResolver) -> Session | None:
-    key = request.cookies.get(SESSION_COOKIE)
-    principal = await keys.resolve(key) if key else None
-    return None if principal is None or key is None else Session(principal.client_id, key)
+def _token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def open_session(pool: Pool, key: str, now: datetime) -> Session | None:
+    """A new session for the holder of `key`, or None (and nothing stored) if the key is
+    unknown or revoked. The key itself is checked in Postgres, not in the key cache."""
+    token = secrets.token_urlsafe(32)
+    session_id = ids.uuid7()
+    client_id = await repository.insert_session(
+        pool,
+        session_id=session_id,
+        token_hash=_token_hash(token),
+        key_hash=keys.hash_key(key),
+        expires_at=now + timedelta(seconds=SESSION_MAX_AGE),
+    )
+    if client_id is None:
+        return None
+    # Logins tidy up after the sessions nobody logged out of (only after a good key, so that
+    # guessing keys costs the database nothing more than a lookup).
+    await repository.delete_expired(pool, now, limit=EXPIRED_PER_LOGIN)
+    return Session(session_id, client_id, token)
+
+
+async def close_session(pool: Pool, user: Session) -> None:
+    await repository.delete_session(pool, user.id)
+
+
+async def resolve(request: Request, pool: Pool, now: datetime) -> Session | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    stored = await repository.find_session(pool, _token_hash(token), now)
+    return None if stored is None else Session(stored.id, stored.client_id, token)
 
 
 async def current_session(request: Request, runtime: RuntimeDep) -> Session:
-    user = await resolve(request, runtime.keys)
+    user = await resolve(request, runtime.pool, datetime.now(UTC))
     if user is None:
         raise LoginRequired
     return user
@@ -99,7 +140,12 @@ CheckedFormDep = Annotated[dict[str, str], Depends(checked_form)]
 
 def same_origin(request: Request) -> bool:
     """The login form has no session to derive a token from yet; instead it must come from a
-    page of this site (else another site could sign a visitor in as the attacker)."""
+    page of this site (else another site could sign a visitor in as the attacker).
+
+    "This site" is the scheme and Host the request arrived with. Behind a TLS-terminating
+    proxy the scheme is the proxy's X-Forwarded-Proto, believed only from the peers in
+    FALRELAY_FORWARDED_ALLOW_IPS, and the proxy must pass the browser's Host header through
+    (ingress controllers do). X-Forwarded-Host is not consulted: nothing vouches for it."""
     origin = request.headers.get("origin")
     if origin is None or origin == "null":
         # Browsers send Origin on every cross-site POST; "null" is an opaque (sandboxed) origin.
@@ -118,7 +164,8 @@ def _set_cookie(
         path=PATH,
         httponly=True,
         samesite="strict",
-        # Behind a proxy this relies on uvicorn's --proxy-headers for the scheme.
+        # Behind a TLS-terminating proxy, the scheme is its X-Forwarded-Proto when the proxy
+        # is one of FALRELAY_FORWARDED_ALLOW_IPS (uvicorn's proxy headers, set up in cli.py).
         secure=request.url.scheme == "https",
     )
 
@@ -129,8 +176,8 @@ def _delete_cookie(request: Request, response: Response, name: str) -> None:
     )
 
 
-def start(request: Request, response: Response, key: str) -> None:
-    _set_cookie(request, response, SESSION_COOKIE, key, max_age=SESSION_MAX_AGE)
+def start(request: Request, response: Response, user: Session) -> None:
+    _set_cookie(request, response, SESSION_COOKIE, user.token, max_age=SESSION_MAX_AGE)
 
 
 def end(request: Request, response: Response) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from playwright.async_api import Browser, expect
 
 from app import ids
+from app.auth.keys import hash_key
 from tests.console.browser import images_loaded, log_in
 from tests.receivers import Answer, Receiver
 from tests.stack import StackFactory
@@ -22,6 +23,15 @@ async def _attempt_codes(stack: Any, delivery_id: Any) -> list[int | None]:
         delivery_id,
     )
     return [row["status_code"] for row in rows]
+
+
+async def _sessions_of(stack: Any, key: str) -> int:
+    value: int = await stack.pool.fetchval(
+        "SELECT count(*) FROM console_sessions s JOIN api_keys k ON k.id = s.api_key_id"
+        " WHERE k.key_hash = $1",
+        hash_key(key),
+    )
+    return value
 
 
 async def test_log_in_see_the_thumbnail_open_the_job_and_retry_a_failed_delivery(
@@ -82,6 +92,14 @@ async def test_log_in_see_the_thumbnail_open_the_job_and_retry_a_failed_delivery
             await expect(page.locator(f"#{ids.encode('dlv', delivery)} .badge")).to_have_text(
                 "succeeded"
             )
+
+            # Logging out ends the session in Postgres, not only in this browser.
+            assert await _sessions_of(stack, key) == 1
+            await page.goto(f"{stack.service_url}/console/endpoints")
+            await page.get_by_role("button", name="Log out").click()
+            await page.wait_for_url(f"{stack.service_url}/console/login")
+            assert await _sessions_of(stack, key) == 0
+            assert "falrelay_console" not in {c["name"] for c in await page.context.cookies()}
         finally:
             await page.close()
 
