@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import uvicorn
 from fastapi import FastAPI
-from prometheus_client import start_http_server
 
 from app.main import begin_draining
 from app.settings import MissingSetting, Settings
@@ -58,6 +57,7 @@ async def _serve(
         port=port,
         lifespan="on",
         proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         server_header=False,
         log_config=None,  # logging is ours: app.logs
         access_log=False,  # and so is the access log (app.api.observe)
@@ -112,8 +112,6 @@ def cmd_worker(args: argparse.Namespace) -> None:
     settings = _configured(Settings())
     settings.require_database_url()
     settings.require_fal_key()
-    if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port)
     _run(run_until_signalled(settings))
 
 

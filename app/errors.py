@@ -19,6 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
+from app.db.availability import UNAVAILABLE
+
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -173,13 +175,7 @@ _STATUS_ERRORS: dict[int, type[AppError]] = {
     )
 }
 # Failures that mean "the database cannot be reached right now", not "this request is wrong".
-DATABASE_UNAVAILABLE = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.InterfaceError,
-)
+DATABASE_UNAVAILABLE = UNAVAILABLE
 
 # Text Postgres cannot store: a NUL character (`\u0000`) in a text or jsonb value. The statement
 # failed, so nothing was written; the request is invalid, not the service broken.

@@ -40,6 +40,11 @@ DELIVERY_LATENCY = Histogram(
     "Webhook delivery attempt latency",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15),
 )
+LOOP_RESTARTS = Counter(
+    "falrelay_loop_restarts_total",
+    "Long-running loops restarted after a failure or a stall, by loop",
+    ["loop"],
+)
 QUEUE_DEPTH = Gauge("falrelay_queue_depth", "Rows due now, by queue", ["queue"])
 QUEUE_OLDEST = Gauge(
     "falrelay_queue_oldest_due_seconds", "Age of the oldest row due, by queue", ["queue"]

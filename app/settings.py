@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # A revoked key keeps working in a process for at most this long.
     api_key_cache_seconds: float = Field(default=30.0, ge=0)
+    # Peers whose X-Forwarded-Proto and X-Forwarded-For uvicorn believes: a TLS-terminating
+    # proxy's address (or CIDR), comma-separated, or "*" where only the proxy can reach the
+    # process. Without it, behind an ingress every request looks like plain http from the
+    # proxy: console logins are refused (their Origin is https) and cookies are not Secure.
+    forwarded_allow_ips: str = "127.0.0.1"
 
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
@@ -65,6 +70,12 @@ class Settings(BaseSettings):
     delivery_timeout_seconds: float = Field(default=15.0, gt=0)
     delivery_lease_seconds: float = Field(default=60.0, gt=0)
     shutdown_timeout_seconds: float = Field(default=20.0, ge=0)
+    # A loop (submission, reconciliation, delivery, recording, LISTEN) with no completed
+    # iteration for this long is stalled: its iteration is cancelled and restarted, /readyz
+    # answers 503 naming it, and at three times this /livez fails so that the process is
+    # restarted. An idle loop completes an iteration every worker_poll_seconds, a busy one
+    # one per claim, so a minute is far beyond any healthy iteration.
+    loop_stall_seconds: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _leases_outlive_calls(self) -> Settings:
@@ -75,6 +86,8 @@ class Settings(BaseSettings):
             raise ValueError("reconcile_lease_seconds must be longer than two fal calls")
         if self.delivery_lease_seconds <= self.delivery_timeout_seconds:
             raise ValueError("delivery_lease_seconds must be longer than delivery_timeout_seconds")
+        if self.loop_stall_seconds <= 2 * self.worker_poll_seconds:
+            raise ValueError("loop_stall_seconds must be longer than two worker_poll_seconds")
         return self
 
     def secrets(self) -> list[str]:

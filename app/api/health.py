@@ -1,42 +1,53 @@
 from __future__ import annotations
 
-import asyncpg
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 from starlette.responses import Response
 
 from app.api.deps import RuntimeDep
 from app.api.responses import JSONBytes
-from app.db.migrate import head_revision, schema_is_usable
 from app.errors import ServiceUnavailable, error_responses
+from app.health import NotReady, check_alive, check_ready
 from app.metrics import render as render_metrics
+from app.worker.supervision import Supervisor
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
-    """The process is up (liveness)."""
+    """The process is up."""
     return {"status": "ok"}
+
+
+@router.get("/livez", responses=error_responses(ServiceUnavailable))
+async def livez(request: Request) -> Response:
+    """The process is up and none of its worker loops is stuck beyond repair (liveness: a 503
+    here means restart the process)."""
+    try:
+        return JSONBytes(check_alive(_supervisor(request)))
+    except NotReady as exc:
+        raise ServiceUnavailable(str(exc)) from exc
 
 
 @router.get("/readyz", responses=error_responses(ServiceUnavailable))
 async def readyz(request: Request, runtime: RuntimeDep) -> Response:
-    """The database answers, its schema is at this release's head, and the process is not
-    shutting down (readiness)."""
-    if getattr(request.app.state, "draining", False):
-        raise ServiceUnavailable("This process is shutting down.")
+    """The database answers, its schema is at this release's head, every worker loop is making
+    progress, and the process is not shutting down (readiness)."""
     try:
-        current = await runtime.pool.fetchval("SELECT version_num FROM alembic_version")
-    except asyncpg.UndefinedTableError:
-        current = None
-    head = head_revision()
-    if not schema_is_usable(current):
-        raise ServiceUnavailable(
-            f"The database schema is at {current or 'nothing'}, this release needs {head}: "
-            "run `falrelay migrate`."
+        ready = await check_ready(
+            runtime.pool,
+            _supervisor(request),
+            draining=getattr(request.app.state, "draining", False),
         )
-    return JSONBytes({"status": "ready", "schema": current})
+    except NotReady as exc:
+        raise ServiceUnavailable(str(exc)) from exc
+    return JSONBytes(ready)
+
+
+def _supervisor(request: Request) -> Supervisor | None:
+    worker = getattr(request.app.state, "worker", None)
+    return worker.supervisor if worker is not None else None
 
 
 @router.get(

@@ -58,29 +58,60 @@ class Wakeup:
                 await task
 
 
-async def listen(database_url: str, on_topic: Callable[[str], None], stop: asyncio.Event) -> None:
-    """LISTEN on a dedicated connection until `stop`; reconnects after a loss."""
-    while not stop.is_set():
-        conn: asyncpg.Connection[Any] | None = None
+class Listener:
+    """LISTEN on a dedicated connection, one supervised iteration at a time.
+
+    An iteration connects if need be, then waits for the connection to be lost, for at most
+    `check_every` seconds; a connection still there is pinged, so a half-open socket (a
+    database that vanished without a FIN) is noticed, and a completed iteration is the loop's
+    heartbeat. Errors are left to the supervisor, which reconnects after its backoff.
+    """
+
+    def __init__(
+        self, database_url: str, on_topic: Callable[[str], None], *, check_every: float = 10.0
+    ) -> None:
+        self._dsn = asyncpg_dsn(database_url)
+        self._on_topic = on_topic
+        self._check_every = check_every
+        self._conn: asyncpg.Connection[Any] | None = None
+        self._lost = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ends the current iteration's wait at once (the supervisor then runs no more)."""
+        self._stopping.set()
+
+    async def iterate(self) -> None:
+        if self._conn is None or self._conn.is_closed():
+            await self._connect()
+        assert self._conn is not None
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._lost, self._stopping)]
         try:
-            conn = await asyncpg.connect(asyncpg_dsn(database_url))
-            lost = asyncio.Event()
-            conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
-            await conn.add_listener(CHANNEL, lambda _c, _pid, _ch, payload: on_topic(payload))
-            # Anything committed while we were not listening is found by the first poll.
-            for topic in TOPICS:
-                on_topic(topic)
-            stop_wait = asyncio.create_task(stop.wait())
-            lost_wait = asyncio.create_task(lost.wait())
-            await asyncio.wait({stop_wait, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
-            stop_wait.cancel()
-            lost_wait.cancel()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("LISTEN connection failed, retrying: %r", exc)
+            await asyncio.wait(waits, timeout=self._check_every, return_when="FIRST_COMPLETED")
         finally:
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close(timeout=2)
-        if not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            for waiting in waits:
+                waiting.cancel()
+        if self._stopping.is_set():
+            return
+        if self._lost.is_set():
+            await self.aclose()
+            raise ConnectionError("the LISTEN connection was lost")
+        await self._conn.execute("SELECT 1", timeout=self._check_every)
+
+    async def _connect(self) -> None:
+        await self.aclose()
+        self._lost = asyncio.Event()
+        lost = self._lost
+        conn = await asyncpg.connect(self._dsn, timeout=self._check_every)
+        self._conn = conn
+        conn.add_termination_listener(lambda _conn: lost.set())
+        await conn.add_listener(CHANNEL, lambda _c, _pid, _ch, payload: self._on_topic(payload))
+        # Anything committed while we were not listening is found by the first poll.
+        for topic in TOPICS:
+            self._on_topic(topic)
+
+    async def aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)

@@ -9,6 +9,9 @@ SUBMIT_MAX_DELAY = 300.0
 POLL_GROWTH = 1.5
 POLL_MAX_INTERVAL = 15.0
 JITTER = 0.2
+# A step stops retrying the recording of its result this long before its claim's lease ends,
+# so that a late write never races another worker that has claimed the row again.
+LEASE_MARGIN_SECONDS = 5.0
 
 
 def jittered(delay: float, rng: random.Random) -> float:

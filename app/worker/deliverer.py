@@ -16,6 +16,7 @@ import asyncpg
 import orjson
 
 from app import ids, logs
+from app.db.availability import UNAVAILABLE
 from app.metrics import DELIVERIES, DELIVERY_LATENCY
 from app.webhooks import endpoints, signing
 from app.webhooks.delivery import AttemptResult, send
@@ -61,8 +62,9 @@ class Deliverer:
         self.per_target = ctx.settings.delivery_per_endpoint_concurrency
         self._in_flight: Counter[str] = Counter()
         self._pending: list[Outcome] = []
-        self._flushing: asyncio.Task[None] | None = None
-        self._unrecorded = 0
+        self._unrecorded = 0  # sent, not yet committed: pending plus the batch being written
+        self._has_pending = asyncio.Event()
+        self._recorded = asyncio.Event()
 
     async def claim(self, ctx: WorkerContext, limit: int) -> list[asyncpg.Record]:
         saturated = [t for t, n in self._in_flight.items() if n >= self.per_target]
@@ -91,15 +93,18 @@ class Deliverer:
                 del self._in_flight[row["target"]]
         self._pending.append(outcome)
         self._unrecorded += 1
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush())
-        # The slot is free as soon as the receiver has answered: the result is committed by a
-        # batch behind us (a crash meanwhile is covered by the lease: the delivery is sent
-        # again, never lost; `aclose` records what is left at a drain). Past MAX_UNRECORDED
-        # results, a step waits for its batch: a slow database slows sending rather than
-        # letting results pile up until their leases run out and they are sent twice.
-        while self._unrecorded > MAX_UNRECORDED and self._flushing is not None:
-            await asyncio.shield(self._flushing)
+        self._has_pending.set()
+        # The slot is free as soon as the receiver has answered: the result is committed by
+        # the recorder loop behind us (a crash meanwhile is covered by the lease: the delivery
+        # is sent again, never lost; `aclose` records what is left at a drain). Past
+        # MAX_UNRECORDED results, a step waits for the recorder: a slow or absent database
+        # slows sending rather than letting results pile up.
+        while self._unrecorded > MAX_UNRECORDED:
+            self._recorded.clear()
+            await self._recorded.wait()
+
+    def wake(self) -> None:
+        self._has_pending.set()
 
     async def _attempt(self, row: asyncpg.Record) -> Outcome:
         now = self.ctx.now()
@@ -152,17 +157,35 @@ class Deliverer:
             next_attempt_at=next_at,
         )
 
-    async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                await self._record_batch(batch)
-            finally:
-                self._unrecorded -= len(batch)
+    async def record_pending(self) -> None:
+        """One iteration of the recorder loop (supervised): commit the results sent so far.
+
+        While the database is unreachable the batch stays pending and the error goes to the
+        supervisor, whose backoff paces the retries; results are never dropped, so they are
+        recorded within seconds of the database's return, long before their leases would
+        send them again.
+        """
+        if not self._pending:
+            self._has_pending.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._has_pending.wait(), timeout=self.ctx.settings.worker_poll_seconds
+                )
+            return
+        batch, self._pending = self._pending, []
+        try:
+            await self._record_batch(batch)
+        except BaseException:
+            self._pending[:0] = batch
+            raise
+        self._unrecorded -= len(batch)
+        self._recorded.set()
 
     async def _record_batch(self, batch: list[Outcome]) -> None:
         try:
             await self._record(batch)
+        except UNAVAILABLE:
+            raise
         except asyncpg.PostgresError as exc:
             # One row the database refuses must not keep the whole batch unrecorded (and
             # resent forever): record them one by one, and let only that one go.
@@ -170,12 +193,10 @@ class Deliverer:
             for outcome in batch:
                 try:
                     await self._record([outcome])
+                except UNAVAILABLE:
+                    raise
                 except asyncpg.PostgresError as row_exc:
                     log.error("could not record delivery %s: %r", outcome.delivery_id, row_exc)
-        except (OSError, asyncpg.InterfaceError) as exc:
-            # The database is unreachable. Unrecorded deliveries stay leased; when the
-            # lease runs out they are sent again (at least once, never lost).
-            log.warning("recording %d delivery results failed: %r", len(batch), exc)
 
     async def _record(self, batch: list[Outcome]) -> None:
         now = self.ctx.now()
@@ -224,9 +245,15 @@ class Deliverer:
                 await conn.execute(queue.ENDPOINTS_GONE, list(gone))
 
     async def aclose(self) -> None:
-        if self._flushing is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flushing
+        """At a drain, after the recorder loop has stopped: one last try for what is left
+        (unrecorded results are sent again once their lease runs out, never lost)."""
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        try:
+            await self._record_batch(batch)
+        except UNAVAILABLE as exc:
+            log.warning("at shutdown, %d delivery results not recorded: %r", len(batch), exc)
 
 
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:

@@ -8,6 +8,7 @@ from datetime import timedelta
 import asyncpg
 
 from app import logs
+from app.db.availability import retry_while_unavailable
 from app.fal import outcomes
 from app.fal.client import FalRequestUnknown, FalUnavailable
 from app.jobs import lifecycle
@@ -22,8 +23,18 @@ EXPIRED = "fal no longer knows this request; it keeps results for about an hour 
 
 
 async def reconcile(ctx: WorkerContext, job: asyncpg.Record) -> None:
-    """Ask fal about one claimed job and record the answer: still waiting, running, or done."""
+    """Ask fal about one claimed job and record the answer: still waiting, running, or done.
+
+    A database outage while recording repeats the step (asking fal again is harmless) until
+    the claim's lease is nearly over, rather than leaving the job leased until it runs out."""
     logs.job_id.set(public_job_id(job["id"]))
+    lease = ctx.settings.reconcile_lease_seconds
+    await retry_while_unavailable(
+        lambda: _reconcile(ctx, job), for_seconds=lease - backoff.LEASE_MARGIN_SECONDS, rng=ctx.rng
+    )
+
+
+async def _reconcile(ctx: WorkerContext, job: asyncpg.Record) -> None:
     job_id, status = job["id"], JobStatus(job["status"])
     request_id = job["fal_request_id"]
     settings = ctx.settings

@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
-from app.db.wakeup import Topic, Wakeup, listen
+from app.db.wakeup import Listener, Topic, Wakeup
 from app.services import Services, open_services
 from app.settings import Settings
 from app.webhooks.delivery import make_session
 from app.worker import queue, reconciler, submitter
 from app.worker.context import WorkerContext
 from app.worker.deliverer import Deliverer
+from app.worker.probes import ProbeServer
+from app.worker.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +44,27 @@ async def _claim_reconciliations(ctx: WorkerContext, limit: int) -> list[asyncpg
     return await queue.claim_reconciliations(ctx.pool, limit, ctx.settings.reconcile_lease_seconds)
 
 
+@dataclass(eq=False)
+class _Queue:
+    """One claim loop and the steps it started; kept outside the loop's iteration so that a
+    restarted loop still knows what is in flight (and drains it at stop)."""
+
+    topic: Topic
+    claim: Claim
+    work: Work
+    capacity: int
+    in_flight: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def batch(self) -> int:
+        # Under load, slots free one at a time; claiming then would cost a query per row.
+        # While work is in flight, claim only once this many slots are free.
+        return max(1, self.capacity // 8)
+
+
 class Worker:
-    """Submission and reconciliation loops, and — given a `Deliverer` — the delivery loop."""
+    """Submission and reconciliation loops, and — given a `Deliverer` — the delivery loop and
+    its recorder, each supervised (app.worker.supervision)."""
 
     def __init__(
         self,
@@ -53,96 +76,97 @@ class Worker:
     ) -> None:
         self.ctx = ctx
         self.wakeup = wakeup
-        self._listen_url = listen_url
-        self._stop = asyncio.Event()
+        self._deliverer = deliverer
         settings = ctx.settings
-        self._loops: dict[Topic, tuple[Claim, Work, int]] = {
-            "submit": (_claim_submissions, submitter.submit, settings.worker_concurrency),
-            "reconcile": (
+        self._listener = (
+            Listener(
+                listen_url, self._on_topic, check_every=min(10.0, settings.loop_stall_seconds / 3)
+            )
+            if listen_url
+            else None
+        )
+        self.supervisor = Supervisor(stall_after=settings.loop_stall_seconds, rng=ctx.rng)
+        self._queues = [
+            _Queue("submit", _claim_submissions, submitter.submit, settings.worker_concurrency),
+            _Queue(
+                "reconcile",
                 _claim_reconciliations,
                 reconciler.reconcile,
                 settings.worker_concurrency,
             ),
-        }
+        ]
         if deliverer is not None:
-            self._loops["deliver"] = (
-                deliverer.claim,
-                deliverer.work,
-                settings.delivery_concurrency,
+            self._queues.append(
+                _Queue("deliver", deliverer.claim, deliverer.work, settings.delivery_concurrency)
             )
 
     def stop(self) -> None:
-        self._stop.set()
+        self.supervisor.stop()
         for event in self.wakeup.local.values():
             event.set()
+        if self._deliverer is not None:
+            self._deliverer.wake()
+        if self._listener is not None:
+            self._listener.stop()
 
     async def run(self) -> None:
-        tasks = [
-            asyncio.create_task(self._loop(topic, *loop), name=f"worker-{topic}")
-            for topic, loop in self._loops.items()
-        ]
-        if self._listen_url:
-            tasks.append(
-                asyncio.create_task(
-                    listen(self._listen_url, self._on_topic, self._stop), name="worker-listen"
-                )
-            )
+        """Until `stop`; then the steps in flight get `shutdown_timeout_seconds` to end."""
+        for q in self._queues:
+            self.supervisor.start(q.topic, functools.partial(self._iterate, q))
+        if self._deliverer is not None:
+            self.supervisor.start("record", self._deliverer.record_pending)
+        listener = self._listener
+        if listener is not None:
+            self.supervisor.start("listen", listener.iterate)
         try:
-            await asyncio.gather(*tasks)
-        except Exception:
-            log.exception("a worker loop died; stopping the worker")
-            raise
+            await self.supervisor.wait()
+            await asyncio.gather(*(self._drain(q) for q in self._queues))
         finally:
-            for task in tasks:
-                task.cancel()
+            if listener is not None:
+                await listener.aclose()
 
     def _on_topic(self, topic: str) -> None:
         if topic in self.wakeup.local:
             self.wakeup.local[topic].set()
 
-    async def _loop(self, topic: Topic, claim: Claim, work: Work, capacity: int) -> None:
+    async def _iterate(self, q: _Queue) -> None:
+        """One pass: claim what free slots allow, start a step per row, then wait to be woken
+        (new work, a free slot) or for the poll interval."""
         ctx = self.ctx
-        wake = self.wakeup.local[topic]
-        in_flight: set[asyncio.Task[None]] = set()
-        # Under load, slots free one at a time; claiming then would cost a query per row.
-        # While work is in flight, claim only once this many slots are free.
-        batch = max(1, capacity // 8)
+        wake = self.wakeup.local[q.topic]
+        wake.clear()  # before claiming, so a wake-up during the claim is not lost
+        free = q.capacity - len(q.in_flight)
+        claimed: list[asyncpg.Record] = []
+        if not self.supervisor.stopping and (free >= q.batch or (free > 0 and not q.in_flight)):
+            claimed = await q.claim(ctx, free)
+            for row in claimed:
+                task = asyncio.create_task(q.work(ctx, row))
+                q.in_flight.add(task)
+                task.add_done_callback(functools.partial(self._done, q, wake))
+        if claimed and len(claimed) == free:
+            return  # more may be due: claim again at once
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=ctx.settings.worker_poll_seconds)
 
-        def done(task: asyncio.Task[None]) -> None:
-            in_flight.discard(task)
-            if capacity - len(in_flight) >= batch:
-                wake.set()
-            if not task.cancelled() and task.exception() is not None:
-                log.error("%s step failed", topic, exc_info=task.exception())
+    @staticmethod
+    def _done(q: _Queue, wake: asyncio.Event, task: asyncio.Task[None]) -> None:
+        q.in_flight.discard(task)
+        if q.capacity - len(q.in_flight) >= q.batch:
+            wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s step failed", q.topic, exc_info=task.exception())
 
-        while not self._stop.is_set():
-            wake.clear()  # before claiming, so a wake-up during the claim is not lost
-            free = capacity - len(in_flight)
-            claimed: list[asyncpg.Record] = []
-            if free >= batch or (free > 0 and not in_flight):
-                try:
-                    claimed = await claim(ctx, free)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    log.warning("%s claim failed, retrying: %r", topic, exc)
-                for row in claimed:
-                    task = asyncio.create_task(work(ctx, row))
-                    in_flight.add(task)
-                    task.add_done_callback(done)
-            if claimed and len(claimed) == free:
-                await asyncio.sleep(0)  # more may be due: claim again at once
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=ctx.settings.worker_poll_seconds)
-
-        if in_flight:
-            _, pending = await asyncio.wait(
-                in_flight, timeout=ctx.settings.shutdown_timeout_seconds
-            )
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            if pending:
-                log.warning("%s: %d calls cancelled at shutdown", topic, len(pending))
+    async def _drain(self, q: _Queue) -> None:
+        if not q.in_flight:
+            return
+        _, pending = await asyncio.wait(
+            q.in_flight, timeout=self.ctx.settings.shutdown_timeout_seconds
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            log.warning("%s: %d calls cancelled at shutdown", q.topic, len(pending))
 
 
 @asynccontextmanager
@@ -174,12 +198,22 @@ async def running_worker(services: Services) -> AsyncIterator[Worker]:
 
 
 async def run_until_signalled(settings: Settings) -> None:
-    """`falrelay worker`: the workers alone, until SIGINT or SIGTERM, then drained."""
+    """`falrelay worker`: the workers alone, until SIGINT or SIGTERM, then drained; with
+    FALRELAY_METRICS_PORT, metrics and probes on that port until the drain is done."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with open_services(settings) as services, running_worker(services):
+    async with contextlib.AsyncExitStack() as stack:
+        services = await stack.enter_async_context(open_services(settings))
+        probes: ProbeServer | None = None
+        if settings.metrics_port is not None:
+            probes = ProbeServer(services.pool, host="0.0.0.0", port=settings.metrics_port)
+            await probes.start()
+            stack.push_async_callback(probes.aclose)
+        worker = await stack.enter_async_context(running_worker(services))
+        if probes is not None:
+            probes.watch(worker.supervisor)
         log.info("worker running")
         await stop.wait()
         log.info("worker draining")

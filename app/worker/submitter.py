@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import asyncpg
 
 from app import logs
-from app.fal.client import FalUnavailable, SubmitAmbiguous, SubmitNotSent, SubmitRejected
+from app.db.availability import retry_while_unavailable
+from app.fal.client import (
+    FalUnavailable,
+    SubmitAmbiguous,
+    SubmitNotSent,
+    SubmitRejected,
+    Submitted,
+)
 from app.jobs import lifecycle
 from app.jobs.models import JobStatus
 from app.jobs.schemas import job_id as public_job_id
@@ -16,60 +24,78 @@ from app.worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
 QUEUED = [JobStatus.QUEUED]
+SubmitError = SubmitRejected | SubmitNotSent | SubmitAmbiguous
 
 
 async def submit(ctx: WorkerContext, job: asyncpg.Record) -> None:
+    """Send one claimed job to fal, then record fal's answer. The recording rides out a
+    database outage for as long as the claim's lease lasts: fal has the request by then, and
+    giving up would leave the job leased, and sent again, only when the lease runs out."""
     logs.job_id.set(public_job_id(job["id"]))
+    claimed_at = time.monotonic()
+    webhook_url = await ctx.callback_url(public_job_id(job["id"]))
+    answer: Submitted | SubmitError
+    try:
+        answer = await ctx.fal.submit(job["model"], job["input"], webhook_url=webhook_url)
+    except (SubmitRejected, SubmitNotSent, SubmitAmbiguous) as exc:
+        answer = exc
+    lease_left = ctx.settings.submit_lease_seconds - (time.monotonic() - claimed_at)
+    await retry_while_unavailable(
+        lambda: _record(ctx, job, answer),
+        for_seconds=lease_left - backoff.LEASE_MARGIN_SECONDS,
+        rng=ctx.rng,
+    )
+
+
+async def _record(ctx: WorkerContext, job: asyncpg.Record, answer: Submitted | SubmitError) -> None:
     job_id, attempt = job["id"], job["attempts"]
     settings = ctx.settings
-    webhook_url = await ctx.callback_url(public_job_id(job_id))
-    try:
-        submitted = await ctx.fal.submit(job["model"], job["input"], webhook_url=webhook_url)
-    except SubmitRejected as exc:
+    if isinstance(answer, SubmitRejected):
         await lifecycle.mark_failed(
             ctx.pool,
             job_id,
             error_type="submission_rejected",
-            message=str(exc),
+            message=str(answer),
             from_statuses=QUEUED,
             wakeup=ctx.wakeup,
         )
         return
-    except SubmitNotSent as exc:
+    if isinstance(answer, SubmitNotSent):
         if attempt >= settings.submit_max_attempts:
             await lifecycle.mark_failed(
                 ctx.pool,
                 job_id,
                 error_type="submission_failed",
-                message=f"fal did not accept the job in {attempt} attempts; last: {exc}",
+                message=f"fal did not accept the job in {attempt} attempts; last: {answer}",
                 from_statuses=QUEUED,
                 wakeup=ctx.wakeup,
             )
             return
-        delay = backoff.submit_retry_delay(attempt, retry_after=exc.retry_after, rng=ctx.rng)
+        delay = backoff.submit_retry_delay(attempt, retry_after=answer.retry_after, rng=ctx.rng)
         await lifecycle.reschedule(
-            ctx.pool, job_id, status=JobStatus.QUEUED, after=delay, last_error=str(exc)
+            ctx.pool, job_id, status=JobStatus.QUEUED, after=delay, last_error=str(answer)
         )
         return
-    except SubmitAmbiguous as exc:
+    if isinstance(answer, SubmitAmbiguous):
         # fal may have the request. Keep the claim for a lease: if fal has it, its webhook
         # arrives meanwhile and finishes the job; otherwise the job is submitted again then.
-        log.warning("ambiguous submit of job %s (attempt %d): %s", job_id, attempt, exc)
+        log.warning("ambiguous submit of job %s (attempt %d): %s", job_id, attempt, answer)
         if attempt >= settings.submit_max_attempts:
             await lifecycle.mark_failed(
                 ctx.pool,
                 job_id,
                 error_type="submission_uncertain",
-                message=f"fal's answer to the submission was lost {attempt} times; last: {exc}",
+                message=f"fal's answer to the submission was lost {attempt} times; last: {answer}",
                 from_statuses=QUEUED,
                 wakeup=ctx.wakeup,
             )
             return
         await lifecycle.hold(
-            ctx.pool, job_id, seconds=settings.submit_lease_seconds, last_error=str(exc)
+            ctx.pool, job_id, seconds=settings.submit_lease_seconds, last_error=str(answer)
         )
         return
 
+    submitted = answer
     first_poll = backoff.poll_delay(
         0,
         webhook_mode=ctx.webhook_mode,

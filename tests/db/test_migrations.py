@@ -19,6 +19,9 @@ TABLES = {
     "deliveries",
     "delivery_attempts",
     "service_secrets",
+    "rate_limits",
+    "console_sessions",
+    "client_spend",
 }
 
 

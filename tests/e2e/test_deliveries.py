@@ -313,6 +313,17 @@ async def test_manual_retry_and_recover(
         for i in range(3):
             await stack.wait_for(await stack.create_job(f"job {i}"))
         await until(lambda: len(inbox.at("/later")) == 3)
+        # The receiver has answered; wait until the answers are recorded too, or a late record
+        # would undo what follows.
+        async def recorded() -> bool:
+            count = await stack.pool.fetchval(
+                "SELECT count(*) FROM delivery_attempts a JOIN deliveries d "
+                "ON d.id = a.delivery_id WHERE d.endpoint_id = $1",
+                _uuid(endpoint["id"]),
+            )
+            return bool(count == 3)
+
+        await until(recorded)
         # Exhaust the schedule at once: the deliveries are failed.
         await stack.pool.execute(
             "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL "
