@@ -29,6 +29,17 @@ _EXTRA = ("method", "path", "status", "duration_ms", "event", "outcome")
 
 _SECRET_SHAPES = re.compile(r"frk_[A-Za-z0-9_\-]{6,}|whsec_[A-Za-z0-9+/=]{6,}")
 REDACTED = "[redacted]"
+# The token in fal's callback URL (`/callbacks/fal/{job_id}/{token}`) is what lets a webhook
+# through to a job, so a log reader must not learn it: masked in paths, and in URLs quoted
+# anywhere (a fal submit's `fal_webhook=` query is percent-encoded).
+_SLASH = r"(?:/|%2[Ff])"
+_CALLBACK_TOKEN = re.compile(
+    rf"({_SLASH}callbacks{_SLASH}fal{_SLASH}[^/%?#&\s\"'\\]*{_SLASH})[^/%?#&\s\"'\\]+"
+)
+
+
+def mask_callback_tokens(text: str) -> str:
+    return _CALLBACK_TOKEN.sub(rf"\g<1>{REDACTED}", text)
 
 
 class Scrubber:
@@ -36,7 +47,7 @@ class Scrubber:
         self._literals = [s for s in literals if len(s) >= 6]
 
     def __call__(self, text: str) -> str:
-        text = _SECRET_SHAPES.sub(REDACTED, text)
+        text = mask_callback_tokens(_SECRET_SHAPES.sub(REDACTED, text))
         for literal in self._literals:
             text = text.replace(literal, REDACTED)
         return text

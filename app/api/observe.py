@@ -54,7 +54,7 @@ class Observe:
                     status,
                     extra={
                         "method": scope["method"],
-                        "path": scope["path"],
+                        "path": logs.mask_callback_tokens(scope["path"]),
                         "status": status,
                         "duration_ms": round(elapsed * 1000, 2),
                     },

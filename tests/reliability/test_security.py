@@ -542,14 +542,16 @@ async def test_list_filters_take_rfc_3339_only(tenant: Tenant, name: str) -> Non
 
 async def test_no_secret_in_any_answer_or_log_line(fresh_database_url: str, tmp_path: Path) -> None:
     fal_key = "fal-key-security-4b1d2e9f"
+    port = free_port()
     pool = await create_pool(fresh_database_url, min_size=1, max_size=1)
     try:
         _, key = await auth_service.create_client(pool, "secrets")
         _, revoked = await auth_service.create_client(pool, "revoked")
         await auth_service.revoke_key(pool, revoked)
+        # What the service hands fal as the job's callback URL: its token is a secret too.
+        callback_urls = await load_callback_urls(pool, f"http://127.0.0.1:{port}")
     finally:
         await pool.close()
-    port = free_port()
     serve = ServeProcess(
         serve_environment(
             database_url=fresh_database_url,
@@ -579,7 +581,16 @@ async def test_no_secret_in_any_answer_or_log_line(fresh_database_url: str, tmp_
             shown.append(rotated.json()["secret"])
             shown.append((await api.get("/v1/webhook-secret")).json()["secret"])
             job = await api.post("/v1/jobs", json={"input": {"prompt": "p"}})
+            genuine_callback = callback_urls.for_job(job.json()["id"])
+            assert genuine_callback is not None
+            token = genuine_callback.rsplit("/", 1)[1]
             answers += [
+                # At the genuine URL, its signature forged: refused, and logged (the path too).
+                await api.post(
+                    genuine_callback,
+                    content=b"{}",
+                    headers={"X-Fal-Webhook-Signature": "00" * 64},
+                ),
                 await api.get(f"/v1/webhook-endpoints/{endpoint_id}"),
                 await api.get("/v1/webhook-endpoints"),
                 await api.get(f"/v1/webhook-endpoints/{endpoint_id}/deliveries"),
@@ -603,15 +614,19 @@ async def test_no_secret_in_any_answer_or_log_line(fresh_database_url: str, tmp_
     finally:
         serve.stop()
     secrets = [key, revoked, fal_key, *shown]
+    assert answers[0].status_code == 401, answers[0].text
     for response in answers:
         for value in secrets:
             assert value not in response.text, (response.request.url, response.text[:200])
         assert not SECRET_SHAPES.search(response.text), response.text[:200]
     lines = [line for log in serve.logs for line in log.read_text().splitlines()]
     assert len(lines) > 10
+    # The refused callback was logged, with the job's id but not the token.
+    assert any(f"/callbacks/fal/{job.json()['id']}/" in line for line in lines)
     for line in lines:
+        assert line.startswith("{"), line
         orjson.loads(line)  # one JSON object per line
-        for value in secrets:
+        for value in [*secrets, token]:
             assert value not in line, line
         assert not SECRET_SHAPES.search(line), line
 
