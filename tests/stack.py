@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from app.auth import service as auth_service
 from app.db.pool import Pool, create_pool
@@ -34,6 +35,7 @@ class Stack:
     pool: Pool  # the test's own pool onto the service's database, for assertions
     api: httpx.AsyncClient  # to the service, with the tenant's key
     fal: httpx.AsyncClient  # to the fake fal's control API and files
+    app: FastAPI  # the service (its worker: `app.state.worker`), running on its server's thread
 
     async def create_job(self, prompt: str = "a red fox in snow", **input: Any) -> str:
         response = await self.api.post(
@@ -106,7 +108,8 @@ def make_stack(fresh_database_url: str) -> StackFactory:
             pool = await create_pool(fresh_database_url, min_size=1, max_size=4)
             try:
                 client_id, key = await auth_service.create_client(pool, "e2e")
-                with LiveServer(create_app(settings, run_worker=True), port=port) as service:
+                app = create_app(settings, run_worker=True)
+                with LiveServer(app, port=port) as service:
                     async with (
                         httpx.AsyncClient(
                             base_url=service.url, headers={"Authorization": f"Bearer {key}"}
@@ -114,7 +117,14 @@ def make_stack(fresh_database_url: str) -> StackFactory:
                         httpx.AsyncClient(base_url=fal_server.url) as fal_http,
                     ):
                         yield Stack(
-                            service.url, fal_server.url, client_id, settings, pool, api, fal_http
+                            service.url,
+                            fal_server.url,
+                            client_id,
+                            settings,
+                            pool,
+                            api,
+                            fal_http,
+                            app,
                         )
             finally:
                 await pool.close()

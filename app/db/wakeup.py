@@ -102,7 +102,11 @@ class Listener:
         await self.aclose()
         self._lost = asyncio.Event()
         lost = self._lost
-        conn = await asyncpg.connect(self._dsn, timeout=self._check_every)
+        conn = await asyncpg.connect(
+            self._dsn,
+            timeout=self._check_every,
+            server_settings={"application_name": "falrelay-listen"},
+        )
         self._conn = conn
         conn.add_termination_listener(lambda _conn: lost.set())
         await conn.add_listener(CHANNEL, lambda _c, _pid, _ch, payload: self._on_topic(payload))
