@@ -258,7 +258,7 @@ def test_api_probes_and_service(manifests: dict[tuple[str, str], Doc]) -> None:
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert ports == {"http": 8000}
 
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     for probe in ("livenessProbe", "startupProbe", "readinessProbe"):
@@ -277,11 +277,18 @@ def test_api_probes_and_service(manifests: dict[tuple[str, str], Doc]) -> None:
     assert [port["targetPort"] for port in service["spec"]["ports"]] == ["http"]
 
 
-def test_worker_has_no_port_and_no_http_probe(manifests: dict[tuple[str, str], Doc]) -> None:
-    container = only_container(manifests["Deployment", "falrelay-worker"])
-    assert "ports" not in container
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-        assert "httpGet" not in container.get(probe, {}), probe
+def test_worker_probes_its_loops_on_the_metrics_port(manifests: dict[tuple[str, str], Doc]) -> None:
+    worker = manifests["Deployment", "falrelay-worker"]
+    container = only_container(worker)
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert int(env["FALRELAY_METRICS_PORT"]) == ports["probes"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "probes"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "probes"}
+    # Restarted only after a loop is stuck three times the stall bound (3 x 60 s), never
+    # before its own supervisor had a chance: at least a probe period times the threshold.
+    liveness = container["livenessProbe"]
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 30
 
 
 def test_roles_run_the_right_falrelay_command(

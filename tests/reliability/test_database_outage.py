@@ -84,6 +84,14 @@ async def test_a_database_outage_is_a_503_and_everything_resumes_without_a_resta
             allow_private_webhook_urls="true",
             worker_poll_seconds="0.1",
             reconcile_after_seconds="2",
+            # Leases the deadline below outlasts. A claim that committed just as Postgres went
+            # away, its answer lost, is worked again only when its lease ends; at the default
+            # leases (one to two minutes) that came after the deadline, a race, not a loss.
+            fal_timeout_seconds="3",
+            submit_lease_seconds="9",
+            reconcile_lease_seconds="17",
+            delivery_timeout_seconds="3",
+            delivery_lease_seconds="6",
             log_format="json",
         ),
         port,
