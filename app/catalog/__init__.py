@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from app.catalog import imagineart
+from app.catalog.pricing import PriceRule
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,7 @@ class ModelSpec:
     description: str
     input_model: type[BaseModel]
     output_model: type[BaseModel]
+    price: PriceRule
 
     def normalise_input(self, raw: dict[str, Any]) -> dict[str, Any]:
         """The input as fal will receive it: validated, defaults filled in.
@@ -38,6 +40,7 @@ MODELS: dict[str, ModelSpec] = {
             description=imagineart.DESCRIPTION,
             input_model=imagineart.ImagineArt2Input,
             output_model=imagineart.ImagineArt2Output,
+            price=imagineart.PRICE,
         ),
     )
 }

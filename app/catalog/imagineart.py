@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.catalog.pricing import PriceRule, PriceUnit
 
 MODEL_ID = "imagineart/imagineart-2.0-preview/text-to-image"
 DESCRIPTION = (
@@ -20,6 +23,10 @@ AspectRatio = Literal[
     "1:4",
 ]  # fmt: skip
 Resolution = Literal["1K", "2K"]
+# fal's model page: "Your request will cost 1K at $0.03 and 2K at $0.05 per image generation."
+PRICE = PriceRule(
+    unit=PriceUnit.IMAGE, by_resolution={"1K": Decimal("0.03"), "2K": Decimal("0.05")}
+)
 Reasoning = Literal["low", "high"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from decimal import Decimal
 from typing import Any
 
 import uvicorn
@@ -27,6 +28,7 @@ _KNOBS: list[tuple[str, type, str | None, str]] = [
     ("payload_error_rate", float, None, "share of OK webhooks sent with payload null"),
     ("webhook_retry_delays", float, "*", "seconds before each retry of a failed webhook"),
     ("random_seed", int, None, "seed for reproducible fault runs"),
+    ("billable_units", Decimal, None, "X-Fal-Billable-Units of a result (default: its images)"),
     ("user_id", str, None, "X-Fal-Webhook-User-Id of the webhooks"),
     ("stream_ping_interval", float, None, "seconds between ': ping' lines of a status stream"),
     ("max_requests", int, None, "requests remembered (oldest completed forgotten first)"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated
 
 from pydantic import Field, field_validator
@@ -43,6 +44,8 @@ class FakeFalConfig(BaseSettings):
     payload_error_rate: Rate = 0.0
     webhook_retry_delays: list[Seconds] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0])
     random_seed: int | None = None
+    # What `X-Fal-Billable-Units` says on a successful result; unset: the number of images.
+    billable_units: Decimal | None = Field(default=None, ge=0)
     user_id: str = Field(default="fake-user", min_length=1)
     # Beyond fal's own behaviour: how often an idle status stream says `: ping`, and how many
     # requests are remembered (the oldest completed ones are forgotten first, as fal forgets

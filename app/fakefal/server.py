@@ -36,6 +36,7 @@ from app.fakefal.webhooks import WebhookSender, webhook_body
 logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-fal-request-id"
+BILLABLE_UNITS_HEADER = "X-Fal-Billable-Units"
 # fal_client treats a 502/503/504 without x-fal-request-id and with "nginx" in the body as an
 # ingress error and retries it; this is the page nginx answers with.
 _NGINX_PAGE = (
@@ -262,6 +263,10 @@ class FakeFal:
         if isinstance(outcome, Failure):
             headers.update(outcome.headers)
             return JSONResponse(outcome.body, outcome.status_code, headers=headers)
+        # fal answers the model's result with what it billed for it (its platform headers);
+        # a per-image model bills its images. No charge for errors, so no header on those.
+        units = self.config.billable_units
+        headers[BILLABLE_UNITS_HEADER] = str(len(outcome.images) if units is None else units)
         return JSONResponse(fake_request.output(), headers=headers)
 
     def _cancel(self, fake_request: FakeRequest) -> Response:

@@ -17,11 +17,13 @@ import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Literal, ParamSpec, TypeVar
 from urllib.parse import quote
 
 import httpx
 
+from app.catalog.pricing import parse_units
 from app.metrics import FAL_CALLS, FAL_LATENCY
 
 FalQueueStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
@@ -49,6 +51,9 @@ class Result:
     status_code: int
     body: Any
     error_type: str | None = None
+    # `X-Fal-Billable-Units`: what fal charged for the request, in the model's price unit
+    # (images, megapixels, seconds); None when fal did not say.
+    billable_units: Decimal | None = None
 
     @property
     def ok(self) -> bool:
@@ -218,7 +223,12 @@ class FalClient:
         error_type = response.headers.get("x-fal-error-type")
         if error_type is None and isinstance(body, dict):
             error_type = body.get("error_type")
-        return Result(status_code=response.status_code, body=body, error_type=error_type)
+        return Result(
+            status_code=response.status_code,
+            body=body,
+            error_type=error_type,
+            billable_units=parse_units(response.headers.get("x-fal-billable-units")),
+        )
 
     @_measured("cancel")
     async def cancel(self, cancel_url: str) -> CancelOutcome:

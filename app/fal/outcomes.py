@@ -8,6 +8,7 @@ webhook with `status: "ERROR"`. Both carry the model's error body, mapped here t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -18,6 +19,8 @@ from app.fal.client import Result
 @dataclass(frozen=True, slots=True)
 class Succeeded:
     output: dict[str, Any]
+    # fal's `X-Fal-Billable-Units` on the result; a webhook carries none.
+    billable_units: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +71,15 @@ def _failure(status_code: int | None, body: Any, error_type: str | None, fallbac
     return Failed(error_type or "model_error", _error_message(body, fallback))
 
 
-def _success(output: Any) -> Outcome:
+def _success(output: Any, billable_units: Decimal | None = None) -> Outcome:
     if not isinstance(output, dict):
         return Failed("invalid_output", "fal returned an output that is not a JSON object")
-    return Succeeded(output)
+    return Succeeded(output, billable_units)
 
 
 def from_result(result: Result) -> Outcome:
     if result.ok:
-        return _success(result.body)
+        return _success(result.body, result.billable_units)
     return _failure(
         result.status_code, result.body, result.error_type, f"fal answered {result.status_code}"
     )

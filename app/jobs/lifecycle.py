@@ -8,13 +8,16 @@ job was not in a state the change may leave — someone else got there first.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
 from app import ids
-from app.db.pool import Pool
+from app.billing import service as billing
+from app.db.pool import Connection, Pool
 from app.db.wakeup import Wakeup
 from app.events.models import EventType
 from app.events.payloads import event_body
@@ -23,19 +26,28 @@ from app.fal.outcomes import Outcome, Succeeded
 from app.jobs import repository as sql
 from app.jobs.models import JobStatus
 from app.jobs.schemas import job_view
-from app.metrics import JOB_TRANSITIONS
+from app.metrics import COST_USD, JOB_TRANSITIONS, JOBS_SETTLED
 from app.webhooks import fanout
 
 ACTIVE = [JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.RUNNING]
 
 
 async def _transition(
-    pool: Pool, wakeup: Wakeup | None, event_type: EventType, statement: str, *args: Any
+    pool: Pool,
+    wakeup: Wakeup | None,
+    event_type: EventType,
+    statement: str,
+    *args: Any,
+    billable_units: Decimal | None = None,
 ) -> asyncpg.Record | None:
+    settled: Settled | None = None
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(statement, *args)
         if row is None:
             return None
+        if JobStatus(row["status"]).is_terminal:
+            # In the terminal compare-and-set's transaction: a job settles exactly once.
+            settled = await _settle(conn, row, billable_units)
         at = row["updated_at"]
         queued = await fanout.record_event(
             conn,
@@ -48,9 +60,31 @@ async def _transition(
             callback_url=row["callback_url"],
         )
     JOB_TRANSITIONS.labels(row["status"]).inc()
+    if settled is not None:
+        JOBS_SETTLED.labels(settled.client, row["model"], row["status"]).inc()
+        COST_USD.labels(settled.client, row["model"]).inc(float(settled.cost))
     if queued and wakeup is not None:
         wakeup.notify("deliver")
     return row
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    client: str  # the client's name, for the metrics
+    cost: Decimal
+
+
+async def _settle(conn: Connection, row: asyncpg.Record, billable_units: Decimal | None) -> Settled:
+    """Turn the job's reservation into its final cost: what fal billed when it said (a
+    succeeded job), else what the terminal statement booked (the estimate, or 0)."""
+    cost: Decimal = row["cost_usd"]
+    if billable_units is not None and row["status"] == JobStatus.SUCCEEDED:
+        cost = billing.final_cost(row["model"], row["input"], billable_units)
+        await conn.execute(sql.SET_BILLED_COST, row["id"], cost, billable_units)
+    client = await billing.settle(
+        conn, row["client_id"], row["created_at"], row["estimated_cost_usd"], cost
+    )
+    return Settled(client, cost)
 
 
 async def mark_submitted(
@@ -103,9 +137,18 @@ async def mark_succeeded(
     *,
     fal_request_id: str | None,
     wakeup: Wakeup | None,
+    billable_units: Decimal | None = None,
 ) -> asyncpg.Record | None:
+    """`billable_units`: fal's `X-Fal-Billable-Units` for the request, when it sent one."""
     return await _transition(
-        pool, wakeup, "job.succeeded", sql.MARK_SUCCEEDED, job_id, output, fal_request_id
+        pool,
+        wakeup,
+        "job.succeeded",
+        sql.MARK_SUCCEEDED,
+        job_id,
+        output,
+        fal_request_id,
+        billable_units=billable_units,
     )
 
 
@@ -177,7 +220,12 @@ async def finish(
 ) -> asyncpg.Record | None:
     if isinstance(outcome, Succeeded):
         return await mark_succeeded(
-            pool, job_id, outcome.output, fal_request_id=fal_request_id, wakeup=wakeup
+            pool,
+            job_id,
+            outcome.output,
+            fal_request_id=fal_request_id,
+            wakeup=wakeup,
+            billable_units=outcome.billable_units,
         )
     return await mark_failed(
         pool,

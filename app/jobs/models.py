@@ -3,9 +3,19 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, Integer, Text, text
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -66,6 +76,14 @@ class Job(CreatedAtMixin, Base):
         DateTime(timezone=True), server_default=text("now()")
     )
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    # Money (app.billing): what the job reserved at create, and once it is finished what it
+    # cost (0 when it failed or was canceled) and the units fal billed, when fal said.
+    estimated_cost_usd: Mapped[Decimal] = mapped_column(
+        Numeric(14, 6), nullable=False, server_default=text("0")
+    )
+    cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
+    billable_units: Mapped[Decimal | None] = mapped_column(Numeric)
 
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

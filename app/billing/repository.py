@@ -1,0 +1,122 @@
+"""SQL for the monthly ledger and the usage figures. Private to `app.billing`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Literal
+
+import asyncpg
+
+from app.db.pool import Connection, Pool
+
+# The client's monthly budget: its own, else the operator's default (`$2`); NULL is unlimited.
+SELECT_BUDGET = """
+SELECT COALESCE(monthly_budget_usd, $2::numeric) FROM clients WHERE id = $1
+"""
+
+# The reservation, as one compare-and-set on the client's month: the row is locked by the
+# upsert, and the WHERE of DO UPDATE sees its latest committed figures, so creates racing for
+# the last dollar are decided one after the other and none can overspend. A first job of the
+# month inserts the row only if its estimate alone fits. No row back: refused.
+RESERVE = """
+INSERT INTO client_spend AS s (client_id, month, reserved_usd)
+SELECT $1, $2, $3::numeric WHERE $4::numeric IS NULL OR $3::numeric <= $4::numeric
+ON CONFLICT (client_id, month) DO UPDATE
+SET reserved_usd = s.reserved_usd + EXCLUDED.reserved_usd, updated_at = now()
+WHERE $4::numeric IS NULL OR s.spent_usd + s.reserved_usd + EXCLUDED.reserved_usd <= $4::numeric
+RETURNING s.reserved_usd, s.spent_usd
+"""
+
+SELECT_MONTH = """
+SELECT reserved_usd, spent_usd FROM client_spend WHERE client_id = $1 AND month = $2
+"""
+
+# A finished job: its estimate leaves `reserved`, its cost (0 when it failed or was canceled)
+# joins `spent`. An upsert only for jobs stored before reservations existed (no row, nothing
+# reserved).
+SETTLE = """
+INSERT INTO client_spend AS s (client_id, month, reserved_usd, spent_usd)
+VALUES ($1, $2, 0, $4)
+ON CONFLICT (client_id, month) DO UPDATE
+SET reserved_usd = s.reserved_usd - $3::numeric, spent_usd = s.spent_usd + $4::numeric,
+    updated_at = now()
+RETURNING (SELECT name FROM clients WHERE id = $1)
+"""
+
+
+async def budget(
+    conn: Connection | Pool, client_id: uuid.UUID, default: Decimal | None
+) -> Decimal | None:
+    value: Decimal | None = await conn.fetchval(SELECT_BUDGET, client_id, default)
+    return value
+
+
+async def reserve(
+    conn: Connection, client_id: uuid.UUID, month: date, amount: Decimal, budget: Decimal | None
+) -> bool:
+    return await conn.fetchrow(RESERVE, client_id, month, amount, budget) is not None
+
+
+async def month_figures(
+    conn: Connection | Pool, client_id: uuid.UUID, month: date
+) -> tuple[Decimal, Decimal]:
+    """(reserved, spent) of the client's month."""
+    row = await conn.fetchrow(SELECT_MONTH, client_id, month)
+    if row is None:
+        return Decimal(0), Decimal(0)
+    return row["reserved_usd"], row["spent_usd"]
+
+
+async def settle(
+    conn: Connection, client_id: uuid.UUID, month: date, reserved: Decimal, cost: Decimal
+) -> str:
+    """The client's name, for the metrics."""
+    name: str = await conn.fetchval(SETTLE, client_id, month, reserved, cost)
+    return name
+
+
+# Usage, from the jobs themselves (the ledger is the budget's lock, the jobs are the record):
+# a job counts in the range when it was created in it. A job's images are those of its output;
+# its cost is final once it is finished (`cost_usd`), and until then its estimate is reserved.
+# One scan of ix_jobs_client_created over the range.
+_USAGE_ROWS = """
+SELECT {key} AS key,
+       count(*) AS jobs,
+       COALESCE(sum(jsonb_array_length(output -> 'images'))
+                FILTER (WHERE status = 'succeeded'
+                        AND jsonb_typeof(output -> 'images') = 'array'), 0) AS images,
+       COALESCE(sum(cost_usd), 0) AS cost_usd,
+       COALESCE(sum(estimated_cost_usd) FILTER (WHERE cost_usd IS NULL), 0) AS reserved_usd
+FROM jobs
+WHERE client_id = $1 AND created_at >= $2 AND created_at < $3
+GROUP BY 1 ORDER BY 1
+"""
+_GROUP_KEYS = {
+    "day": "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    "model": "model",
+}
+GroupBy = Literal["day", "model"]
+
+
+async def usage_rows(
+    pool: Pool, client_id: uuid.UUID, start: datetime, end: datetime, group_by: GroupBy
+) -> list[asyncpg.Record]:
+    return await pool.fetch(_USAGE_ROWS.format(key=_GROUP_KEYS[group_by]), client_id, start, end)
+
+
+# The console's chart: what finished jobs cost, per UTC day and model.
+SPEND_BY_DAY_AND_MODEL = """
+SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, model,
+       COALESCE(sum(cost_usd), 0) AS amount
+FROM jobs
+WHERE client_id = $1 AND created_at >= $2 AND created_at < $3
+GROUP BY 1, 2 ORDER BY 1, 2
+"""
+
+
+async def spend_by_day_and_model(
+    pool: Pool, client_id: uuid.UUID, start: datetime, end: datetime
+) -> list[asyncpg.Record]:
+    return await pool.fetch(SPEND_BY_DAY_AND_MODEL, client_id, start, end)

@@ -1,0 +1,95 @@
+"""Reservations and settlement against a client's monthly budget.
+
+A job reserves its estimated cost when it is created, in the same transaction as its row; it
+settles when it reaches a terminal state, in the same transaction as that compare-and-set, so
+each job settles exactly once. The month is the job's `created_at` month in UTC.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from app.billing import repository
+from app.catalog import MODELS
+from app.catalog.pricing import usd_text
+from app.db.pool import Connection, Pool
+from app.errors import AppError
+
+
+class BudgetExceeded(AppError):
+    """402: the job's estimate does not fit in what is left of the month's budget."""
+
+    status = 402
+    title = "Budget exceeded"
+    slug = "budget-exceeded"
+
+    def __init__(
+        self, *, budget: Decimal, spent: Decimal, reserved: Decimal, estimate: Decimal
+    ) -> None:
+        super().__init__(
+            f"This job's estimated cost of ${usd_text(estimate)} would take the month past its "
+            f"budget of ${usd_text(budget)} (${usd_text(spent)} spent, "
+            f"${usd_text(reserved)} reserved by unfinished jobs)."
+        )
+        self.budget, self.spent, self.reserved, self.estimate = budget, spent, reserved, estimate
+
+    def body(self) -> dict[str, Any]:
+        # Decimal strings, like every amount of the API: exact, never binary floats.
+        return {
+            **super().body(),
+            "budget_usd": usd_text(self.budget),
+            "spent_usd": usd_text(self.spent),
+            "reserved_usd": usd_text(self.reserved),
+            "estimated_cost_usd": usd_text(self.estimate),
+        }
+
+
+def month_of(at: datetime) -> date:
+    """The ledger month a job counts in: the UTC month of its creation."""
+    utc = at.astimezone(UTC)
+    return date(utc.year, utc.month, 1)
+
+
+def estimate(model: str, model_input: dict[str, Any]) -> Decimal:
+    return MODELS[model].price.estimate(model_input)
+
+
+def final_cost(model: str, model_input: dict[str, Any], billable_units: Decimal) -> Decimal:
+    return MODELS[model].price.cost(model_input, billable_units)
+
+
+async def monthly_budget(
+    conn: Connection | Pool, client_id: uuid.UUID, default: Decimal | None
+) -> Decimal | None:
+    """The client's monthly budget in dollars; None is unlimited."""
+    return await repository.budget(conn, client_id, default)
+
+
+async def reserve(
+    conn: Connection,
+    client_id: uuid.UUID,
+    created_at: datetime,
+    amount: Decimal,
+    *,
+    default_budget: Decimal | None,
+) -> None:
+    """Reserve `amount` in the job's month, or raise BudgetExceeded (the caller's transaction
+    must then roll back, so the job is not stored either)."""
+    month = month_of(created_at)
+    budget = await repository.budget(conn, client_id, default_budget)
+    if await repository.reserve(conn, client_id, month, amount, budget):
+        return
+    assert budget is not None  # an unlimited budget never refuses
+    reserved, spent = await repository.month_figures(conn, client_id, month)
+    raise BudgetExceeded(budget=budget, spent=spent, reserved=reserved, estimate=amount)
+
+
+async def settle(
+    conn: Connection, client_id: uuid.UUID, created_at: datetime, reserved: Decimal, cost: Decimal
+) -> str:
+    """Release the job's reservation and book its final cost (0 for a failed or canceled job).
+    Answers the client's name (the metrics' label)."""
+    return await repository.settle(conn, client_id, month_of(created_at), reserved, cost)
