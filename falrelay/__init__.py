@@ -38,6 +38,8 @@ from falrelay.models import (
     Model,
     Page,
     PingEvent,
+    Usage,
+    UsageGroup,
     WebhookEndpoint,
     WebhookEndpointWithSecret,
 )
@@ -69,6 +71,8 @@ __all__ = [
     "PingEvent",
     "RateLimitError",
     "UnprocessableEntityError",
+    "Usage",
+    "UsageGroup",
     "WaitTimeoutError",
     "WebhookEndpoint",
     "WebhookEndpointWithSecret",

@@ -20,7 +20,7 @@ from collections.abc import (
 )
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel
@@ -36,6 +36,7 @@ from falrelay.models import (
     JobStatus,
     Model,
     Page,
+    Usage,
     WebhookEndpoint,
     WebhookEndpointWithSecret,
 )
@@ -336,6 +337,22 @@ class Client:
         """The client's default secret: it signs deliveries to jobs' own `callback_url`."""
         return self._transport.call(operations.webhook_secret())
 
+    def rotate_webhook_secret(self, *, grace_period_seconds: int | None = None) -> str:
+        """A new default secret; the old one keeps signing too for the grace period (default
+        24 h)."""
+        return self._transport.call(operations.rotate_webhook_secret(grace_period_seconds))
+
+    def usage(
+        self,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        group_by: Literal["day", "model"] = "day",
+    ) -> Usage:
+        """Jobs, images and cost of the jobs created in [start, end) (default: this UTC
+        month), what unfinished ones reserve, the monthly budget, and per day or model."""
+        return self._transport.call(operations.usage(start=start, end=end, group_by=group_by))
+
     def close(self) -> None:
         self._transport.close()
 
@@ -601,6 +618,18 @@ class AsyncClient:
 
     async def webhook_secret(self) -> str:
         return await self._transport.call(operations.webhook_secret())
+
+    async def rotate_webhook_secret(self, *, grace_period_seconds: int | None = None) -> str:
+        return await self._transport.call(operations.rotate_webhook_secret(grace_period_seconds))
+
+    async def usage(
+        self,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        group_by: Literal["day", "model"] = "day",
+    ) -> Usage:
+        return await self._transport.call(operations.usage(start=start, end=end, group_by=group_by))
 
     async def aclose(self) -> None:
         await self._transport.aclose()

@@ -5,6 +5,7 @@ older SDK keeps reading a newer service."""
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -171,3 +172,28 @@ class Model(_Model):
     description: str
     input_schema: dict[str, Any]
     output_schema: dict[str, Any]
+
+
+class UsageGroup(_Model):
+    """One day (UTC, `YYYY-MM-DD`) or one model of a usage answer."""
+
+    key: str
+    jobs: int
+    images: int
+    cost_usd: Decimal
+
+
+class Usage(_Model):
+    """The client's jobs created in [`start`, `end`) and what they cost. Amounts are exact
+    `Decimal`s (the service sends decimal strings); `budget_usd` is None when unlimited."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    start: datetime = Field(alias="from")
+    end: datetime = Field(alias="to")
+    jobs: int
+    images: int
+    cost_usd: Decimal
+    reserved_usd: Decimal
+    budget_usd: Decimal | None
+    groups: list[UsageGroup]

@@ -23,6 +23,7 @@ from falrelay.models import (
     JobStatus,
     Model,
     Page,
+    Usage,
     WebhookEndpoint,
     WebhookEndpointWithSecret,
 )
@@ -281,3 +282,22 @@ def list_models() -> Operation[list[Model]]:
 
 def webhook_secret() -> Operation[str]:
     return Operation("GET", "/v1/webhook-secret", _field("secret"), resend=Resend.SAFE)
+
+
+def rotate_webhook_secret(grace_period_seconds: int | None) -> Operation[str]:
+    body = {} if grace_period_seconds is None else {"grace_period_seconds": grace_period_seconds}
+    return Operation("POST", "/v1/webhook-secret/rotate", _field("secret"), json=body)
+
+
+def usage(
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    group_by: str = "day",
+) -> Operation[Usage]:
+    params = {"group_by": group_by}
+    if start is not None:
+        params["from"] = start.isoformat()
+    if end is not None:
+        params["to"] = end.isoformat()
+    return Operation("GET", "/v1/usage", _model(Usage), params=params, resend=Resend.SAFE)

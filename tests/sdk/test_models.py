@@ -31,6 +31,8 @@ PAIRS: list[tuple[type[BaseModel], str]] = [
     (models.Delivery, "DeliveryRead"),
     (models.Attempt, "AttemptRead"),
     (models.Model, "ModelRead"),
+    (models.Usage, "UsageRead"),
+    (models.UsageGroup, "UsageGroupRead"),
     (models.Page[models.Job], "JobPage"),
     (models.Page[models.WebhookEndpoint], "EndpointPage"),
     (models.Page[models.Delivery], "DeliveryPage"),
@@ -40,7 +42,7 @@ PAIRS: list[tuple[type[BaseModel], str]] = [
 
 
 def fields_of(model: type[BaseModel], schema: dict[str, Any]) -> tuple[dict[str, bool], ...]:
-    ours = {name: info.is_required() for name, info in model.model_fields.items()}
+    ours = {info.alias or name: info.is_required() for name, info in model.model_fields.items()}
     theirs = {name: name in schema.get("required", []) for name in schema["properties"]}
     if schema.get("title", "").endswith("Event"):
         ours = {k: v for k, v in ours.items() if k not in TRANSPORT_FIELDS}
