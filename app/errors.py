@@ -120,6 +120,12 @@ class ValidationFailed(UnprocessableEntity):
         return {**super().body(), "errors": [issue.model_dump() for issue in self.issues]}
 
 
+class TooManyRequests(AppError):
+    status = 429
+    title = "Too many requests"
+    slug = "too-many-requests"
+
+
 class ServiceUnavailable(AppError):
     status = 503
     title = "Service unavailable"

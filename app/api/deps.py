@@ -5,8 +5,10 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.api.ratelimit import remember
 from app.api.runtime import Runtime
 from app.auth.service import Principal
+from app.clients import ratelimit
 from app.errors import Unauthorized
 
 
@@ -26,14 +28,23 @@ _bearer = HTTPBearer(
 
 
 async def get_principal(
+    request: Request,
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    """The key's client; every request of a client with a rate limit counts against it here
+    (so every /v1 route is limited: test pings and secret rotations too)."""
     if credentials is None:
         raise Unauthorized("Send the API key as `Authorization: Bearer <key>`.")
     principal = await runtime.keys.resolve(credentials.credentials)
     if principal is None:
         raise Unauthorized("The API key is not valid, or it was revoked.")
+    rate = principal.limits.rate
+    if rate is not None:
+        decision = await ratelimit.consume(runtime.pool, principal.client_id, rate)
+        if not decision.allowed:
+            raise ratelimit.refusal(rate, decision)
+        remember(request.state, decision.headers(rate))
     return principal
 
 

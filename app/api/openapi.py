@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from app.api.ratelimit import RATE_LIMIT_HEADERS, RATE_LIMITED
 from app.catalog import MODELS
 from app.errors import PROBLEM_JSON, Problem
 
@@ -40,6 +42,8 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                         status,
                         {"description": title, "content": {PROBLEM_JSON: {"schema": _PROBLEM_REF}}},
                     )
+            if any("ApiKey" in requirement for requirement in operation.get("security", [])):
+                _document_rate_limit(operation["responses"])
             answer = operation.get("responses", {}).get("422")
             if answer is not None:
                 answer["description"] = "Validation failed"
@@ -48,6 +52,15 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     schemas.pop("ValidationError", None)
     _document_model_inputs(schemas)
     return document
+
+
+def _document_rate_limit(responses: dict[str, Any]) -> None:
+    """Every authenticated route counts against the client's rate limit (app.api.deps): a 429,
+    and the RateLimit fields on its other answers."""
+    for status, answer in responses.items():
+        if status != "429":
+            answer.setdefault("headers", {}).update(copy.deepcopy(RATE_LIMIT_HEADERS))
+    responses.setdefault("429", copy.deepcopy(RATE_LIMITED[429]))
 
 
 def _document_model_inputs(schemas: dict[str, Any]) -> None:

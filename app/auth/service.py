@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from app import ids
 from app.auth import keys, repository
+from app.clients.limits import UNLIMITED, LimitDefaults, Limits, effective
 from app.db.pool import Pool
 from app.webhooks import signing
 
@@ -15,6 +16,8 @@ from app.webhooks import signing
 @dataclass(frozen=True, slots=True)
 class Principal:
     client_id: uuid.UUID
+    # As they stood when the key was resolved (cached with it, FALRELAY_API_KEY_CACHE_SECONDS).
+    limits: Limits = UNLIMITED
 
 
 async def create_client(pool: Pool, name: str) -> tuple[uuid.UUID, str]:
@@ -54,28 +57,38 @@ class KeyResolver:
     """Resolves bearer keys to clients, remembering good answers for `ttl` seconds.
 
     The cache takes a database round trip off every authenticated request. Its price: a revoked
-    key keeps working in this process for at most `ttl` seconds. Unknown keys are not cached, so
-    guessing keys cannot fill memory; the cache is also bounded.
+    key keeps working in this process for at most `ttl` seconds, and a client's new limits
+    apply within as long. Unknown keys are not cached, so guessing keys cannot fill memory; the
+    cache is also bounded.
     """
 
-    def __init__(self, pool: Pool, *, ttl: float, max_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        ttl: float,
+        defaults: LimitDefaults | None = None,
+        max_entries: int = 10_000,
+    ) -> None:
         self._pool = pool
         self._ttl = ttl
+        self._defaults = defaults or LimitDefaults()
         self._max_entries = max_entries
-        self._cache: dict[bytes, tuple[uuid.UUID, float]] = {}
+        self._cache: dict[bytes, tuple[Principal, float]] = {}
 
     async def resolve(self, key: str) -> Principal | None:
         key_hash = keys.hash_key(key)
         now = time.monotonic()
         hit = self._cache.get(key_hash)
         if hit is not None and hit[1] > now:
-            return Principal(hit[0])
-        client_id = await repository.find_client_id_by_key(self._pool, key_hash)
-        if client_id is None:
+            return hit[0]
+        row = await repository.find_client_by_key(self._pool, key_hash)
+        if row is None:
             self._cache.pop(key_hash, None)
             return None
+        principal = Principal(row["client_id"], effective(row, self._defaults))
         if self._ttl > 0:
             if len(self._cache) >= self._max_entries:
                 self._cache.clear()
-            self._cache[key_hash] = (client_id, now + self._ttl)
-        return Principal(client_id)
+            self._cache[key_hash] = (principal, now + self._ttl)
+        return principal
