@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from app.billing import repository
@@ -91,3 +91,21 @@ async def spend_per_day(
     for row in await repository.spend_by_day_and_model(pool, client_id, start, end):
         days.setdefault(row["day"], {})[row["model"]] = row["amount"]
     return [DaySpend(day, by_model) for day, by_model in days.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class MonthSpend:
+    spent_usd: Decimal
+    reserved_usd: Decimal
+    budget_usd: Decimal | None  # None: unlimited
+
+
+async def month_spend(
+    pool: Pool, client_id: uuid.UUID, month: date, default_budget: Decimal | None
+) -> MonthSpend:
+    """The ledger's figures for the client's month (its first day): the ones every
+    reservation is checked against, so what the console and the operator see is what the
+    next 402 would say."""
+    reserved, spent = await repository.month_figures(pool, client_id, month)
+    budget = await repository.budget(pool, client_id, default_budget)
+    return MonthSpend(spent_usd=spent, reserved_usd=reserved, budget_usd=budget)

@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from app.api.runtime import Runtime
+from app.catalog.pricing import usd_text
 from app.console import queries, session
 from app.errors import AppError
 
@@ -75,7 +76,9 @@ _env = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_env.filters.update(when=_when, ago=_ago, until=_until, iso=_iso, elapsed=_elapsed)
+_env.filters.update(
+    when=_when, ago=_ago, until=_until, iso=_iso, elapsed=_elapsed, usd=lambda d: f"${usd_text(d)}"
+)
 _env.globals.update(stylesheet_url=STYLESHEET_URL, root=session.PATH)
 
 

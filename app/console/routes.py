@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from app.api.deps import RuntimeDep
-from app.console import queries, search, session
+from app.api.usage import default_budget
+from app.billing.usage import month_spend, month_start, spend_per_day
+from app.console import charts, queries, search, session
 from app.console.pages import ConsoleRoute, local_path, render, see_other, stylesheet
 from app.console.session import CheckedFormDep, CsrfRefused, SessionDep
-from app.console.views import by_target, deliveries_with_attempts, job_card, settling, timeline
+from app.console.views import (
+    by_target,
+    deliveries_with_attempts,
+    job_card,
+    month_days,
+    parse_month,
+    settling,
+    timeline,
+)
 from app.events import repository as events_repository
 from app.jobs import repository as jobs_repository
 from app.jobs import service as jobs_service
@@ -325,3 +336,33 @@ async def set_endpoint_enabled(
     text = "Endpoint enabled: new events will be sent to it." if enabled else "Endpoint disabled."
     session.flash(request, response, "ok", text)
     return response
+
+
+@router.get("/usage")
+async def usage_page(
+    request: Request, runtime: RuntimeDep, user: SessionDep, month: str | None = None
+) -> Response:
+    """This month's (or `?month=YYYY-MM`'s) spend against the budget, and per day and model."""
+    now = datetime.now(UTC)
+    start = parse_month(month) or month_start(now)
+    end = month_start(start, 1)
+    first = start.date()
+    figures = await month_spend(
+        runtime.pool, user.client_id, first, default_budget(runtime.settings)
+    )
+    spend = await spend_per_day(runtime.pool, user.client_id, start, end)
+    by_day = {date.fromisoformat(day.day): day.by_model for day in spend}
+    days = month_days(first)
+    return await _page(
+        request,
+        runtime,
+        user,
+        "usage.html",
+        month=first,
+        previous=month_start(start, -1).date(),
+        following=month_start(start, 1).date() if end <= month_start(now) else None,
+        figures=figures,
+        chart=charts.spend_chart(days, by_day),
+        budget=charts.budget_bar(figures.spent_usd, figures.reserved_usd, figures.budget_usd),
+        chart_total=sum((day.total for day in spend), Decimal(0)),
+    )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import calendar
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -84,3 +86,21 @@ def settling(
         and (d["next_attempt_at"] is None or d["next_attempt_at"] <= now + SOON)
         for d in deliveries
     )
+
+
+_MONTH = re.compile(r"(\d{4})-(\d{2})")
+
+
+def parse_month(text: str | None) -> datetime | None:
+    """`YYYY-MM` as the start of that UTC month; None for anything else (the page then shows
+    the current month rather than an error)."""
+    match = _MONTH.fullmatch(text or "")
+    if match is None or not (1 <= int(match[2]) <= 12 and 1970 <= int(match[1]) <= 9998):
+        return None
+    return datetime(int(match[1]), int(match[2]), 1, tzinfo=UTC)
+
+
+def month_days(first: date) -> list[date]:
+    """Every day of the month that starts on `first`."""
+    count = calendar.monthrange(first.year, first.month)[1]
+    return [first.replace(day=day) for day in range(1, count + 1)]
