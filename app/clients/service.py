@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
+from app.billing.usage import month_spend, month_start
+from app.catalog.pricing import usd_text
 from app.clients import repository
 from app.clients.limits import LIMIT_NAMES, LimitDefaults, explain
 from app.db.pool import Pool
@@ -48,13 +51,22 @@ async def set_limits(pool: Pool, name_or_id: str, changes: dict[str, Any]) -> as
     return row
 
 
-async def usage(pool: Pool, client_id: uuid.UUID) -> dict[str, Any]:
-    """What the client holds now, next to its limits. Spend joins this dict when it is known."""
+async def usage(
+    pool: Pool, client_id: uuid.UUID, defaults: LimitDefaults, now: datetime
+) -> dict[str, Any]:
+    """What the client holds now, next to its limits, and this UTC month's spend from the
+    ledger the budget is checked against (decimal strings, as the API writes amounts)."""
     unfinished = await jobs.count_unfinished(pool, client_id)
+    month = month_start(now).date()
+    spend = await month_spend(pool, client_id, month, defaults.monthly_budget_usd)
     return {
         "endpoints": await webhooks.count_endpoints(pool, client_id),
         "queued_jobs": unfinished.get("queued", 0),
         "in_flight_jobs": unfinished.get("submitted", 0) + unfinished.get("running", 0),
+        "month": month.strftime("%Y-%m"),
+        "spent_usd": usd_text(spend.spent_usd),
+        "reserved_usd": usd_text(spend.reserved_usd),
+        "budget_usd": None if spend.budget_usd is None else usd_text(spend.budget_usd),
     }
 
 
@@ -71,14 +83,16 @@ def describe_limits(row: asyncpg.Record, defaults: LimitDefaults) -> dict[str, A
     }
 
 
-async def show(pool: Pool, name_or_id: str, defaults: LimitDefaults) -> dict[str, Any]:
+async def show(
+    pool: Pool, name_or_id: str, defaults: LimitDefaults, now: datetime | None = None
+) -> dict[str, Any]:
     client = await find_client(pool, name_or_id)
     return {
         "id": str(client["id"]),
         "name": client["name"],
         "created_at": client["created_at"].isoformat(),
         "limits": describe_limits(client, defaults),
-        "usage": await usage(pool, client["id"]),
+        "usage": await usage(pool, client["id"], defaults, now or datetime.now(UTC)),
     }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,16 @@ async def test_limits_show_and_list(fresh_database_url: str) -> None:
     assert limits["max_in_flight"] == {"value": 8, "source": "client"}
     assert limits["monthly_budget_usd"] == {"value": "120.5000", "source": "client"}
     assert limits["weight"] == {"value": 4, "source": "client"}
-    assert shown["usage"] == {"endpoints": 0, "queued_jobs": 0, "in_flight_jobs": 0}
+    month = datetime.now(UTC).strftime("%Y-%m")
+    assert shown["usage"] == {
+        "endpoints": 0,
+        "queued_jobs": 0,
+        "in_flight_jobs": 0,
+        "month": month,
+        "spent_usd": "0.00",
+        "reserved_usd": "0.00",
+        "budget_usd": "120.50",
+    }
 
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
@@ -88,6 +98,12 @@ async def test_limits_show_and_list(fresh_database_url: str) -> None:
             "(gen_random_uuid(), $1, 'm', '{}', 'queued'), "
             "(gen_random_uuid(), $1, 'm', '{}', 'running'), "
             "(gen_random_uuid(), $1, 'm', '{}', 'succeeded')",
+            row["id"],
+        )
+        # This month's ledger, as reservations and settlements leave it.
+        await conn.execute(
+            "INSERT INTO client_spend (client_id, month, reserved_usd, spent_usd) "
+            "VALUES ($1, date_trunc('month', now() AT TIME ZONE 'UTC')::date, 0.08, 1.234)",
             row["id"],
         )
     finally:
@@ -110,12 +126,22 @@ async def test_limits_show_and_list(fresh_database_url: str) -> None:
     assert reset["limits"]["max_endpoints"] == {"value": 7, "source": "default"}
     assert reset["limits"]["weight"] == {"value": 1, "source": "client"}
     assert reset["limits"]["requests_per_second"] == {"value": 2.5, "source": "client"}
-    assert reset["usage"] == {"endpoints": 0, "queued_jobs": 1, "in_flight_jobs": 1}
+    assert reset["usage"] == {
+        "endpoints": 0,
+        "queued_jobs": 1,
+        "in_flight_jobs": 1,
+        "month": month,
+        "spent_usd": "1.234",
+        "reserved_usd": "0.08",
+        "budget_usd": "120.50",
+    }
 
     unlimited = ok(run(url, "clients", "show", "search", default_max_queued_jobs="unlimited"))
     assert unlimited["limits"]["max_queued_jobs"] == {"value": None, "source": "default"}
     assert unlimited["limits"]["requests_per_second"] == {"value": None, "source": "default"}
     assert unlimited["limits"]["burst"] == {"value": None, "source": "default"}
+    assert unlimited["usage"]["budget_usd"] is None  # no budget of its own, none by default
+    assert unlimited["usage"]["spent_usd"] == "0.00"
 
     listed = ok(run(url, "clients", "list"))
     assert [(c["name"], c["active_keys"]) for c in listed] == [("billing", 1), ("search", 1)]
