@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import httpx
 
 from app.catalog import DEFAULT_MODEL_ID
@@ -47,7 +49,11 @@ async def test_a_worker_killed_after_fal_took_the_job_loses_nothing_and_submits_
         assert job["status"] == "succeeded"
         assert job["fal_request_id"]
         assert (await stack.fal_stats())["submitted"] == 1
-        assert await stack.event_types(job_id) == ["job.succeeded"]
+        # The job adopted fal's request as it finished: submitted, then succeeded, in order.
+        assert await stack.event_types(job_id) == ["job.submitted", "job.succeeded"]
+        submitted_at, completed_at = job["submitted_at"], job["completed_at"]
+        assert submitted_at is not None
+        assert datetime.fromisoformat(submitted_at) <= datetime.fromisoformat(completed_at)
 
 
 async def _job_claimed_by_a_dead_worker(stack: Stack) -> str:
