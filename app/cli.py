@@ -16,6 +16,7 @@ import orjson
 import uvicorn
 from fastapi import FastAPI
 
+from app import http_server
 from app.main import begin_draining
 from app.settings import MissingSetting, Settings
 
@@ -62,7 +63,13 @@ async def _serve(
         log_config=None,  # logging is ours: app.logs
         access_log=False,  # and so is the access log (app.api.observe)
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_seconds)),
+        http=http_server.bounded_protocol(
+            settings.http_header_timeout_seconds, settings.http_body_timeout_seconds
+        ),
+        timeout_keep_alive=settings.http_keepalive_timeout_seconds,
+        limit_concurrency=http_server.limit_concurrency(settings.http_max_connections),
     )
+    http_server.ensure_open_files(settings)
     server = _Server(config, app)
     serving = asyncio.create_task(server.serve())
     # uvicorn offers `started` only as a flag, so poll it.
@@ -339,6 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", help="revoke an API key")
     revoke.add_argument("key", help="the key, or - to read it from stdin (keeps it out of ps)")
     revoke.set_defaults(func=cmd_keys_revoke)
+
+    clients = commands.add_parser(
+        "clients", help="clients (tenants): their limits and usage (`limits`, `show`, `list`)"
+    )
+    from app.clients import command as clients_command
+
+    clients_command.add_arguments(clients)
 
     openapi = commands.add_parser("openapi", help="print the OpenAPI document")
     openapi.set_defaults(func=cmd_openapi)

@@ -7,11 +7,13 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from app import __version__, console
-from app.api import callbacks, health, jobs, models, openapi, outbound, webhooks
+from app.api import callbacks, health, jobs, models, openapi, outbound, usage, webhooks
 from app.api.limits import BodySizeLimit
 from app.api.observe import Observe
+from app.api.ratelimit import RateLimitHeaders
 from app.api.runtime import Runtime
 from app.auth.service import KeyResolver
+from app.clients.limits import LimitDefaults
 from app.errors import install_handlers
 from app.fal.signatures import JwksCache, SignatureVerifier
 from app.services import open_services
@@ -43,7 +45,11 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
             app.state.runtime = Runtime(
                 settings=settings,
                 pool=services.pool,
-                keys=KeyResolver(services.pool, ttl=settings.api_key_cache_seconds),
+                keys=KeyResolver(
+                    services.pool,
+                    ttl=settings.api_key_cache_seconds,
+                    defaults=LimitDefaults.from_settings(settings),
+                ),
                 fal=services.fal,
                 fal_signatures=SignatureVerifier(
                     JwksCache(services.fal_http, settings.fal_jwks_url),
@@ -72,16 +78,19 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
                 "description": "Endpoints that receive job events, and the delivery log.",
             },
             {"name": "models", "description": "The fal models jobs can run."},
+            {"name": "usage", "description": "What the client's jobs made and cost."},
             {"name": "fal", "description": "fal's signed webhooks (called by fal, not clients)."},
             {"name": "operations", "description": "Liveness and readiness probes."},
         ],
     )
     install_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RateLimitHeaders)
     app.add_middleware(Observe, access_log=settings.access_log)
     app.include_router(jobs.router)
     app.include_router(webhooks.router)
     app.include_router(models.router)
+    app.include_router(usage.router)
     app.include_router(callbacks.router)
     app.include_router(health.router)
     app.include_router(console.router)

@@ -1,8 +1,12 @@
 """Prometheus metrics. Counters and histograms are process-wide (the default registry);
-queue depths are read from Postgres when /metrics is scraped, so any API replica reports them.
+queue depths are read from Postgres when /metrics is scraped, so any replica reports them —
+but at most once per `FALRELAY_METRICS_QUEUE_REFRESH_SECONDS` per process, not on every scrape.
 """
 
 from __future__ import annotations
+
+import hmac
+import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
@@ -19,6 +23,16 @@ HTTP_LATENCY = Histogram(
 )
 JOB_TRANSITIONS = Counter(
     "falrelay_job_transitions_total", "Job state changes, by the status reached", ["status"]
+)
+# Counted when a job settles (reaches a terminal state). Client names are the operator's, so
+# their number stays small; amounts are exact in Postgres and only summed as floats here.
+JOBS_SETTLED = Counter(
+    "falrelay_jobs_total",
+    "Jobs finished, by client, model and status",
+    ["client", "model", "status"],
+)
+COST_USD = Counter(
+    "falrelay_cost_usd_total", "What finished jobs cost at fal, in dollars", ["client", "model"]
 )
 FAL_CALLS = Counter(
     "falrelay_fal_calls_total", "Calls to fal's queue API", ["operation", "outcome"]
@@ -69,11 +83,63 @@ SELECT 'endpoints_disabled', count(*), 0 FROM webhook_endpoints WHERE NOT enable
 """
 
 
-async def render(pool: Pool) -> tuple[bytes, str]:
-    for row in await pool.fetch(QUEUES_SQL):
-        if row["queue"] == "endpoints_disabled":
-            ENDPOINTS_DISABLED.set(row["depth"])
-            continue
-        QUEUE_DEPTH.labels(row["queue"]).set(row["depth"])
-        QUEUE_OLDEST.labels(row["queue"]).set(float(row["oldest"]))
+# Why a per-process age and not a leader: counting a deep backlog reads every due row, and with
+# N replicas each scraped by two Prometheus servers every 15 s a read per scrape is 2N counts
+# per interval, growing with replicas and scrapers. Capped by age, it is at most N per interval
+# whoever scrapes and how often; each replica still reports the gauges itself (no election
+# that can lapse, nothing missing from a replica a dashboard happens to pick).
+DEFAULT_QUEUE_REFRESH_SECONDS = 15.0
+
+
+class QueueGauges:
+    """When this process last read the queue gauges, so it reads them again only once they are
+    `max_age` old. A scrape that finds a read in flight serves the gauges as they stand."""
+
+    def __init__(self) -> None:
+        self._read_at: float | None = None
+        self._reading = False
+
+    async def refresh(self, pool: Pool, *, max_age: float, now: float) -> bool:
+        """Reads the gauges if they are due; whether it did."""
+        if self._reading or (self._read_at is not None and now - self._read_at < max_age):
+            return False
+        self._reading = True
+        try:
+            rows = await pool.fetch(QUEUES_SQL)
+        finally:
+            self._reading = False
+        for row in rows:
+            if row["queue"] == "endpoints_disabled":
+                ENDPOINTS_DISABLED.set(row["depth"])
+                continue
+            QUEUE_DEPTH.labels(row["queue"]).set(row["depth"])
+            QUEUE_OLDEST.labels(row["queue"]).set(float(row["oldest"]))
+        self._read_at = now
+        return True
+
+
+# One per process, like the gauges it fills.
+_QUEUES = QueueGauges()
+
+
+async def render(
+    pool: Pool,
+    *,
+    max_age: float = DEFAULT_QUEUE_REFRESH_SECONDS,
+    queues: QueueGauges | None = None,
+    now: float | None = None,
+) -> tuple[bytes, str]:
+    when = time.monotonic() if now is None else now
+    await (queues or _QUEUES).refresh(pool, max_age=max_age, now=when)
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def scrape_allowed(authorization: str | None, token: str | None) -> bool:
+    """With FALRELAY_METRICS_TOKEN set, a scrape must carry `Authorization: Bearer <token>`."""
+    if token is None:
+        return True
+    scheme, _, given = (authorization or "").partition(" ")
+    # Bytes: compare_digest refuses str with non-ASCII characters, and a header may carry any.
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 FAL_CONNECT_TIMEOUT = 5.0
@@ -36,17 +37,64 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # A revoked key keeps working in a process for at most this long.
     api_key_cache_seconds: float = Field(default=30.0, ge=0)
+
+    # Slow and idle clients (app.http_server). Our requests are small (a body is at most
+    # max_body_bytes), so 10 s for headers and 30 s for a body leave room for a slow mobile
+    # link while a slowloris holds a socket for seconds, not forever. Keep-alive is uvicorn's 5 s;
+    # behind a load balancer it must exceed the balancer's idle timeout (AWS ALB: 60 s), else
+    # the balancer reuses a connection just as we close it and answers 502. Long responses
+    # (event streams, `Prefer: wait`) are never cut: these bound only the client's sending.
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    http_keepalive_timeout_seconds: int = Field(default=5, ge=1)
+    # Past this many open connections a request is answered 503. 2048 connections cost tens of
+    # MB and fit the descriptors the process raises its soft limit to at start (see deploy/).
+    http_max_connections: int = Field(default=2048, ge=1)
     # Peers whose X-Forwarded-Proto and X-Forwarded-For uvicorn believes: a TLS-terminating
     # proxy's address (or CIDR), comma-separated, or "*" where only the proxy can reach the
     # process. Without it, behind an ingress every request looks like plain http from the
     # proxy: console logins are refused (their Origin is https) and cookies are not Secure.
     forwarded_allow_ips: str = "127.0.0.1"
 
+    # Client limits when the client has none of its own (`falrelay clients limits`). Unset is
+    # unlimited; set a variable to "unlimited" to lift a protective default. No request rate by
+    # default: a rate costs every request of the client one statement (the shared GCRA state),
+    # and the caps below already bound what a runaway client can make us store and send.
+    # Endpoints and queued jobs are capped by default: one job fans out to every endpoint (a
+    # client with 2,000 endpoints turned one job into 2,000 POSTs), and the queue is shared.
+    default_requests_per_second: float | None = Field(default=None, gt=0)
+    # Requests a client may send at once above the rate; unset: one second's worth.
+    default_burst: int | None = Field(default=None, ge=1)
+    default_max_endpoints: int | None = Field(default=50, ge=0)
+    default_max_queued_jobs: int | None = Field(default=10_000, ge=0)
+    default_max_in_flight: int | None = Field(default=None, ge=0)
+    default_monthly_budget_usd: Decimal | None = Field(default=None, ge=0, decimal_places=4)
+
+    @field_validator(
+        "default_requests_per_second",
+        "default_burst",
+        "default_max_endpoints",
+        "default_max_queued_jobs",
+        "default_max_in_flight",
+        "default_monthly_budget_usd",
+        mode="before",
+    )
+    @classmethod
+    def _unlimited_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "unlimited", "none"):
+            return None
+        return value
+
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
     access_log: bool = True
     # `falrelay worker` has no HTTP server; with a port set it serves /metrics there.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # When set, GET /metrics asks for `Authorization: Bearer <token>` (401 otherwise): the
+    # metrics name clients and their spend. Unset: open, for a port only Prometheus reaches.
+    metrics_token: SecretStr | None = None
+    # Queue gauges are read from Postgres at most this often per process, however many scrape.
+    metrics_queue_refresh_seconds: float = Field(default=15.0, ge=0)
 
     # Workers. Invariant: every lease is longer than fal_timeout_seconds, else a slow call could
     # outlive its claim and a second worker could repeat it.
@@ -92,7 +140,10 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Values no log line may contain."""
-        return [self.fal_key.get_secret_value()] if self.fal_key else []
+        values = [self.fal_key.get_secret_value()] if self.fal_key else []
+        if self.metrics_token is not None:
+            values.append(self.metrics_token.get_secret_value())
+        return values
 
     def require_fal_key(self) -> str:
         if self.fal_key is None or not self.fal_key.get_secret_value():

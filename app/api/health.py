@@ -6,9 +6,10 @@ from starlette.responses import Response
 
 from app.api.deps import RuntimeDep
 from app.api.responses import JSONBytes
-from app.errors import ServiceUnavailable, error_responses
+from app.errors import ServiceUnavailable, Unauthorized, error_responses
 from app.health import NotReady, check_alive, check_ready
 from app.metrics import render as render_metrics
+from app.metrics import scrape_allowed
 from app.worker.supervision import Supervisor
 
 router = APIRouter(tags=["operations"])
@@ -53,9 +54,19 @@ def _supervisor(request: Request) -> Supervisor | None:
 @router.get(
     "/metrics",
     response_class=PlainTextResponse,
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
+        **error_responses(Unauthorized),
+    },
 )
-async def metrics(runtime: RuntimeDep) -> Response:
-    """Prometheus metrics: requests, job transitions, fal calls, deliveries, queue depths."""
-    body, content_type = await render_metrics(runtime.pool)
+async def metrics(request: Request, runtime: RuntimeDep) -> Response:
+    """Prometheus metrics: requests, job transitions, fal calls, deliveries, queue depths.
+    With FALRELAY_METRICS_TOKEN set, only for `Authorization: Bearer <that token>`."""
+    settings = runtime.settings
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    if not scrape_allowed(request.headers.get("authorization"), token):
+        raise Unauthorized("/metrics needs the metrics bearer token.")
+    body, content_type = await render_metrics(
+        runtime.pool, max_age=settings.metrics_queue_refresh_seconds
+    )
     return Response(body, media_type=content_type)

@@ -7,6 +7,8 @@ from starlette.responses import Response, StreamingResponse
 
 from app.api.deps import PrincipalDep, RuntimeDep
 from app.api.responses import JSONBytes, page_response
+from app.api.usage import default_budget
+from app.billing.service import BudgetExceeded
 from app.errors import (
     BadRequest,
     NotFound,
@@ -20,7 +22,12 @@ from app.events.stream import UnknownLastEventId
 from app.jobs import service
 from app.jobs.models import JobStatus
 from app.jobs.schemas import IdempotencyKey, JobCreate, JobPage, JobRead, job_view
-from app.jobs.service import FalUnreachable, IdempotencyKeyInFlight, JobNotCancelable
+from app.jobs.service import (
+    FalUnreachable,
+    IdempotencyKeyInFlight,
+    JobNotCancelable,
+    QueuedJobsLimitReached,
+)
 from app.pagination import MAX_PAGE_SIZE
 from app.timestamps import Timestamp
 
@@ -34,7 +41,13 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     responses={
         200: {"model": JobRead, "description": "An Idempotency-Key replay: the earlier job."},
         **error_responses(
-            BadRequest, Unauthorized, IdempotencyKeyInFlight, PayloadTooLarge, ValidationFailed
+            BadRequest,
+            Unauthorized,
+            BudgetExceeded,
+            IdempotencyKeyInFlight,
+            QueuedJobsLimitReached,
+            PayloadTooLarge,
+            ValidationFailed,
         ),
     },
 )
@@ -58,6 +71,8 @@ async def create_job(
         body,
         idempotency_key,
         allow_private_callback=runtime.settings.allow_private_webhook_urls,
+        default_budget=default_budget(runtime.settings),
+        max_queued_jobs=principal.limits.max_queued_jobs,
     )
     if result.created:
         runtime.wakeup.notify("submit")

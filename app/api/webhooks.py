@@ -13,6 +13,7 @@ from app.errors import NotFound, Unauthorized, ValidationFailed, error_responses
 from app.jobs import service as jobs_service
 from app.pagination import MAX_PAGE_SIZE
 from app.webhooks import deliveries, endpoints
+from app.webhooks.endpoints import EndpointLimitReached
 from app.webhooks.models import DeliveryStatus
 from app.webhooks.schemas import (
     DeliveryPage,
@@ -40,7 +41,7 @@ WRITE_ERRORS = error_responses(Unauthorized, NotFound, ValidationFailed)
     ENDPOINTS,
     status_code=201,
     response_model=EndpointCreated,
-    responses=error_responses(Unauthorized, ValidationFailed),
+    responses=error_responses(Unauthorized, EndpointLimitReached, ValidationFailed),
 )
 async def create_webhook_endpoint(
     body: EndpointCreate, principal: PrincipalDep, runtime: RuntimeDep
@@ -51,6 +52,7 @@ async def create_webhook_endpoint(
         principal.client_id,
         body,
         allow_private=runtime.settings.allow_private_webhook_urls,
+        max_endpoints=principal.limits.max_endpoints,
     )
     view = endpoint_view(row)
     return JSONBytes(
@@ -227,3 +229,22 @@ async def list_job_deliveries(
 async def get_webhook_secret(principal: PrincipalDep, runtime: RuntimeDep) -> Response:
     """The client's default secret: it signs deliveries to jobs' own callback_url."""
     return JSONBytes({"secret": await endpoints.default_secret(runtime.pool, principal.client_id)})
+
+
+@router.post(
+    "/v1/webhook-secret/rotate",
+    response_model=SecretRead,
+    responses=error_responses(Unauthorized, ValidationFailed),
+)
+async def rotate_default_webhook_secret(
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    body: Annotated[RotateSecret | None, Body()] = None,
+) -> Response:
+    """A new default secret; the old one keeps signing too during the grace period (default
+    24 h)."""
+    grace = (body or RotateSecret()).grace_period_seconds
+    secret = await endpoints.rotate_default_secret(
+        runtime.pool, principal.client_id, grace_seconds=grace, now=datetime.now(UTC)
+    )
+    return JSONBytes({"secret": secret})

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -16,7 +16,9 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, CreatedAtMixin
@@ -29,7 +31,14 @@ class Client(CreatedAtMixin, Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(Text, nullable=False)
-    # Signs deliveries to jobs' own callback_url (endpoints have secrets of their own).
+    # Sign deliveries to jobs' own callback_url (endpoints have secrets of their own):
+    # [{"secret": "whsec_...", "expires_at": null | ISO time}], like an endpoint's, so the
+    # default secret rotates with a grace period too (app.webhooks.endpoints).
+    webhook_secrets: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'[]'::jsonb")
+    )
+    # The current one of those, for a previous release during a rolling upgrade (it read
+    # only this column); to be dropped in a later release.
     webhook_secret: Mapped[str | None] = mapped_column(Text)
 
     # Limits the operator sets (`falrelay clients limits`). NULL means the FALRELAY_DEFAULT_*
@@ -60,7 +69,7 @@ class RateLimit(Base):
     hands every client a full burst again."""
 
     __tablename__ = "rate_limits"
-    __table_args__: ClassVar[dict[str, Any]] = {"prefixes": ["UNLOGGED"]}
+    __table_args__ = ({"prefixes": ["UNLOGGED"]},)
 
     client_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True

@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
-from app.db.pool import Pool
+from app.db.pool import Connection, Pool
 
 JOB_COLUMNS = (
     "id, model, status, input, metadata, callback_url, output, error, fal_request_id, "
@@ -17,8 +18,8 @@ JOB_COLUMNS = (
 )
 
 INSERT_JOB = f"""
-INSERT INTO jobs (id, client_id, model, input, metadata, callback_url)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO jobs (id, client_id, model, input, metadata, callback_url, estimated_cost_usd)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 RETURNING {JOB_COLUMNS}
 """
 
@@ -26,8 +27,8 @@ RETURNING {JOB_COLUMNS}
 # the conflict: two requests with one key never make two jobs.
 INSERT_JOB_IDEMPOTENT = f"""
 INSERT INTO jobs (id, client_id, model, input, metadata, callback_url,
-                  idempotency_key, request_fingerprint)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                  idempotency_key, request_fingerprint, estimated_cost_usd)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING {JOB_COLUMNS}
 """
@@ -38,6 +39,17 @@ WHERE client_id = $1 AND idempotency_key = $2
 """
 
 SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND client_id = $2"
+
+# The queued-jobs cap. Creates of one client take turns on its clients row (FOR NO KEY UPDATE:
+# the jobs' foreign-key checks take KEY SHARE, which it does not block); the count is a
+# statement of its own, so its snapshot includes every job a previous holder committed. The
+# LIMIT keeps it at most `cap` index entries long.
+LOCK_CLIENT = "SELECT 1 FROM clients WHERE id = $1 FOR NO KEY UPDATE"
+COUNT_QUEUED_UP_TO = """
+SELECT count(*) FROM (
+    SELECT 1 FROM jobs WHERE client_id = $1 AND status = 'queued' LIMIT $2
+) AS queued
+"""
 
 SELECT_STATUS = "SELECT status FROM jobs WHERE id = $1 AND client_id = $2"
 
@@ -50,21 +62,30 @@ class NewJob:
     input: dict[str, Any]
     metadata: dict[str, str]
     callback_url: str | None
+    # What the job reserves against its client's monthly budget (app.billing).
+    estimated_cost_usd: Decimal = Decimal(0)
 
 
-async def insert(pool: Pool, job: NewJob) -> asyncpg.Record:
-    row = await pool.fetchrow(
-        INSERT_JOB, job.id, job.client_id, job.model, job.input, job.metadata, job.callback_url
+async def insert(conn: Pool | Connection, job: NewJob) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        INSERT_JOB,
+        job.id,
+        job.client_id,
+        job.model,
+        job.input,
+        job.metadata,
+        job.callback_url,
+        job.estimated_cost_usd,
     )
     assert row is not None
     return row
 
 
 async def insert_idempotent(
-    pool: Pool, job: NewJob, *, key: str, fingerprint: bytes
+    conn: Pool | Connection, job: NewJob, *, key: str, fingerprint: bytes
 ) -> asyncpg.Record | None:
     """The new row, or None when the client already used `key`."""
-    return await pool.fetchrow(
+    return await conn.fetchrow(
         INSERT_JOB_IDEMPOTENT,
         job.id,
         job.client_id,
@@ -74,7 +95,29 @@ async def insert_idempotent(
         job.callback_url,
         key,
         fingerprint,
+        job.estimated_cost_usd,
     )
+
+
+COUNT_UNFINISHED = """
+SELECT status, count(*) AS jobs FROM jobs
+WHERE client_id = $1 AND status IN ('queued', 'submitted', 'running')
+GROUP BY status
+"""
+
+
+async def count_unfinished(pool: Pool, client_id: uuid.UUID) -> dict[str, int]:
+    """The client's unfinished jobs by status (queued, submitted, running)."""
+    rows = await pool.fetch(COUNT_UNFINISHED, client_id)
+    return {row["status"]: row["jobs"] for row in rows}
+
+
+async def queue_has_room(conn: Connection, client_id: uuid.UUID, cap: int) -> bool:
+    """Whether one more queued job fits under `cap`; holds the client's turn until the caller's
+    transaction ends, so concurrent creates cannot all see the last free place."""
+    await conn.execute(LOCK_CLIENT, client_id)
+    queued: int = await conn.fetchval(COUNT_QUEUED_UP_TO, client_id, cap)
+    return queued < cap
 
 
 async def find_by_idempotency_key(
@@ -140,7 +183,7 @@ async def list_page(
 # State changes. Each is a compare-and-set: it names the statuses it may leave, and a row comes
 # back only when this caller made the change, so racing writers (worker, reconciler, fal's
 # callback, a client's cancel) can never both win. The returned row feeds the event payload.
-TRANSITION_COLUMNS = f"{JOB_COLUMNS}, client_id, updated_at"
+TRANSITION_COLUMNS = f"{JOB_COLUMNS}, client_id, updated_at, estimated_cost_usd, cost_usd"
 # clock_timestamp(), not now(): now() is when the transaction began, possibly before a racing
 # transition took the row lock and committed. A transition's time (its event's `created_at`)
 # must follow the one before it, since readers of a job's events page through them in that
@@ -161,7 +204,10 @@ ATTACH_FAL_REQUEST = """
 UPDATE jobs
 SET fal_request_id = COALESCE(fal_request_id, $2), fal_status_url = COALESCE(fal_status_url, $3),
     fal_response_url = COALESCE(fal_response_url, $4),
-    fal_cancel_url = COALESCE(fal_cancel_url, $5), submitted_at = COALESCE(submitted_at, now()),
+    fal_cancel_url = COALESCE(fal_cancel_url, $5),
+    -- A job canceled while its submission was in flight has completed_at already: it was at
+    -- fal no later than that (LEAST skips a NULL), so submitted_at <= completed_at holds.
+    submitted_at = COALESCE(submitted_at, LEAST(now(), completed_at)),
     locked_until = CASE WHEN status = 'queued' THEN NULL ELSE locked_until END,
     updated_at = now()
 WHERE id = $1
@@ -179,7 +225,8 @@ RETURNING {TRANSITION_COLUMNS}
 MARK_SUCCEEDED = f"""
 UPDATE jobs
 SET status = 'succeeded', output = $2, fal_request_id = COALESCE(fal_request_id, $3),
-    completed_at = clock_timestamp(), updated_at = clock_timestamp(),
+    cost_usd = estimated_cost_usd, completed_at = clock_timestamp(),
+    updated_at = clock_timestamp(),
     next_attempt_at = NULL, locked_until = NULL
 WHERE id = $1 AND status IN ('queued', 'submitted', 'running')
   AND (fal_request_id IS NULL OR $3::text IS NULL OR fal_request_id = $3)
@@ -188,7 +235,7 @@ RETURNING {TRANSITION_COLUMNS}
 
 MARK_FAILED = f"""
 UPDATE jobs
-SET status = 'failed', error = $2, fal_request_id = COALESCE(fal_request_id, $3),
+SET status = 'failed', error = $2, fal_request_id = COALESCE(fal_request_id, $3), cost_usd = 0,
     completed_at = clock_timestamp(), updated_at = clock_timestamp(),
     next_attempt_at = NULL, locked_until = NULL
 WHERE id = $1 AND status = ANY($4::text[])
@@ -198,10 +245,18 @@ RETURNING {TRANSITION_COLUMNS}
 
 MARK_CANCELED = f"""
 UPDATE jobs
-SET status = 'canceled', completed_at = clock_timestamp(), updated_at = clock_timestamp(),
+SET status = 'canceled', cost_usd = 0, completed_at = clock_timestamp(),
+    updated_at = clock_timestamp(),
     next_attempt_at = NULL, locked_until = NULL
 WHERE id = $1 AND client_id = $2 AND status = ANY($3::text[])
 RETURNING {TRANSITION_COLUMNS}
+"""
+
+# A terminal transition books the estimate as the cost (failed and canceled jobs cost 0);
+# when fal said what it billed, the succeeded job's cost is set from that, in the same
+# transaction, before the ledger is settled.
+SET_BILLED_COST = """
+UPDATE jobs SET cost_usd = $2, billable_units = $3 WHERE id = $1 AND status = 'succeeded'
 """
 
 # Not a state change: look again later (a retryable submit, a poll that found fal still busy).

@@ -9,12 +9,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 import asyncpg
 import orjson
 from pydantic import ValidationError
 
 from app import ids
+from app.billing import service as billing
 from app.catalog import MODELS
 from app.db.pool import Pool
 from app.db.wakeup import Wakeup
@@ -43,6 +45,11 @@ class IdempotencyKeyReused(UnprocessableEntity):
 class IdempotencyKeyInFlight(Conflict):
     title = "Idempotency key in flight"
     slug = "idempotency-key-in-flight"
+
+
+class QueuedJobsLimitReached(Conflict):
+    title = "Queued jobs limit reached"
+    slug = "queued-jobs-limit-reached"
 
 
 class JobNotCancelable(Conflict):
@@ -89,6 +96,7 @@ def _prepare(
         input=model_input,
         metadata=request.metadata,
         callback_url=request.callback_url,
+        estimated_cost_usd=billing.estimate(request.model, model_input),
     )
 
 
@@ -110,18 +118,50 @@ async def create_job(
     idempotency_key: str | None,
     *,
     allow_private_callback: bool = False,
+    default_budget: Decimal | None = None,
+    max_queued_jobs: int | None = None,
 ) -> Created:
+    """Store the job and reserve its estimated cost, in one transaction: a job the budget
+    refuses (BudgetExceeded) is not stored. `default_budget` is the monthly budget of clients
+    that have none of their own (None: unlimited). With `max_queued_jobs` queued already, a
+    new job is refused (QueuedJobsLimitReached); a replay of an accepted one is not."""
     job = _prepare(client_id, request, allow_private_callback=allow_private_callback)
-    if idempotency_key is None:
-        return Created(await repository.insert(pool, job), created=True)
+    fingerprint = None if idempotency_key is None else _fingerprint(job)
+    async with pool.acquire() as conn, conn.transaction():
+        row: asyncpg.Record | None = None
+        full = max_queued_jobs is not None and not await repository.queue_has_room(
+            conn, client_id, max_queued_jobs
+        )
+        if full:
+            pass  # nothing is stored; a replay of an accepted job is still answered below
+        elif idempotency_key is None or fingerprint is None:
+            row = await repository.insert(conn, job)
+        else:
+            row = await repository.insert_idempotent(
+                conn, job, key=idempotency_key, fingerprint=fingerprint
+            )
+        if row is not None:
+            # After the insert, so that the ledger row is locked only until the commit.
+            await billing.reserve(
+                conn,
+                client_id,
+                row["created_at"],
+                job.estimated_cost_usd,
+                default_budget=default_budget,
+            )
+            return Created(row, created=True)
 
-    fingerprint = _fingerprint(job)
-    row = await repository.insert_idempotent(
-        pool, job, key=idempotency_key, fingerprint=fingerprint
+    # A replay of an earlier request: it reserved when it was accepted, so it is never refused.
+    existing = (
+        None
+        if idempotency_key is None
+        else await repository.find_by_idempotency_key(pool, client_id, idempotency_key)
     )
-    if row is not None:
-        return Created(row, created=True)
-    existing = await repository.find_by_idempotency_key(pool, client_id, idempotency_key)
+    if existing is None and full:
+        raise QueuedJobsLimitReached(
+            f"{max_queued_jobs} of this client's jobs are queued already, its limit; "
+            "create more once some have been submitted to fal."
+        )
     if existing is None:
         # The conflicting row is not visible yet; an autocommit insert makes this all but
         # impossible, but the client's retry is the right answer if it happens.

@@ -5,13 +5,14 @@ from __future__ import annotations
 import socket
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
 from app import ids
 from app.db.pool import Pool
 from app.db.wakeup import Wakeup
-from app.errors import NotFound, ValidationFailed, ValidationIssue
+from app.errors import Conflict, NotFound, ValidationFailed, ValidationIssue
 from app.events.payloads import event_body
 from app.pagination import Page, decode_cursor, page_of
 from app.webhooks import fanout, repository, signing, ssrf
@@ -53,9 +54,21 @@ async def check_target(url: str, *, allow_private: bool) -> None:
         ) from exc
 
 
+class EndpointLimitReached(Conflict):
+    title = "Endpoint limit reached"
+    slug = "endpoint-limit-reached"
+
+
 async def create(
-    pool: Pool, client_id: uuid.UUID, body: EndpointCreate, *, allow_private: bool
+    pool: Pool,
+    client_id: uuid.UUID,
+    body: EndpointCreate,
+    *,
+    allow_private: bool,
+    max_endpoints: int | None = None,
 ) -> tuple[asyncpg.Record, str]:
+    """A new endpoint; refused (EndpointLimitReached, nothing stored) when the client has
+    `max_endpoints` already: every job's events fan out to each of them."""
     await check_target(body.url, allow_private=allow_private)
     secret = signing.new_secret()
     row = await repository.insert_endpoint(
@@ -66,7 +79,12 @@ async def create(
         description=body.description,
         event_types=list(body.event_types),
         secret=secret,
+        cap=max_endpoints,
     )
+    if row is None:
+        raise EndpointLimitReached(
+            f"This client has {max_endpoints} webhook endpoints, its limit; delete one first."
+        )
     return row, secret
 
 
@@ -124,6 +142,7 @@ async def rotate_secret(
         old_expires_at=now + timedelta(seconds=grace_seconds),
         now=now,
         secret=secret,
+        keep=signing.MAX_ACTIVE_SECRETS,
     )
     if not rotated:
         raise _not_found(public_id)
@@ -153,6 +172,44 @@ async def send_test(
     return delivery_id
 
 
+def active_secrets(secrets: list[dict[str, Any]], now: datetime) -> list[str]:
+    """The secrets of a list (an endpoint's, a client's default) that sign at `now`, newest
+    last; at most MAX_ACTIVE_SECRETS, also for a list written before that bound."""
+    active = [
+        s["secret"]
+        for s in secrets
+        if s.get("expires_at") is None or datetime.fromisoformat(s["expires_at"]) > now
+    ]
+    return active[-signing.MAX_ACTIVE_SECRETS :]
+
+
+def _current(secrets: list[dict[str, Any]]) -> str:
+    current: str = next(s["secret"] for s in reversed(secrets) if s.get("expires_at") is None)
+    return current
+
+
 async def default_secret(pool: Pool, client_id: uuid.UUID) -> str:
-    """The client's secret for per-job callback_url deliveries, made on first use."""
-    return await repository.ensure_client_secret(pool, client_id, signing.new_secret())
+    """The client's current secret for per-job callback_url deliveries, made on first use."""
+    return _current(await repository.client_secrets(pool, client_id, signing.new_secret()))
+
+
+async def default_secrets(pool: Pool, client_id: uuid.UUID, now: datetime) -> list[str]:
+    """Every default secret that signs at `now` (the current one and those in grace)."""
+    secrets = await repository.client_secrets(pool, client_id, signing.new_secret())
+    return active_secrets(secrets, now)
+
+
+async def rotate_default_secret(
+    pool: Pool, client_id: uuid.UUID, *, grace_seconds: int, now: datetime
+) -> str:
+    """A new default secret; the current one keeps signing for `grace_seconds` more."""
+    secret = signing.new_secret()
+    await repository.rotate_client_secret(
+        pool,
+        client_id,
+        old_expires_at=now + timedelta(seconds=grace_seconds),
+        now=now,
+        secret=secret,
+        keep=signing.MAX_ACTIVE_SECRETS,
+    )
+    return secret

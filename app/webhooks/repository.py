@@ -21,6 +21,19 @@ VALUES ($1, $2, $3, $4, $5, $6)
 RETURNING {ENDPOINT_COLUMNS}
 """
 
+# The endpoint cap: creates of one client take turns on its clients row (FOR NO KEY UPDATE
+# leaves the foreign-key checks of other inserts alone), and the insert counts in a statement
+# of its own, after the lock, so it sees every endpoint a previous holder committed.
+LOCK_CLIENT = "SELECT 1 FROM clients WHERE id = $1 FOR NO KEY UPDATE"
+INSERT_ENDPOINT_WITHIN_CAP = f"""
+INSERT INTO webhook_endpoints (id, client_id, url, description, event_types, secrets)
+SELECT $1, $2, $3, $4, $5, $6
+WHERE (SELECT count(*) FROM webhook_endpoints WHERE client_id = $2) < $7
+RETURNING {ENDPOINT_COLUMNS}
+"""
+
+COUNT_ENDPOINTS = "SELECT count(*) FROM webhook_endpoints WHERE client_id = $1"
+
 SELECT_ENDPOINT = (
     f"SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1 AND client_id = $2"
 )
@@ -49,25 +62,63 @@ RETURNING {ENDPOINT_COLUMNS}
 
 DELETE_ENDPOINT = "DELETE FROM webhook_endpoints WHERE id = $1 AND client_id = $2 RETURNING id"
 
-# Old secrets that have expired are dropped; the current one gets an expiry; the new one none.
-ROTATE_SECRET = """
+
+def _rotated(secrets: str, *, expires_at: str, now: str, secret: str, keep: str) -> str:
+    """A secrets list (`[{"secret", "expires_at"}]`, oldest first) after a rotation: the current
+    secret expires at `expires_at`; secrets expired by `now` are dropped, and so are the oldest
+    grace secrets beyond `keep` - 1, so that with the new one at most `keep` remain however
+    often it is rotated (every active secret signs every delivery)."""
+    return f"""(
+        SELECT COALESCE(jsonb_agg(kept.s ORDER BY kept.n), '[]'::jsonb) FROM (
+            SELECT CASE WHEN s->>'expires_at' IS NULL
+                        THEN jsonb_set(s, '{{expires_at}}', to_jsonb({expires_at}::timestamptz))
+                        ELSE s END AS s, n
+            FROM jsonb_array_elements({secrets}) WITH ORDINALITY AS old(s, n)
+            WHERE COALESCE((s->>'expires_at')::timestamptz, {expires_at}::timestamptz) > {now}
+            ORDER BY n DESC
+            LIMIT {keep}::int - 1
+        ) AS kept
+    ) || jsonb_build_array(jsonb_build_object('secret', {secret}::text, 'expires_at', NULL))"""
+
+
+ROTATE_SECRET = f"""
 UPDATE webhook_endpoints SET
-    secrets = (
-        SELECT COALESCE(jsonb_agg(
-            CASE WHEN s->>'expires_at' IS NULL
-                 THEN jsonb_set(s, '{expires_at}', to_jsonb($3::timestamptz))
-                 ELSE s END), '[]'::jsonb)
-        FROM jsonb_array_elements(secrets) AS s
-        WHERE s->>'expires_at' IS NULL OR (s->>'expires_at')::timestamptz > $4
-    ) || jsonb_build_array(jsonb_build_object('secret', $5::text, 'expires_at', NULL)),
+    secrets = {_rotated("secrets", expires_at="$3", now="$4", secret="$5", keep="$6")},
     updated_at = now()
 WHERE id = $1 AND client_id = $2
 RETURNING id
 """
 
-ENSURE_CLIENT_SECRET = """
-UPDATE clients SET webhook_secret = COALESCE(webhook_secret, $2) WHERE id = $1
-RETURNING webhook_secret
+# A client's default secrets. A client made by a release before the list existed has only
+# `webhook_secret`: it becomes the list's current secret on first use. `webhook_secret` is
+# kept equal to the current secret, for that release's replicas during a rolling upgrade.
+_CLIENT_SECRETS = """CASE WHEN webhook_secrets = '[]'::jsonb AND webhook_secret IS NOT NULL
+    THEN jsonb_build_array(jsonb_build_object('secret', webhook_secret, 'expires_at', NULL))
+    ELSE webhook_secrets END"""
+
+SELECT_CLIENT_SECRETS = "SELECT webhook_secrets FROM clients WHERE id = $1"
+
+# Made on first use. The WHERE is checked again on the locked row, so of two racing first
+# uses one makes it and the other finds no row to change (and reads the winner's).
+ENSURE_CLIENT_SECRETS = f"""
+UPDATE clients SET
+    webhook_secrets = CASE WHEN {_CLIENT_SECRETS} = '[]'::jsonb
+        THEN jsonb_build_array(jsonb_build_object('secret', $2::text, 'expires_at', NULL))
+        ELSE {_CLIENT_SECRETS} END,
+    webhook_secret = COALESCE(webhook_secret, $2)
+WHERE id = $1 AND webhook_secrets = '[]'::jsonb
+RETURNING webhook_secrets
+"""
+
+_ROTATED_CLIENT_SECRETS = _rotated(
+    _CLIENT_SECRETS, expires_at="$2", now="$3", secret="$4", keep="$5"
+)
+ROTATE_CLIENT_SECRET = f"""
+UPDATE clients SET
+    webhook_secrets = {_ROTATED_CLIENT_SECRETS},
+    webhook_secret = $4
+WHERE id = $1
+RETURNING webhook_secrets
 """
 
 DELIVERY_COLUMNS = """
@@ -115,9 +166,10 @@ async def insert_endpoint(
     description: str | None,
     event_types: list[str],
     secret: str,
-) -> asyncpg.Record:
-    row = await pool.fetchrow(
-        INSERT_ENDPOINT,
+    cap: int | None = None,
+) -> asyncpg.Record | None:
+    """The new endpoint, or None when the client has `cap` already (nothing is stored)."""
+    args = (
         endpoint_id,
         client_id,
         url,
@@ -125,8 +177,16 @@ async def insert_endpoint(
         event_types,
         [{"secret": secret, "expires_at": None}],
     )
-    assert row is not None
-    return row
+    if cap is None:
+        return await pool.fetchrow(INSERT_ENDPOINT, *args)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(LOCK_CLIENT, client_id)
+        return await conn.fetchrow(INSERT_ENDPOINT_WITHIN_CAP, *args, cap)
+
+
+async def count_endpoints(pool: Pool, client_id: uuid.UUID) -> int:
+    count: int = await pool.fetchval(COUNT_ENDPOINTS, client_id)
+    return count
 
 
 async def get_endpoint(
@@ -170,14 +230,37 @@ async def rotate_secret(
     old_expires_at: datetime,
     now: datetime,
     secret: str,
+    keep: int,
 ) -> bool:
-    row = await pool.fetchval(ROTATE_SECRET, endpoint_id, client_id, old_expires_at, now, secret)
+    row = await pool.fetchval(
+        ROTATE_SECRET, endpoint_id, client_id, old_expires_at, now, secret, keep
+    )
     return row is not None
 
 
-async def ensure_client_secret(pool: Pool, client_id: uuid.UUID, candidate: str) -> str:
-    secret: str = await pool.fetchval(ENSURE_CLIENT_SECRET, client_id, candidate)
-    return secret
+async def client_secrets(pool: Pool, client_id: uuid.UUID, candidate: str) -> list[dict[str, Any]]:
+    """The client's default secrets, oldest first; `candidate` becomes the first one if it has
+    none yet."""
+    secrets: list[dict[str, Any]] = await pool.fetchval(SELECT_CLIENT_SECRETS, client_id)
+    if secrets:
+        return secrets
+    made = await pool.fetchval(ENSURE_CLIENT_SECRETS, client_id, candidate)
+    if made is not None:
+        return list(made)
+    secrets = await pool.fetchval(SELECT_CLIENT_SECRETS, client_id)
+    return secrets
+
+
+async def rotate_client_secret(
+    pool: Pool,
+    client_id: uuid.UUID,
+    *,
+    old_expires_at: datetime,
+    now: datetime,
+    secret: str,
+    keep: int,
+) -> None:
+    await pool.execute(ROTATE_CLIENT_SECRET, client_id, old_expires_at, now, secret, keep)
 
 
 async def get_delivery(

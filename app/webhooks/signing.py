@@ -14,6 +14,11 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 SECRET_PREFIX = "whsec_"
+# Active secrets an endpoint (or a client's default) holds at most: the current one and the
+# two newest still in their grace period. Each signs every delivery, so this bounds the
+# `webhook-signature` header and the signing work however often a secret is rotated; a
+# rotation beyond it ends the oldest grace period early.
+MAX_ACTIVE_SECRETS = 3
 
 __all__ = ["WebhookVerificationError", "new_secret", "sign_headers", "verify"]
 

@@ -43,14 +43,10 @@ class Outcome:
 
 
 def _active_secrets(row: asyncpg.Record, now: datetime) -> list[str]:
-    if row["endpoint_id"] is None:
-        return [row["client_secret"]] if row["client_secret"] else []
-    secrets: list[dict[str, Any]] = row["endpoint_secrets"] or []
-    return [
-        s["secret"]
-        for s in secrets
-        if s.get("expires_at") is None or datetime.fromisoformat(s["expires_at"]) > now
-    ]
+    # A job's own callback_url is signed with the client's default secrets.
+    column = "client_secrets" if row["endpoint_id"] is None else "endpoint_secrets"
+    secrets: list[dict[str, Any]] = row[column] or []
+    return endpoints.active_secrets(secrets, now)
 
 
 class Deliverer:
@@ -110,8 +106,9 @@ class Deliverer:
         now = self.ctx.now()
         secrets = _active_secrets(row, now)
         if not secrets and row["endpoint_id"] is None:
-            # A client made before default secrets were made at creation: make it now.
-            secrets = [await endpoints.default_secret(self.ctx.pool, row["client_id"])]
+            # A client whose default secrets are not made yet (made by an earlier release):
+            # make them now.
+            secrets = await endpoints.default_secrets(self.ctx.pool, row["client_id"], now)
         if row["endpoint_id"] is not None and not row["endpoint_enabled"]:
             result = AttemptResult(duration_ms=0, error="endpoint_disabled")
         elif not secrets:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from app.db.pool import Pool
 from app.health import NotReady, check_alive, check_ready
+from app.metrics import DEFAULT_QUEUE_REFRESH_SECONDS, scrape_allowed
 from app.metrics import render as render_metrics
 from app.worker.supervision import Supervisor
 
@@ -22,8 +23,18 @@ PROBLEM_JSON = "application/problem+json"
 
 
 class ProbeServer:
-    def __init__(self, pool: Pool, *, host: str, port: int) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        host: str,
+        port: int,
+        metrics_token: str | None = None,
+        queue_refresh_seconds: float = DEFAULT_QUEUE_REFRESH_SECONDS,
+    ) -> None:
         self._pool = pool
+        self._metrics_token = metrics_token
+        self._queue_refresh_seconds = queue_refresh_seconds
         self._supervisor: Supervisor | None = None
         self._host = host
         self._port = port
@@ -45,7 +56,12 @@ class ProbeServer:
         await self._runner.cleanup()
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        body, content_type = await render_metrics(self._pool)
+        if not scrape_allowed(request.headers.get("Authorization"), self._metrics_token):
+            problem = {"title": "Unauthorized", "status": 401, "detail": "A bearer token."}
+            response = _json(401, problem, content_type=PROBLEM_JSON)
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        body, content_type = await render_metrics(self._pool, max_age=self._queue_refresh_seconds)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def _healthz(self, request: web.Request) -> web.Response:

@@ -68,7 +68,7 @@ WITH claimed AS (
 SELECT c.id, c.client_id, c.event_id, c.endpoint_id, c.attempt_count,
        COALESCE(c.endpoint_id::text, c.url) AS target,
        COALESCE(e.url, c.url) AS target_url, e.enabled AS endpoint_enabled,
-       e.secrets AS endpoint_secrets, cl.webhook_secret AS client_secret, ev.payload
+       e.secrets AS endpoint_secrets, cl.webhook_secrets AS client_secrets, ev.payload
 FROM claimed c
 JOIN events ev ON ev.id = c.event_id
 JOIN clients cl ON cl.id = c.client_id

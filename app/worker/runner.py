@@ -208,7 +208,15 @@ async def run_until_signalled(settings: Settings) -> None:
         services = await stack.enter_async_context(open_services(settings))
         probes: ProbeServer | None = None
         if settings.metrics_port is not None:
-            probes = ProbeServer(services.pool, host="0.0.0.0", port=settings.metrics_port)
+            probes = ProbeServer(
+                services.pool,
+                host="0.0.0.0",
+                port=settings.metrics_port,
+                metrics_token=(
+                    settings.metrics_token.get_secret_value() if settings.metrics_token else None
+                ),
+                queue_refresh_seconds=settings.metrics_queue_refresh_seconds,
+            )
             await probes.start()
             stack.push_async_callback(probes.aclose)
         worker = await stack.enter_async_context(running_worker(services))

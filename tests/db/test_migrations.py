@@ -66,3 +66,42 @@ def test_readiness_accepts_head_and_newer_schemas_but_not_older_ones() -> None:
     assert schema_is_usable("9999_from_a_newer_release")  # rolling upgrade: still fine
     assert not schema_is_usable("0001")
     assert not schema_is_usable(None)
+
+
+async def test_0006_moves_each_default_secret_into_the_list_and_back(
+    postgres: PostgresServer,
+) -> None:
+    name = "falrelay_migration_0006"
+    url = await postgres.create_database(name)
+    try:
+        config = alembic_config(url)
+        await asyncio.to_thread(command.upgrade, config, "0005")
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            await conn.execute(
+                "INSERT INTO clients (id, name, webhook_secret) VALUES "
+                "('00000000-0000-0000-0000-000000000001', 'with', 'whsec_b2xk'), "
+                "('00000000-0000-0000-0000-000000000002', 'without', NULL)"
+            )
+            await asyncio.to_thread(command.upgrade, config, "0006")
+            rows = await conn.fetch(
+                "SELECT name, webhook_secrets::text AS secrets, webhook_secret FROM clients "
+                "ORDER BY name"
+            )
+            assert [tuple(row) for row in rows] == [
+                ("with", '[{"secret": "whsec_b2xk", "expires_at": null}]', "whsec_b2xk"),
+                ("without", "[]", None),
+            ]
+            # Rotated once (grace period running): going back keeps the current secret.
+            await conn.execute(
+                'UPDATE clients SET webhook_secrets = \'[{"secret": "whsec_b2xk", '
+                '"expires_at": "2099-01-01T00:00:00+00:00"}, '
+                '{"secret": "whsec_bmV3", "expires_at": null}]\' WHERE name = \'with\''
+            )
+            await asyncio.to_thread(command.downgrade, config, "0005")
+            current = await conn.fetchval("SELECT webhook_secret FROM clients WHERE name = 'with'")
+            assert current == "whsec_bmV3"
+        finally:
+            await conn.close()
+    finally:
+        await postgres.drop_database(name)

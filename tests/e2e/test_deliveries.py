@@ -303,6 +303,69 @@ async def test_deliveries_sign_with_every_active_secret_during_rotation(
             verified(new, latest)
 
 
+async def test_a_ping_after_many_rotations_carries_three_signatures(
+    make_stack: StackFactory, receiver: tuple[Receiver, str]
+) -> None:
+    inbox, url = receiver
+    async with make_stack() as stack:
+        endpoint = await register(stack, f"{url}/often-rotated")
+        issued = [endpoint["secret"]]
+        for _ in range(20):
+            rotated = await stack.api.post(
+                f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret",
+                json={"grace_period_seconds": 3600},
+            )
+            issued.append(rotated.json()["secret"])
+        ping = await stack.api.post(f"/v1/webhook-endpoints/{endpoint['id']}/test")
+        assert ping.status_code == 202, ping.text
+        await until(lambda: len(inbox.at("/often-rotated")) == 1)
+    (request,) = inbox.at("/often-rotated")
+    signatures = request.headers["webhook-signature"].split(" ")
+    assert len(signatures) == 3
+    assert len(request.headers["webhook-signature"]) < 200
+    for secret in issued[-3:]:
+        assert verified(secret, request)["type"] == "ping"
+    for secret in issued[:-3]:
+        with pytest.raises(WebhookVerificationError):
+            verified(secret, request)
+
+
+async def test_a_callback_url_is_signed_with_both_default_secrets_during_rotation(
+    make_stack: StackFactory, receiver: tuple[Receiver, str]
+) -> None:
+    inbox, url = receiver
+    async with make_stack() as stack:
+        old = (await stack.api.get("/v1/webhook-secret")).json()["secret"]
+        rotated = await stack.api.post(
+            "/v1/webhook-secret/rotate", json={"grace_period_seconds": 3600}
+        )
+        assert rotated.status_code == 200, rotated.text
+        new = rotated.json()["secret"]
+        response = await stack.api.post(
+            "/v1/jobs", json={"input": {"prompt": "p"}, "callback_url": f"{url}/cb-rotating"}
+        )
+        await stack.wait_for(response.json()["id"])
+        await until(lambda: len(inbox.at("/cb-rotating")) == 1)
+        (request,) = inbox.at("/cb-rotating")
+        assert len(request.headers["webhook-signature"].split(" ")) == 2
+        assert verified(old, request) == verified(new, request)
+
+        # With no grace the old one stops signing at once.
+        newest = (
+            await stack.api.post("/v1/webhook-secret/rotate", json={"grace_period_seconds": 0})
+        ).json()["secret"]
+        response = await stack.api.post(
+            "/v1/jobs", json={"input": {"prompt": "p"}, "callback_url": f"{url}/cb-rotating"}
+        )
+        await stack.wait_for(response.json()["id"])
+        await until(lambda: len(inbox.at("/cb-rotating")) == 2)
+        latest = inbox.at("/cb-rotating")[1]
+        verified(newest, latest)
+        verified(old, latest)  # still in its hour
+        with pytest.raises(WebhookVerificationError):
+            verified(new, latest)
+
+
 async def test_manual_retry_and_recover(
     make_stack: StackFactory, receiver: tuple[Receiver, str]
 ) -> None:
@@ -313,6 +376,7 @@ async def test_manual_retry_and_recover(
         for i in range(3):
             await stack.wait_for(await stack.create_job(f"job {i}"))
         await until(lambda: len(inbox.at("/later")) == 3)
+
         # The receiver has answered; wait until the answers are recorded too, or a late record
         # would undo what follows.
         async def recorded() -> bool:

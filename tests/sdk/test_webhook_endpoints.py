@@ -143,3 +143,36 @@ async def test_a_jobs_callback_url_is_signed_with_the_default_secret(
         (model,) = await client.models.list()
         assert model.id == job.model
         assert "prompt" in model.input_schema["properties"]
+
+
+async def test_the_default_secret_rotates_through_both_clients(
+    make_stack: StackFactory, receiver: tuple[Receiver, str]
+) -> None:
+    inbox, receiver_url = receiver
+    async with (
+        make_stack() as stack,
+        AsyncClient(key_of(stack), base_url=stack.service_url) as client,
+    ):
+        first = await client.webhook_secret()
+        second = await client.rotate_webhook_secret(grace_period_seconds=3600)
+        assert second != first
+        assert await client.webhook_secret() == second
+
+        def rotate_sync() -> str:
+            with Client(key_of(stack), base_url=stack.service_url) as sync_client:
+                return sync_client.rotate_webhook_secret()  # the default grace: 24 h
+
+        third = await asyncio.to_thread(rotate_sync)
+        assert await client.webhook_secret() == third
+        stored = await stack.pool.fetchval(
+            "SELECT webhook_secrets FROM clients WHERE id = $1", stack.client_id
+        )
+        assert [s["secret"] for s in stored] == [first, second, third]
+
+        job = await client.jobs.create(FOX, callback_url=f"{receiver_url}/rotated", wait=True)
+        (delivered,) = await asyncio.to_thread(arrived, inbox, "/rotated", 1)
+        assert len(delivered.headers["webhook-signature"].split()) == 3
+        for secret in (first, second, third):
+            event = verify(delivered.body, delivered.headers, secret)
+            assert isinstance(event, JobEvent)
+            assert event.data.id == job.id

@@ -299,3 +299,113 @@ async def test_another_clients_endpoints_and_deliveries_are_404(
         "SELECT count(*) FROM deliveries WHERE endpoint_id = $1", _uuid(str(endpoint["id"]))
     )
     assert pings == 1
+
+
+# -- secrets are bounded: however many rotations, at most three sign -----------------------
+
+
+async def test_rotations_keep_at_most_three_secrets(tenant: Tenant, pool: Pool) -> None:
+    endpoint = await _create(tenant)
+    url = f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret"
+    issued = [str(endpoint["secret"])]
+    for _ in range(10):
+        response = await tenant.http.post(url, json={"grace_period_seconds": 3600})
+        assert response.status_code == 200, response.text
+        issued.append(response.json()["secret"])
+    secrets = await pool.fetchval(
+        "SELECT secrets FROM webhook_endpoints WHERE id = $1", _uuid(str(endpoint["id"]))
+    )
+    # The current one and the two newest in their grace period; the oldest grace ones are gone.
+    assert [s["secret"] for s in secrets] == issued[-3:]
+    assert [s["expires_at"] is None for s in secrets] == [False, False, True]
+
+
+async def test_a_rotation_with_no_grace_retires_the_current_secret_at_once(
+    tenant: Tenant, pool: Pool
+) -> None:
+    endpoint = await _create(tenant)
+    url = f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret"
+    first = (await tenant.http.post(url, json={"grace_period_seconds": 3600})).json()["secret"]
+    second = (await tenant.http.post(url, json={"grace_period_seconds": 0})).json()["secret"]
+    secrets = await pool.fetchval(
+        "SELECT secrets FROM webhook_endpoints WHERE id = $1", _uuid(str(endpoint["id"]))
+    )
+    # The original keeps its hour; `first` is retired (not kept, not signing); `second` signs.
+    assert [s["secret"] for s in secrets] == [endpoint["secret"], second]
+    assert first not in [s["secret"] for s in secrets]
+
+
+# -- the client's default secret rotates like an endpoint's ---------------------------------
+
+
+async def test_the_default_secret_rotates_with_a_grace_period(
+    tenant: Tenant, other_tenant: Tenant, pool: Pool
+) -> None:
+    old = (await tenant.http.get("/v1/webhook-secret")).json()["secret"]
+    others = (await other_tenant.http.get("/v1/webhook-secret")).json()["secret"]
+    before = datetime.now(UTC)
+    response = await tenant.http.post(
+        "/v1/webhook-secret/rotate", json={"grace_period_seconds": 3600}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    new = response.json()["secret"]
+    assert response.json() == {"secret": new}
+    assert new.startswith("whsec_")
+    assert new != old
+    assert (await tenant.http.get("/v1/webhook-secret")).json()["secret"] == new
+
+    row = await pool.fetchrow(
+        "SELECT webhook_secrets, webhook_secret FROM clients WHERE id = $1", tenant.client_id
+    )
+    assert [s["secret"] for s in row["webhook_secrets"]] == [old, new]
+    expires = datetime.fromisoformat(row["webhook_secrets"][0]["expires_at"])
+    assert before + timedelta(seconds=3590) < expires < before + timedelta(seconds=3610)
+    assert row["webhook_secrets"][1]["expires_at"] is None
+    # The single column a previous release reads follows the current secret.
+    assert row["webhook_secret"] == new
+    # Another client's secret is its own.
+    assert (await other_tenant.http.get("/v1/webhook-secret")).json()["secret"] == others
+
+
+async def test_default_secret_rotations_keep_at_most_three(tenant: Tenant, pool: Pool) -> None:
+    issued = [(await tenant.http.get("/v1/webhook-secret")).json()["secret"]]
+    for _ in range(6):
+        # No body: the default grace period (24 h).
+        response = await tenant.http.post("/v1/webhook-secret/rotate")
+        assert response.status_code == 200, response.text
+        issued.append(response.json()["secret"])
+    secrets = await pool.fetchval(
+        "SELECT webhook_secrets FROM clients WHERE id = $1", tenant.client_id
+    )
+    assert [s["secret"] for s in secrets] == issued[-3:]
+
+
+async def test_default_secret_rotation_grace_is_bounded(tenant: Tenant, pool: Pool) -> None:
+    current = (await tenant.http.get("/v1/webhook-secret")).json()["secret"]
+    for body in ({"grace_period_seconds": 8 * 24 * 3600}, {"grace_period_seconds": -1}, {"x": 1}):
+        assert_problem(await tenant.http.post("/v1/webhook-secret/rotate", json=body), 422)
+    assert (await tenant.http.get("/v1/webhook-secret")).json()["secret"] == current
+    secrets = await pool.fetchval(
+        "SELECT webhook_secrets FROM clients WHERE id = $1", tenant.client_id
+    )
+    assert [s["secret"] for s in secrets] == [current]
+
+
+async def test_a_client_from_before_the_secret_list_keeps_its_secret(
+    tenant: Tenant, pool: Pool
+) -> None:
+    # A client written by the previous release: only the single column.
+    await pool.execute(
+        "UPDATE clients SET webhook_secrets = '[]', webhook_secret = 'whsec_dGhlIG9sZCBvbmU=' "
+        "WHERE id = $1",
+        tenant.client_id,
+    )
+    assert (await tenant.http.get("/v1/webhook-secret")).json()[
+        "secret"
+    ] == "whsec_dGhlIG9sZCBvbmU="
+    new = (await tenant.http.post("/v1/webhook-secret/rotate")).json()["secret"]
+    secrets = await pool.fetchval(
+        "SELECT webhook_secrets FROM clients WHERE id = $1", tenant.client_id
+    )
+    assert [s["secret"] for s in secrets] == ["whsec_dGhlIG9sZCBvbmU=", new]
