@@ -33,6 +33,7 @@ from falrelay.models import (
     EventType,
     Job,
     JobEvent,
+    JobPriority,
     JobStatus,
     Model,
     Page,
@@ -106,12 +107,15 @@ class Jobs:
         model: str | None = None,
         metadata: Mapping[str, str] | None = None,
         callback_url: str | None = None,
+        priority: JobPriority | None = None,
+        start_timeout: float | None = None,
         idempotency_key: str | None = None,
         wait: bool | float = False,
     ) -> Job:
         """Store a job. Resent after a failure with the same Idempotency-Key (a uuid4 unless
-        you give one), so it is made once. `wait=True` (or seconds) returns it finished,
-        or raises WaitTimeoutError."""
+        you give one), so it is made once. `priority` orders your own jobs (`low` also waits
+        behind normal work at fal); `start_timeout` is the seconds fal has to start it.
+        `wait=True` (or seconds) returns it finished, or raises WaitTimeoutError."""
         timeout = _wait_timeout(wait)
         deadline = _deadline(timeout)
         job = self._transport.call(
@@ -120,6 +124,8 @@ class Jobs:
                 model=model,
                 metadata=metadata,
                 callback_url=callback_url,
+                priority=priority,
+                start_timeout=start_timeout,
                 idempotency_key=idempotency_key,
                 prefer_wait=timeout,
             )
@@ -393,6 +399,8 @@ class AsyncJobs:
         model: str | None = None,
         metadata: Mapping[str, str] | None = None,
         callback_url: str | None = None,
+        priority: JobPriority | None = None,
+        start_timeout: float | None = None,
         idempotency_key: str | None = None,
         wait: bool | float = False,
     ) -> Job:
@@ -405,6 +413,8 @@ class AsyncJobs:
                 model=model,
                 metadata=metadata,
                 callback_url=callback_url,
+                priority=priority,
+                start_timeout=start_timeout,
                 idempotency_key=idempotency_key,
                 prefer_wait=timeout,
             )

@@ -35,6 +35,8 @@ JobEventType = Literal[
 EventType = Literal[
     "job.submitted", "job.running", "job.succeeded", "job.failed", "job.canceled", "ping"
 ]
+# Orders a client's own jobs for submission; `low` also waits behind normal work at fal.
+JobPriority = Literal["high", "normal", "low"]
 TERMINAL_EVENT_TYPES: frozenset[str] = frozenset({"job.succeeded", "job.failed", "job.canceled"})
 
 
@@ -68,6 +70,9 @@ class Job(_Model):
     output: dict[str, Any] | None
     error: JobError | None
     fal_request_id: str | None
+    # Defaults: events stored before these fields existed are sent without them.
+    priority: JobPriority = "normal"
+    start_timeout: float | None = None
     created_at: datetime
     submitted_at: datetime | None
     started_at: datetime | None

@@ -101,6 +101,8 @@ def create_job(
     callback_url: str | None,
     idempotency_key: str | None,
     prefer_wait: float | None,
+    priority: str | None = None,
+    start_timeout: float | None = None,
 ) -> Operation[Job]:
     body: dict[str, Any] = {"input": dict(input)}
     if model is not None:
@@ -109,6 +111,10 @@ def create_job(
         body["metadata"] = dict(metadata)
     if callback_url is not None:
         body["callback_url"] = callback_url
+    if priority is not None:
+        body["priority"] = priority
+    if start_timeout is not None:
+        body["start_timeout"] = start_timeout
     # The key is made once here, so every resend of this call carries the same one.
     headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
     held_for = 0.0

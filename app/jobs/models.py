@@ -9,10 +9,12 @@ from typing import Any
 from sqlalchemy import (
     CheckConstraint,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
     Numeric,
+    SmallInteger,
     Text,
     text,
 )
@@ -36,6 +38,11 @@ class JobStatus(enum.StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+
+# A job's priority orders its client's own jobs for submission; stored as a number so that the
+# claim reads them off an index in sending order.
+PRIORITIES: dict[str, int] = {"high": 0, "normal": 1, "low": 2}
+PRIORITY_NAMES: dict[int, str] = {number: name for name, number in PRIORITIES.items()}
 
 
 class Job(CreatedAtMixin, Base):
@@ -76,6 +83,10 @@ class Job(CreatedAtMixin, Base):
         DateTime(timezone=True), server_default=text("now()")
     )
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Fair submission: the order among the client's own jobs (PRIORITIES), and fal's start
+    # deadline in seconds (X-Fal-Request-Timeout), NULL for none.
+    priority: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default="1")
+    start_timeout: Mapped[float | None] = mapped_column(Double)
 
     # Money (app.billing): what the job reserved at create, and once it is finished what it
     # cost (0 when it failed or was canceled) and the units fal billed, when fal said.
@@ -97,6 +108,8 @@ class Job(CreatedAtMixin, Base):
             "status IN ('queued', 'submitted', 'running', 'succeeded', 'failed', 'canceled')",
             name="status",
         ),
+        CheckConstraint("priority BETWEEN 0 AND 2", name="priority"),
+        CheckConstraint("start_timeout > 1 AND start_timeout <= 86400", name="start_timeout"),
         # Listing, newest first, keyset on (created_at, id); with and without a status filter.
         Index("ix_jobs_client_created", "client_id", text("created_at DESC"), text("id DESC")),
         Index(
@@ -125,6 +138,24 @@ class Job(CreatedAtMixin, Base):
             "ix_jobs_submission_due",
             "next_attempt_at",
             postgresql_where=text("status = 'queued'"),
+        ),
+        # The fair claim: each client's due jobs in sending order, and its jobs at fal.
+        Index(
+            "ix_jobs_client_submission_due",
+            "client_id",
+            "priority",
+            "next_attempt_at",
+            postgresql_where=text("status = 'queued'"),
+        ),
+        Index(
+            "ix_jobs_client_at_fal",
+            "client_id",
+            postgresql_where=text("status IN ('submitted', 'running')"),
+        ),
+        Index(
+            "ix_jobs_client_submission_leased",
+            "client_id",
+            postgresql_where=text("status = 'queued' AND locked_until IS NOT NULL"),
         ),
         # ...and the reconciler's only rows at fal; for both, next_attempt_at is "look again at".
         Index(

@@ -11,15 +11,17 @@ from typing import Any
 import asyncpg
 
 from app.db.pool import Connection, Pool
+from app.jobs.models import PRIORITIES
 
 JOB_COLUMNS = (
     "id, model, status, input, metadata, callback_url, output, error, fal_request_id, "
-    "created_at, submitted_at, started_at, completed_at"
+    "priority, start_timeout, created_at, submitted_at, started_at, completed_at"
 )
 
 INSERT_JOB = f"""
-INSERT INTO jobs (id, client_id, model, input, metadata, callback_url, estimated_cost_usd)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO jobs (id, client_id, model, input, metadata, callback_url, estimated_cost_usd,
+                  priority, start_timeout)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 RETURNING {JOB_COLUMNS}
 """
 
@@ -27,8 +29,8 @@ RETURNING {JOB_COLUMNS}
 # the conflict: two requests with one key never make two jobs.
 INSERT_JOB_IDEMPOTENT = f"""
 INSERT INTO jobs (id, client_id, model, input, metadata, callback_url,
-                  idempotency_key, request_fingerprint, estimated_cost_usd)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                  idempotency_key, request_fingerprint, estimated_cost_usd, priority, start_timeout)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING {JOB_COLUMNS}
 """
@@ -64,6 +66,8 @@ class NewJob:
     callback_url: str | None
     # What the job reserves against its client's monthly budget (app.billing).
     estimated_cost_usd: Decimal = Decimal(0)
+    priority: int = PRIORITIES["normal"]
+    start_timeout: float | None = None
 
 
 async def insert(conn: Pool | Connection, job: NewJob) -> asyncpg.Record:
@@ -76,6 +80,8 @@ async def insert(conn: Pool | Connection, job: NewJob) -> asyncpg.Record:
         job.metadata,
         job.callback_url,
         job.estimated_cost_usd,
+        job.priority,
+        job.start_timeout,
     )
     assert row is not None
     return row
@@ -96,6 +102,8 @@ async def insert_idempotent(
         key,
         fingerprint,
         job.estimated_cost_usd,
+        job.priority,
+        job.start_timeout,
     )
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -10,11 +10,33 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from app import ids
 from app.catalog import DEFAULT_MODEL_ID, MODELS
-from app.jobs.models import JobStatus
+from app.jobs.models import PRIORITY_NAMES, JobStatus
 
 JOB_ID_PREFIX = "job"
 MAX_URL_LENGTH = 2048
 MAX_METADATA_KEYS = 50
+# fal's official clients refuse a start timeout of 1 s or less; a day is far beyond any queue
+# wait worth waiting for.
+MAX_START_TIMEOUT_SECONDS = 86_400.0
+
+Priority = Annotated[
+    Literal["high", "normal", "low"],
+    Field(
+        description="Orders this client's own jobs for submission: high, then normal, then low. "
+        "`low` is also sent to fal as `X-Fal-Queue-Priority: low`: fal starts it only when "
+        "none of the account's normal requests waits."
+    ),
+]
+StartTimeout = Annotated[
+    float,
+    Field(
+        gt=1.0,
+        le=MAX_START_TIMEOUT_SECONDS,
+        description="Seconds fal has to start the job once it is submitted (fal's queue wait "
+        "included), sent as `X-Fal-Request-Timeout`. Missed: the job fails with error type "
+        "`request_timeout`, and is not retried.",
+    ),
+]
 
 
 def _known_model(value: str) -> str:
@@ -85,6 +107,8 @@ class JobCreate(BaseModel):
         default=None, description="A per-job webhook, signed with the client's default secret."
     )
     metadata: Metadata = Field(default_factory=dict)
+    priority: Priority = "normal"
+    start_timeout: StartTimeout | None = None
 
 
 class JobError(BaseModel):
@@ -104,6 +128,9 @@ class JobRead(BaseModel):
     output: dict[str, Any] | None
     error: JobError | None
     fal_request_id: str | None
+    # Defaults, not required: events stored before these fields existed are sent without them.
+    priority: Literal["high", "normal", "low"] = "normal"
+    start_timeout: float | None = None
     created_at: datetime
     submitted_at: datetime | None
     started_at: datetime | None
@@ -137,6 +164,8 @@ def job_view(row: asyncpg.Record) -> dict[str, Any]:
         "output": row["output"],
         "error": row["error"],
         "fal_request_id": row["fal_request_id"],
+        "priority": PRIORITY_NAMES[row["priority"]],
+        "start_timeout": row["start_timeout"],
         "created_at": row["created_at"],
         "submitted_at": row["submitted_at"],
         "started_at": row["started_at"],

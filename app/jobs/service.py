@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import orjson
@@ -31,7 +32,7 @@ from app.errors import (
 )
 from app.fal.client import FalClient, FalUnavailable
 from app.jobs import lifecycle, repository
-from app.jobs.models import JobStatus
+from app.jobs.models import PRIORITIES, JobStatus
 from app.jobs.schemas import JOB_ID_PREFIX, JobCreate
 from app.pagination import Page, decode_cursor, page_of
 from app.webhooks import ssrf
@@ -97,17 +98,24 @@ def _prepare(
         metadata=request.metadata,
         callback_url=request.callback_url,
         estimated_cost_usd=billing.estimate(request.model, model_input),
+        priority=PRIORITIES[request.priority],
+        start_timeout=request.start_timeout,
     )
 
 
 def _fingerprint(job: repository.NewJob) -> bytes:
     """Same normalised request → same bytes, however the JSON was spelled or ordered."""
-    canonical = {
+    canonical: dict[str, Any] = {
         "model": job.model,
         "input": job.input,
         "metadata": job.metadata,
         "callback_url": job.callback_url,
     }
+    # Only when set: a request made before these options existed keeps its fingerprint.
+    if job.priority != PRIORITIES["normal"]:
+        canonical["priority"] = job.priority
+    if job.start_timeout is not None:
+        canonical["start_timeout"] = job.start_timeout
     return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).digest()
 
 
