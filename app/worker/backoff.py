@@ -36,19 +36,3 @@ def poll_delay(polls: int, *, webhook_mode: bool, first: float, reconcile_after:
         return reconcile_after
     return min(first * POLL_GROWTH ** max(polls - 1, 0), max(POLL_MAX_INTERVAL, first))
 
-
-# Svix's schedule: after the first attempt, these waits; then the delivery has failed.
-DELIVERY_DELAYS = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
-DELIVERY_MAX_ATTEMPTS = len(DELIVERY_DELAYS) + 1
-MAX_RETRY_AFTER = 24 * 3600.0
-
-
-def delivery_delay(attempt: int, *, retry_after: float | None, rng: random.Random) -> float | None:
-    """Seconds until the attempt after `attempt` (1-based), or None when the schedule is done.
-    A receiver's Retry-After (429/503) is honoured when it asks for longer, up to a day."""
-    if attempt >= DELIVERY_MAX_ATTEMPTS:
-        return None
-    delay = jittered(DELIVERY_DELAYS[attempt - 1], rng)
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
-    return delay

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections import Counter
@@ -18,17 +19,24 @@ import orjson
 from app import ids, logs
 from app.db.availability import UNAVAILABLE
 from app.metrics import DELIVERIES, DELIVERY_LATENCY
-from app.webhooks import endpoints, signing
+from app.webhooks import endpoints, retry_policy, signing
 from app.webhooks.delivery import AttemptResult, send
 from app.webhooks.models import DeliveryStatus
 from app.webhooks.schemas import DELIVERY_ID_PREFIX, EVENT_ID_PREFIX
-from app.worker import backoff, queue
+from app.worker import queue
 from app.worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
 # Delivery results sent but not yet committed, at most (see `Deliverer.work`).
 MAX_UNRECORDED = 256
+
+
+def reserve(capacity: int) -> int:
+    """Slots no client's share includes: what a client with nothing in flight finds free while
+    others' receivers hang. A quarter: the delivery loop claims once an eighth of its slots are
+    free (app.worker.runner), so a client already sending still finds the next one."""
+    return max(1, capacity // 4) if capacity > 1 else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +48,7 @@ class Outcome:
     result: AttemptResult
     status: DeliveryStatus
     next_attempt_at: datetime | None
+    probe_target: str | None = None  # a half-open breaker's probe: its target's state waits
 
 
 def _active_secrets(row: asyncpg.Record, now: datetime) -> list[str]:
@@ -57,27 +66,50 @@ class Deliverer:
         self.session = session
         self.per_target = ctx.settings.delivery_per_endpoint_concurrency
         self._in_flight: Counter[str] = Counter()
+        self._client_in_flight: Counter[uuid.UUID] = Counter()
+        # Targets whose breaker is half-open: one delivery (the probe) in flight at a time,
+        # and none until the probe's result is committed (it decides the breaker's state).
+        self._probing: set[str] = set()
+        self._probes_unrecorded: Counter[str] = Counter()
         self._pending: list[Outcome] = []
         self._unrecorded = 0  # sent, not yet committed: pending plus the batch being written
         self._has_pending = asyncio.Event()
         self._recorded = asyncio.Event()
 
     async def claim(self, ctx: WorkerContext, limit: int) -> list[asyncpg.Record]:
-        saturated = [t for t, n in self._in_flight.items() if n >= self.per_target]
+        saturated = [t for t, n in self._in_flight.items() if n >= self._cap(t)]
+        saturated += [t for t in self._probes_unrecorded if t not in self._in_flight]
+        capacity = ctx.settings.delivery_concurrency
         rows = await queue.claim_deliveries(
-            ctx.pool, limit, ctx.settings.delivery_lease_seconds, saturated
+            ctx.pool,
+            limit,
+            ctx.settings.delivery_lease_seconds,
+            saturated,
+            in_flight=dict(self._client_in_flight),
+            capacity=capacity,
+            reserve=reserve(capacity),
+            fair_share=ctx.settings.delivery_fair_share,
         )
         taken: list[asyncpg.Record] = []
         over_cap: list[uuid.UUID] = []
         for row in rows:
-            if self._in_flight[row["target"]] >= self.per_target:
+            target = row["target"]
+            if row["probing"]:
+                self._probing.add(target)
+            else:
+                self._probing.discard(target)
+            if self._in_flight[target] >= self._cap(target) or target in self._probes_unrecorded:
                 over_cap.append(row["id"])
                 continue
-            self._in_flight[row["target"]] += 1
+            self._in_flight[target] += 1
+            self._client_in_flight[row["client_id"]] += 1
             taken.append(row)
         if over_cap:
             await queue.release_deliveries(ctx.pool, over_cap)
         return taken
+
+    def _cap(self, target: str) -> int:
+        return 1 if target in self._probing else self.per_target
 
     async def work(self, ctx: WorkerContext, row: asyncpg.Record) -> None:
         logs.delivery_id.set(ids.encode(DELIVERY_ID_PREFIX, row["id"]))
@@ -87,6 +119,13 @@ class Deliverer:
             self._in_flight[row["target"]] -= 1
             if self._in_flight[row["target"]] <= 0:
                 del self._in_flight[row["target"]]
+                self._probing.discard(row["target"])
+            self._client_in_flight[row["client_id"]] -= 1
+            if self._client_in_flight[row["client_id"]] <= 0:
+                del self._client_in_flight[row["client_id"]]
+        if row["probing"]:
+            outcome = dataclasses.replace(outcome, probe_target=row["target"])
+            self._probes_unrecorded[row["target"]] += 1
         self._pending.append(outcome)
         self._unrecorded += 1
         self._has_pending.set()
@@ -123,11 +162,10 @@ class Deliverer:
     def _outcome(self, row: asyncpg.Record, now: datetime, result: AttemptResult) -> Outcome:
         status, next_at = DeliveryStatus.SUCCEEDED, None
         if not result.succeeded:
-            final = result.status_code == 410 or result.error == "endpoint_disabled"
             delay = (
                 None
-                if final
-                else backoff.delivery_delay(
+                if retry_policy.gives_up(result)
+                else retry_policy.delivery_delay(
                     row["attempt_count"], retry_after=result.retry_after, rng=self.ctx.rng
                 )
             )
@@ -176,6 +214,11 @@ class Deliverer:
             self._pending[:0] = batch
             raise
         self._unrecorded -= len(batch)
+        for outcome in batch:
+            if outcome.probe_target is not None:
+                self._probes_unrecorded[outcome.probe_target] -= 1
+                if self._probes_unrecorded[outcome.probe_target] <= 0:
+                    del self._probes_unrecorded[outcome.probe_target]
         self._recorded.set()
 
     async def _record_batch(self, batch: list[Outcome]) -> None:
@@ -223,21 +266,46 @@ class Deliverer:
         ]
         recovered = {o.endpoint_id for o in batch if o.result.succeeded and o.endpoint_id}
         gone = {o.endpoint_id for o in batch if o.result.status_code == 410 and o.endpoint_id}
-        failed = {
+        # An answer that is not a breaker failure (a 4xx, a 429) closes the breaker too.
+        answered = {
             o.endpoint_id
             for o in batch
-            if not o.result.succeeded
-            and o.endpoint_id
-            and o.result.error != "endpoint_disabled"
-            and o.endpoint_id not in gone
+            if o.endpoint_id
+            and o.result.status_code is not None
+            and not retry_policy.breaker_failure(o.result)
         } - recovered
+        # Per failing endpoint, its breaker failures in this batch (0: a failure that says
+        # the endpoint is up, which only continues the failing period).
+        failed: Counter[uuid.UUID] = Counter()
+        for o in batch:
+            if (
+                o.endpoint_id
+                and not o.result.succeeded
+                and retry_policy.was_sent(o.result)
+                and o.endpoint_id not in gone
+                and o.endpoint_id not in recovered
+            ):
+                failed[o.endpoint_id] += (
+                    0 if o.endpoint_id in answered else int(retry_policy.breaker_failure(o.result))
+                )
+        settings = self.ctx.settings
         async with self.ctx.pool.acquire() as conn, conn.transaction():
             await conn.execute(queue.RECORD_ATTEMPTS, *_columns(attempts, 7))
             await conn.execute(queue.RECORD_DELIVERIES, *_columns(updates, 7))
             if recovered:
                 await conn.execute(queue.ENDPOINTS_RECOVERED, list(recovered))
+            if answered:
+                await conn.execute(queue.ENDPOINTS_ANSWERED, list(answered))
             if failed:
-                await conn.execute(queue.ENDPOINTS_FAILED, list(failed), now)
+                await conn.execute(
+                    queue.ENDPOINTS_FAILED,
+                    list(failed),
+                    list(failed.values()),
+                    now,
+                    settings.delivery_breaker_failures,
+                    settings.delivery_breaker_cooldown_seconds,
+                    retry_policy.MAX_COOLDOWN_SECONDS,
+                )
             if gone:
                 await conn.execute(queue.ENDPOINTS_GONE, list(gone))
 
