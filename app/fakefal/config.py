@@ -25,6 +25,10 @@ class FakeFalConfig(BaseSettings):
 
     queue_latency: Seconds = 0.0
     run_latency: Seconds = 0.0
+    # The account's concurrency limit: requests IN_PROGRESS at once; the rest wait IN_QUEUE,
+    # normal priority before low, each in submit order. Unset: every request starts after
+    # queue_latency (no limit).
+    concurrency: int | None = Field(default=None, ge=1)
     error_rate: Rate = 0.0
     error_types: list[str] = Field(
         default_factory=lambda: [

@@ -19,10 +19,16 @@ class Failure:
     # What a COMPLETED status says in `error` and `error_type`.
     error: str
     error_type: str | None
+    # `X-Fal-Request-Timeout-Type`: "user" when the request missed the start deadline its
+    # caller set, which fal's clients never retry.
+    timeout_type: str | None = None
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"X-Fal-Error-Type": self.error_type} if self.error_type else {}
+        headers = {"X-Fal-Error-Type": self.error_type} if self.error_type else {}
+        if self.timeout_type:
+            headers["X-Fal-Request-Timeout-Type"] = self.timeout_type
+        return headers
 
     @property
     def webhook_error(self) -> str:
@@ -75,3 +81,12 @@ FAILURES: Mapping[str, Failure] = {
 }
 
 CANCELLED = FAILURES["client_cancelled"]
+
+# A request that did not start within its `X-Fal-Request-Timeout` (protocol notes 1.8).
+START_TIMEOUT = Failure(
+    504,
+    {"detail": "Request timed out", "error_type": "request_timeout"},
+    "Request timed out",
+    "request_timeout",
+    timeout_type="user",
+)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import time
 import uuid
@@ -64,6 +65,9 @@ class FakeFal:
         self._sender = WebhookSender(self.signer, self.stats)
         self._tasks: set[asyncio.Task[None]] = set()
         self._rng = random.Random(self.config.random_seed)
+        # Under a concurrency limit: requests waiting for a slot, and those holding one.
+        self._held: list[FakeRequest] = []
+        self._slotted: list[FakeRequest] = []
         self.app: ASGIApp = Starlette(
             routes=[
                 Route("/.well-known/jwks.json", self._jwks, methods=["GET"]),
@@ -94,6 +98,8 @@ class FakeFal:
         for request in self.requests:
             request.changed.set()  # ends their status streams
         self.requests.clear()
+        self._held.clear()
+        self._slotted.clear()
         self.stats.reset()
         self._files.clear()
         self._rng.seed(self.config.random_seed)
@@ -150,6 +156,19 @@ class FakeFal:
         max_queue = request.query_params.get("fal_max_queue_length")
         if max_queue is not None and not max_queue.isdigit():
             return JSONResponse({"detail": "fal_max_queue_length must be an integer"}, 422)
+        priority = request.headers.get("x-fal-queue-priority", "normal").strip().lower()
+        if priority not in ("normal", "low"):
+            return JSONResponse({"detail": "X-Fal-Queue-Priority must be normal or low"}, 422)
+        start_timeout: float | None = None
+        if (raw_timeout := request.headers.get("x-fal-request-timeout")) is not None:
+            try:
+                start_timeout = float(raw_timeout)
+            except ValueError:
+                start_timeout = math.nan
+            # fal's documented floor; NaN and infinity are refused with it.
+            if not (0.1 < start_timeout < math.inf):
+                detail = "X-Fal-Request-Timeout must be a number of seconds above 0.1"
+                return JSONResponse({"detail": detail}, 422)
         raw_body = await request.body()
         config, rng = self.config, self._rng
 
@@ -203,10 +222,20 @@ class FakeFal:
             run_latency=config.run_latency,
             outcome=outcome,
             webhook=plan,
+            priority=priority,
+            start_timeout=start_timeout,
+            held=config.concurrency is not None,
         )
         self.requests.add(fake_request, max_requests=config.max_requests)
         self.stats.submitted += 1
-        fake_request.timer = self._spawn(self._complete_on_time(fake_request))
+        if fake_request.held:
+            self._held.append(fake_request)
+            self._time(fake_request)
+            if fake_request.queue_latency > 0:
+                self._spawn(self._schedule_at(fake_request.ready_at))
+            self._schedule(now)
+        else:
+            fake_request.timer = self._spawn(self._complete_on_time(fake_request))
         body: dict[str, Any] = {
             "status": State.IN_QUEUE.value,
             "request_id": fake_request.id,
@@ -296,9 +325,45 @@ class FakeFal:
         """When the request's status (or its place in the queue) next changes."""
         if fake_request.state(now) is not State.IN_QUEUE:
             return fake_request.completes_at
+        if fake_request.held:
+            # Its start waits for a slot, which the clock cannot tell: look again soon.
+            return min(now + 0.05, fake_request.completes_at)
         queue = self.requests.waiting(fake_request.endpoint.app_id, now)
         ahead = queue[: queue.index(fake_request)] if fake_request in queue else []
-        return min([fake_request.started_at, *(r.started_at for r in ahead)])
+        return min(
+            [fake_request.completes_at, fake_request.started_at, *(r.started_at for r in ahead)]
+        )
+
+    # -- the account's concurrency limit -------------------------------------------------
+
+    def _schedule(self, now: float) -> None:
+        """Give free slots to waiting requests: normal priority before low, each in submit
+        order (fal's queue; protocol notes 1.8, 1.9)."""
+        self._held = [r for r in self._held if r.slot_at is None and not r.finished]
+        self._slotted = [r for r in self._slotted if r.state(now) is not State.COMPLETED]
+        limit = self.config.concurrency
+        free = len(self._held) if limit is None else limit - len(self._slotted)
+        if free <= 0:
+            return
+        ready = [r for r in self._held if r.ready_at <= now and r.state(now) is State.IN_QUEUE]
+        ready.sort(key=lambda r: (r.priority == "low", r.queued_at))
+        for fake_request in ready[:free]:
+            fake_request.slot_at = now
+            self._slotted.append(fake_request)
+            self._time(fake_request)
+
+    def _time(self, fake_request: FakeRequest) -> None:
+        """(Re)start the timer that finishes the request when its timeline says."""
+        if fake_request.timer is not None:
+            fake_request.timer.cancel()
+        fake_request.timer = None
+        if not math.isinf(fake_request.completes_at):
+            fake_request.timer = self._spawn(self._complete_on_time(fake_request))
+
+    async def _schedule_at(self, at: float) -> None:
+        while (delay := at - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(delay)
+        self._schedule(time.monotonic())
 
     # -- completion and webhooks ---------------------------------------------------------
 
@@ -325,6 +390,8 @@ class FakeFal:
             return
         fake_request.finished = True
         fake_request.changed.set()
+        if fake_request.held:
+            self._schedule(time.monotonic())  # its slot (if it had one) is free
         outcome = fake_request.result()
         if fake_request.cancelled_at is not None:
             self.stats.completed_cancelled += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from app.fakefal.endpoints import Endpoint
-from app.fakefal.failures import CANCELLED, Failure
+from app.fakefal.failures import CANCELLED, START_TIMEOUT, Failure
 from app.fakefal.models import Generation
 
 
@@ -51,6 +52,13 @@ class FakeRequest:
     run_latency: float
     outcome: Generation | Failure
     webhook: WebhookPlan = field(default_factory=WebhookPlan)
+    # `X-Fal-Queue-Priority` and `X-Fal-Request-Timeout` as the submit gave them.
+    priority: str = "normal"
+    start_timeout: float | None = None
+    # Under the account's concurrency limit (submitted while `concurrency` was set): it starts
+    # when the fake gives it a slot (slot_at), not by the clock alone.
+    held: bool = False
+    slot_at: float | None = None
     cancelled_at: float | None = None
     # Set once, when the request's completion has been counted and its webhook started.
     finished: bool = False
@@ -65,13 +73,33 @@ class FakeRequest:
     _output: dict[str, Any] | None = None
 
     @property
-    def started_at(self) -> float:
+    def ready_at(self) -> float:
+        """When it could start, were there no concurrency limit."""
         return self.queued_at + self.queue_latency
+
+    @property
+    def started_at(self) -> float:
+        if self.held:
+            return self.slot_at if self.slot_at is not None else math.inf
+        return self.ready_at
+
+    @property
+    def start_deadline(self) -> float | None:
+        return None if self.start_timeout is None else self.queued_at + self.start_timeout
+
+    @property
+    def timed_out(self) -> bool:
+        """Not started by its start deadline (and not cancelled before): it ends there, 504."""
+        deadline = self.start_deadline
+        return self.cancelled_at is None and deadline is not None and self.started_at > deadline
 
     @property
     def completes_at(self) -> float:
         if self.cancelled_at is not None:
             return self.cancelled_at
+        deadline = self.start_deadline
+        if deadline is not None and self.started_at > deadline:
+            return deadline
         return self.started_at + self.run_latency
 
     def state(self, now: float) -> State:
@@ -83,11 +111,16 @@ class FakeRequest:
 
     def ran(self) -> bool:
         """Whether the request left the queue (a cancel can take it out before)."""
+        if self.timed_out:
+            return False
         return self.cancelled_at is None or self.cancelled_at > self.started_at
 
     def result(self) -> Generation | Failure:
-        """How the request ends: its drawn outcome, unless it was cancelled first."""
-        return CANCELLED if self.cancelled_at is not None else self.outcome
+        """How the request ends: its drawn outcome, unless it was cancelled or missed its start
+        deadline first."""
+        if self.cancelled_at is not None:
+            return CANCELLED
+        return START_TIMEOUT if self.timed_out else self.outcome
 
     def output(self) -> dict[str, Any]:
         """The output JSON of a successful request, built once (file sizes cost a little)."""
@@ -154,6 +187,15 @@ class FakeRequest:
             "fal_webhook": self.fal_webhook,
             "state": self.state(now).value,
             "submitted_at": datetime.fromtimestamp(self.submitted_at, UTC).isoformat(),
+            "priority": self.priority,
+            "start_timeout": self.start_timeout,
+            "started_at": (
+                None
+                if math.isinf(self.started_at) or self.timed_out
+                else datetime.fromtimestamp(
+                    self.submitted_at + (self.started_at - self.queued_at), UTC
+                ).isoformat()
+            ),
             "cancelled": self.cancelled_at is not None,
             "error_type": outcome.error_type if isinstance(outcome, Failure) else None,
             "failed": isinstance(outcome, Failure),
