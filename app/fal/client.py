@@ -149,13 +149,27 @@ class FalClient:
 
     @_measured("submit")
     async def submit(
-        self, model: str, arguments: dict[str, Any], *, webhook_url: str | None
+        self,
+        model: str,
+        arguments: dict[str, Any],
+        *,
+        webhook_url: str | None,
+        low_priority: bool = False,
+        start_timeout: float | None = None,
     ) -> Submitted:
+        """`low_priority`: fal starts the request only when no normal one of the account waits.
+        `start_timeout`: seconds fal has to start it (queue wait included), else it ends with
+        a 504 `request_timeout`."""
         url = f"{self._queue_url}/{model}"
         if webhook_url:
             url += "?fal_webhook=" + quote(webhook_url, safe="")
+        headers = dict(self._headers)
+        if low_priority:
+            headers["X-Fal-Queue-Priority"] = "low"
+        if start_timeout is not None:
+            headers["X-Fal-Request-Timeout"] = f"{start_timeout:g}"
         try:
-            response = await self._http.post(url, json=arguments, headers=self._headers)
+            response = await self._http.post(url, json=arguments, headers=headers)
         except _NOT_SENT as exc:
             raise SubmitNotSent(f"{type(exc).__name__}: {exc}") from exc
         except httpx.TransportError as exc:

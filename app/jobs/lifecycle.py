@@ -63,8 +63,12 @@ async def _transition(
     if settled is not None:
         JOBS_SETTLED.labels(settled.client, row["model"], row["status"]).inc()
         COST_USD.labels(settled.client, row["model"]).inc(float(settled.cost))
-    if queued and wakeup is not None:
-        wakeup.notify("deliver")
+    if wakeup is not None:
+        if queued:
+            wakeup.notify("deliver")
+        if settled is not None:
+            # A finished job frees a slot at fal: the next submission need not wait for a poll.
+            wakeup.notify("submit")
     return row
 
 

@@ -37,7 +37,15 @@ Work = Callable[[WorkerContext, asyncpg.Record], Coroutine[Any, Any, None]]
 
 
 async def _claim_submissions(ctx: WorkerContext, limit: int) -> list[asyncpg.Record]:
-    return await queue.claim_submissions(ctx.pool, limit, ctx.settings.submit_lease_seconds)
+    settings = ctx.settings
+    return await queue.claim_submissions(
+        ctx.pool,
+        limit,
+        settings.submit_lease_seconds,
+        max_in_flight=settings.fal_max_in_flight,
+        default_client_max_in_flight=settings.default_max_in_flight,
+        fair_share=settings.fair_share,
+    )
 
 
 async def _claim_reconciliations(ctx: WorkerContext, limit: int) -> list[asyncpg.Record]:

@@ -17,7 +17,7 @@ from app.fal.client import (
     Submitted,
 )
 from app.jobs import lifecycle
-from app.jobs.models import JobStatus
+from app.jobs.models import PRIORITIES, JobStatus
 from app.jobs.schemas import job_id as public_job_id
 from app.worker import backoff
 from app.worker.context import WorkerContext
@@ -36,7 +36,13 @@ async def submit(ctx: WorkerContext, job: asyncpg.Record) -> None:
     webhook_url = await ctx.callback_url(public_job_id(job["id"]))
     answer: Submitted | SubmitError
     try:
-        answer = await ctx.fal.submit(job["model"], job["input"], webhook_url=webhook_url)
+        answer = await ctx.fal.submit(
+            job["model"],
+            job["input"],
+            webhook_url=webhook_url,
+            low_priority=job["priority"] == PRIORITIES["low"],
+            start_timeout=job["start_timeout"],
+        )
     except (SubmitRejected, SubmitNotSent, SubmitAmbiguous) as exc:
         answer = exc
     lease_left = ctx.settings.submit_lease_seconds - (time.monotonic() - claimed_at)
