@@ -1,6 +1,7 @@
 """A webhook receiver as fast as Python serves HTTP: a raw ASGI app under uvicorn.
 
 Run as `uvicorn bench.receiver:app` in a process of its own. `POST /count/...` only counts;
+`POST /hang/...` never answers (a receiver that hangs past any delivery timeout);
 `POST /e2e/...` also reads each `job.succeeded` body and keeps, per job, how long after the
 event (the job's state change, stamped by Postgres in the callback's transaction) and after the
 job's creation the delivery arrived. `GET /stats` answers the figures; `POST /reset` clears.
@@ -8,6 +9,7 @@ job's creation the delivery arrived. `GET /stats` answers the figures; `POST /re
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime
 from typing import Any
@@ -79,6 +81,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+        return
+    if path.startswith("/hang"):
+        await asyncio.sleep(3600)
         return
     if path == "/reset":
         state.reset()
