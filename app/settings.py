@@ -103,6 +103,14 @@ class Settings(BaseSettings):
     fal_timeout_seconds: float = Field(default=30.0, gt=0)
     submit_lease_seconds: float = Field(default=120.0, gt=0)
     submit_max_attempts: int = Field(default=10, ge=1)
+    # Requests at fal (submitted, not yet finished) across every replica, counted in Postgres.
+    # 40 is the concurrency fal scales an account to: fal runs that many at once and queues the
+    # rest first-in first-out, where no fair share can reach them. Set it to your account's
+    # limit (new accounts: 2).
+    fal_max_in_flight: int = Field(default=40, ge=1)
+    # Slots go to the client with the fewest in flight for its weight. False hands them out
+    # first-in first-out across clients (the old order), kept as a baseline for benchmarks.
+    fair_share: bool = True
     reconcile_lease_seconds: float = Field(default=90.0, gt=0)
     reconcile_after_seconds: float = Field(
         default=30.0, gt=0, description="with webhooks: poll fal when no callback came by then"
@@ -115,6 +123,15 @@ class Settings(BaseSettings):
     delivery_per_endpoint_concurrency: int = Field(
         default=32, ge=1, description="webhooks in flight to one endpoint (or callback URL)"
     )
+    # A process's delivery slots are shared between clients by weight: while others have
+    # deliveries due, no client holds more than its share, so one client's hanging receivers
+    # cannot delay another's webhooks. False claims first-in first-out across clients (the old
+    # order), kept as a baseline for benchmarks.
+    delivery_fair_share: bool = True
+    # The circuit breaker (app.webhooks.retry_policy): this many breaker failures in a row
+    # (no answer, or a 5xx) open it for the cool-down, doubling per trip up to 10 minutes.
+    delivery_breaker_failures: int = Field(default=5, ge=1)
+    delivery_breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
     delivery_timeout_seconds: float = Field(default=15.0, gt=0)
     delivery_lease_seconds: float = Field(default=60.0, gt=0)
     shutdown_timeout_seconds: float = Field(default=20.0, ge=0)

@@ -14,7 +14,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bench import machine
-from bench.benchmarks import e2e, fanout, intake, memory, queue, scale
+from bench.benchmarks import (
+    delivery_fairness,
+    e2e,
+    fairness,
+    fanout,
+    intake,
+    memory,
+    queue,
+    scale,
+)
 from bench.context import RESULTS_DIR, Context, Options
 from bench.database import bench_postgres
 from bench.report import Report
@@ -29,6 +38,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "queue": queue.run,
     "scale": scale.run,
     "memory": memory.run,
+    "delivery-fairness": delivery_fairness.run,
+    "fairness": fairness.run,
 }
 
 

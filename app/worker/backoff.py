@@ -35,4 +35,3 @@ def poll_delay(polls: int, *, webhook_mode: bool, first: float, reconcile_after:
     if webhook_mode:
         return reconcile_after
     return min(first * POLL_GROWTH ** max(polls - 1, 0), max(POLL_MAX_INTERVAL, first))
-

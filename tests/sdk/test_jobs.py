@@ -185,7 +185,11 @@ async def test_a_given_idempotency_key_returns_the_first_job(make_stack: StackFa
     async with make_stack() as stack, client_for(stack) as client:
         first = await client.jobs.create(FOX, idempotency_key="order-A-1001")
         again = await client.jobs.create(FOX, idempotency_key="order-A-1001")
-        assert again == first
+        # The same job, as it is now: the worker may have moved it on between the two calls.
+        assert again.id == first.id
+        assert again.model_dump(include={"input", "metadata", "created_at"}) == first.model_dump(
+            include={"input", "metadata", "created_at"}
+        )
         count = await stack.pool.fetchval(
             "SELECT count(*) FROM jobs WHERE client_id = $1", stack.client_id
         )
