@@ -1,5 +1,6 @@
-"""Claiming due work. Each claim is one autocommit statement: the rows are leased (locked_until)
-and committed before any HTTP call starts, so no lock or transaction is held across a call.
+"""Claiming due work. Each claim is one short transaction (one statement, or for submissions
+an advisory lock and one statement): the rows are leased (locked_until) and committed before any
+HTTP call starts, so no lock or transaction is held across a call.
 
 A lease that runs out (its worker died) makes the row claimable again by anyone.
 """
