@@ -55,6 +55,10 @@ UPDATE webhook_endpoints SET
     disabled_reason = CASE WHEN $7 IS NULL THEN disabled_reason
                            WHEN $7 THEN NULL ELSE 'disabled by the client' END,
     failing_since = CASE WHEN $7 THEN NULL ELSE failing_since END,
+    -- Re-enabled or pointed elsewhere: the failures that opened the breaker were another
+    -- receiver's (or before a fix), so deliveries flow again at once.
+    consecutive_failures = CASE WHEN $7 OR $3 IS NOT NULL THEN 0 ELSE consecutive_failures END,
+    breaker_open_until = CASE WHEN $7 OR $3 IS NOT NULL THEN NULL ELSE breaker_open_until END,
     updated_at = now()
 WHERE id = $1 AND client_id = $2
 RETURNING {ENDPOINT_COLUMNS}

@@ -7,17 +7,21 @@ no signal handlers of its own, so the worker's SIGTERM drain stays the only one.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from app.db.availability import is_unavailable
 from app.db.pool import Pool
 from app.health import NotReady, check_alive, check_ready
 from app.metrics import DEFAULT_QUEUE_REFRESH_SECONDS, scrape_allowed
 from app.metrics import render as render_metrics
 from app.worker.supervision import Supervisor
+
+log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -85,8 +89,14 @@ class ProbeServer:
             except NotReady as exc:
                 problem = {"title": "Service unavailable", "status": 503, "detail": str(exc)}
                 return _json(503, problem, content_type=PROBLEM_JSON)
-            except Exception as exc:  # the database is away: not ready, and say why
-                problem = {"title": "Service unavailable", "status": 503, "detail": repr(exc)}
+            except Exception as exc:
+                # Not ready, and say why without internals (the port asks for no token): the
+                # exception itself is logged.
+                log.warning("probe %s failed", request.path, exc_info=exc)
+                detail = (
+                    "The database is unreachable." if is_unavailable(exc) else type(exc).__name__
+                )
+                problem = {"title": "Service unavailable", "status": 503, "detail": detail}
                 return _json(503, problem, content_type=PROBLEM_JSON)
 
         return handle

@@ -81,6 +81,11 @@ WHERE id = ANY(ARRAY(SELECT id FROM picked)) AND status = 'queued'
 RETURNING id, model, input, attempts, priority, start_timeout
 """
 
+CLAIM_SUBMISSIONS_TIMEOUTS = """
+SELECT set_config('idle_in_transaction_session_timeout', '5s', true),
+       set_config('lock_timeout', '5s', true)
+"""
+
 CLAIM_RECONCILIATIONS = """
 UPDATE jobs
 SET locked_until = now() + make_interval(secs => $2), polls = polls + 1
@@ -111,6 +116,11 @@ async def claim_submissions(
     async with pool.acquire() as conn, conn.transaction():
         # A statement of its own: the claim's snapshot must be taken after the lock is held, or
         # it would miss the leases of the claim that held it last.
+        # Every replica queues on this lock, so no session may keep it long: one whose host
+        # vanished mid-claim (no FIN, no RST) is ended by Postgres after a few seconds idle in
+        # its transaction, not after TCP keepalive's hours, and a claim waits at most as long
+        # (then fails, and its loop tries again).
+        await conn.execute(CLAIM_SUBMISSIONS_TIMEOUTS)
         await conn.execute("SELECT pg_advisory_xact_lock($1)", SUBMISSION_LOCK)
         return await conn.fetch(
             CLAIM_SUBMISSIONS,
@@ -269,13 +279,15 @@ UPDATE webhook_endpoints AS e SET
                            THEN 'every delivery failed for 5 days' ELSE e.disabled_reason END,
     consecutive_failures = CASE
         WHEN u.n = 0 OR e.breaker_open_until > $3 THEN e.consecutive_failures
-        WHEN e.consecutive_failures >= $4 THEN e.consecutive_failures + 1
+        -- Counted up to where the cool-down reaches its ceiling (2^20 times the first is far
+        -- past any ceiling), so a probe failing for weeks cannot overflow power() below.
+        WHEN e.consecutive_failures >= $4 THEN LEAST(e.consecutive_failures + 1, $4 + 20)
         ELSE LEAST(e.consecutive_failures + u.n, $4) END,
     breaker_open_until = CASE
         WHEN u.n = 0 OR e.breaker_open_until > $3 THEN e.breaker_open_until
         WHEN e.consecutive_failures >= $4
             THEN $3 + make_interval(secs => LEAST(
-                $5 * power(2, e.consecutive_failures - $4 + 1), GREATEST($5, $6)))
+                $5 * power(2, LEAST(e.consecutive_failures - $4 + 1, 20)), GREATEST($5, $6)))
         WHEN e.consecutive_failures + u.n >= $4 THEN $3 + make_interval(secs => $5)
         ELSE e.breaker_open_until END,
     updated_at = now()

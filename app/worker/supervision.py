@@ -9,7 +9,9 @@ while the API went on answering 201.)
 
 A completed iteration is a heartbeat. A loop whose last heartbeat is older than `stall_after`
 is stalled: `/readyz` answers 503 naming it. One silent for `LIVENESS_FACTOR` times as long
-is one the supervisor could not mend: `/livez` fails, and Kubernetes restarts the process.
+is one the supervisor could not mend: `/livez` fails, and Kubernetes restarts the process. An
+iteration that failed only because the database is unreachable still shows the loop alive:
+a restart would not bring the database back, and would drop the results workers hold for it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from app.db.availability import is_unavailable
 from app.metrics import LOOP_RESTARTS
 
 log = logging.getLogger(__name__)
@@ -39,8 +42,11 @@ Iteration = Callable[[], Awaitable[None]]
 class LoopHealth:
     name: str
     stall_after: float
-    last_beat: float
+    last_beat: float  # the last completed iteration
+    last_alive: float  # the last iteration that completed or failed for want of a database
     failures: int = 0  # in a row; a completed iteration resets it
+    # What went wrong last, coarsely (it is shown by unauthenticated probes): "stalled",
+    # "database unavailable", or the exception's type; the traceback is in the log.
     last_error: str | None = None
     restarts: int = field(default=0)
 
@@ -66,7 +72,8 @@ class Supervisor:
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self, name: str, iteration: Iteration, *, stall_after: float | None = None) -> None:
-        health = LoopHealth(name, stall_after or self.stall_after, last_beat=self._clock())
+        now = self._clock()
+        health = LoopHealth(name, stall_after or self.stall_after, last_beat=now, last_alive=now)
         self.loops[name] = health
         self._tasks.append(asyncio.create_task(self._run(health, iteration), name=name))
 
@@ -91,7 +98,7 @@ class Supervisor:
         process."""
         now = self._clock()
         return [
-            h for h in self.loops.values() if h.silent_for(now) > LIVENESS_FACTOR * h.stall_after
+            h for h in self.loops.values() if now - h.last_alive > LIVENESS_FACTOR * h.stall_after
         ]
 
     async def _run(self, health: LoopHealth, iteration: Iteration) -> None:
@@ -108,15 +115,24 @@ class Supervisor:
                 raise
             except BaseException as exc:
                 if isinstance(exc, TimeoutError) and bound.expired():
-                    self._failed(health, f"no iteration completed in {health.stall_after:g} s")
+                    self._failed(health, "stalled")
                     log.error(
                         "loop %s stalled for %g s; restarting it",
                         health.name,
                         health.stall_after,
                         extra={"loop": health.name},
                     )
+                elif is_unavailable(exc):
+                    health.last_alive = self._clock()
+                    self._failed(health, "database unavailable")
+                    log.warning(
+                        "loop %s: the database is unavailable; retrying",
+                        health.name,
+                        exc_info=exc,
+                        extra={"loop": health.name},
+                    )
                 else:
-                    self._failed(health, repr(exc))
+                    self._failed(health, type(exc).__name__)
                     log.exception(
                         "loop %s failed (%d in a row); restarting it",
                         health.name,
@@ -124,7 +140,7 @@ class Supervisor:
                         extra={"loop": health.name},
                     )
             else:
-                health.last_beat = self._clock()
+                health.last_beat = health.last_alive = self._clock()
                 health.failures = 0
                 continue
             await self._backoff(health)

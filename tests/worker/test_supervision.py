@@ -238,3 +238,31 @@ async def test_a_worker_process_serves_the_same_probes_on_its_metrics_port(
         proc.terminate()
         proc.wait(30)
     assert proc.returncode == 0
+
+
+async def test_a_database_outage_turns_readiness_red_but_never_liveness(
+    make_stack: StackFactory,
+) -> None:
+    """A loop failing only because the database is unreachable is alive: restarting the
+    process would not bring the database back (and would drop the results it holds)."""
+    async with make_stack(loop_stall_seconds=STALL) as stack:
+        # InternalClientError is one of the errors that mean "the database is unavailable".
+        injected = _inject(stack, "submit", "InternalClientError", times=float("inf"))
+        job_id = await stack.create_job("held while the database is away")
+
+        async def readiness_is(status: int) -> bool:
+            return (await stack.api.get("/readyz")).status_code == status
+
+        await until(lambda: readiness_is(503), within=10)
+        detail = (await stack.api.get("/readyz")).json()["detail"]
+        assert "submit (last error: database unavailable)" in detail
+        # Well past the liveness bound (3 x STALL), liveness stays green throughout.
+        deadline = time.monotonic() + 4 * STALL
+        while time.monotonic() < deadline:
+            assert (await stack.api.get("/livez")).status_code == 200
+            await asyncio.sleep(0.1)
+        assert injected.hits > 3
+
+        injected.heal()
+        assert (await stack.wait_for(job_id, within=30))["status"] == "succeeded"
+        await until(lambda: readiness_is(200), within=10)
