@@ -117,6 +117,10 @@ async def _open_lane(
         # Poll mode (no PUBLIC_BASE_URL), first status poll an hour away: the reconciler
         # stays out of the measurement.
         poll_interval_seconds=3600,
+        # Nothing finishes at fal here (no webhook, no poll), so the account-wide cap would
+        # stop the run at 40 jobs: lift it past the batch. The fair claim (its advisory lock
+        # and per-client counts) is still what every submission goes through.
+        fal_max_in_flight=1_000_000,
         **settings,
     )
     meter = ctx.cpu_meter(worker=worker, fakefal=fakefal)
