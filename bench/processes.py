@@ -151,7 +151,9 @@ class Process:
         self._log.close()
         return self.popen.returncode
 
-    async def wait_http(self, url: str, within: float = 30.0) -> None:
+    # Start bounds: generous, as they only end a run that is failing anyway; a server starting
+    # beside other work on two busy cores has taken more than 30 s.
+    async def wait_http(self, url: str, within: float = 120.0) -> None:
         """Until `url` answers 2xx (a readiness probe)."""
         deadline = time.monotonic() + within
         async with httpx.AsyncClient(trust_env=False, timeout=2.0) as client:
@@ -164,7 +166,7 @@ class Process:
                     raise TimeoutError(f"{self.name} did not answer {url} in {within} s")
                 await asyncio.sleep(0.05)
 
-    async def wait_log(self, text: str, within: float = 30.0) -> None:
+    async def wait_log(self, text: str, within: float = 120.0) -> None:
         """Until the process has logged `text` (for processes without an HTTP port)."""
         deadline = time.monotonic() + within
         while text not in self.log():
