@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from app.clients.limits import LIMIT_NAMES
 from app.db.pool import Pool
 
 CLIENT_COLUMNS = (
@@ -82,15 +83,7 @@ async def update_limits(
 ) -> asyncpg.Record | None:
     """`changes` maps limit names to new values (None: back to the default)."""
     args: list[Any] = [client_id]
-    for name in (
-        "requests_per_second",
-        "burst",
-        "max_endpoints",
-        "max_queued_jobs",
-        "max_in_flight",
-        "monthly_budget_usd",
-        "weight",
-    ):
+    for name in LIMIT_NAMES:  # the order UPDATE_LIMITS takes its pairs of arguments in
         args += [name in changes, changes.get(name)]
     return await pool.fetchrow(UPDATE_LIMITS, *args)
 
