@@ -136,7 +136,9 @@ async def test_nothing_is_lost_under_faults(
                 run = ChaosRun(api, serve, own_postgres, receiver, rng, disruptions, seed)
                 await run.go(f"{receiver_server.url}/callback")
             await serve.ready()
-            forwarded, settled_in = await _settle(asyncpg_dsn(own_database_url), client_id)
+            forwarded, breakers, settled_in = await _settle(
+                asyncpg_dsn(own_database_url), client_id
+            )
         finally:
             serve.stop()
 
@@ -176,6 +178,7 @@ async def test_nothing_is_lost_under_faults(
         "fal_webhooks_delayed": sum(r.webhook.delay > 0 for r in fake.requests),
         **{name: value for name, value in receiver.faults.items()},
         "deliveries_brought_forward": forwarded,
+        "breakers_brought_forward": breakers,
         **result.figures,
     }
     summary = _table(figures)
@@ -303,6 +306,13 @@ WHERE client_id = $1 AND status = 'pending'
   AND (locked_until IS NULL OR locked_until <= now())
 RETURNING id
 """
+# Likewise a circuit breaker's cool-down (30 s, doubling per trip): the receiver that opened it
+# is back once the faults stop, and its half-open probe is what closes it.
+FAST_FORWARD_BREAKERS = f"""
+UPDATE webhook_endpoints SET breaker_open_until = now()
+WHERE client_id = $1 AND breaker_open_until > now() + interval '{FAST_FORWARD_BEYOND} seconds'
+RETURNING id
+"""
 OPEN_WORK = """
 SELECT (SELECT count(*) FROM jobs WHERE client_id = $1
         AND status NOT IN ('succeeded', 'failed', 'canceled')) AS jobs,
@@ -310,12 +320,13 @@ SELECT (SELECT count(*) FROM jobs WHERE client_id = $1
 """
 
 
-async def _settle(dsn: str, client_id: Any) -> tuple[int, float]:
+async def _settle(dsn: str, client_id: Any) -> tuple[int, int, float]:
     """Until no job is open and no delivery pending (or time runs out: the audit then says
-    what is left). Retries the schedule puts minutes away are brought forward, as if the clock
-    had moved on; how many is reported."""
+    what is left). Retries the schedule puts minutes away, and breakers' cool-downs, are brought
+    forward, as if the clock had moved on; how many of each is reported."""
     conn = await asyncpg.connect(dsn)
     forwarded: set[Any] = set()
+    breakers: set[Any] = set()
     started = time.monotonic()
     deadline = started + 60 + JOBS / 20
     try:
@@ -325,10 +336,11 @@ async def _settle(dsn: str, client_id: Any) -> tuple[int, float]:
             if open_work["jobs"] == 0 and open_work["deliveries"] == 0:
                 break
             forwarded.update(row["id"] for row in await conn.fetch(FAST_FORWARD, client_id))
+            breakers.update(row["id"] for row in await conn.fetch(FAST_FORWARD_BREAKERS, client_id))
             await asyncio.sleep(0.25)
     finally:
         await conn.close()
-    return len(forwarded), time.monotonic() - started
+    return len(forwarded), len(breakers), time.monotonic() - started
 
 
 def _table(figures: dict[str, Any]) -> str:
