@@ -15,6 +15,10 @@ from bench.report import Report
 
 E = TypeVar("E")
 
+# The harness's own calls (set-up, control, stats) are no measurement: bounded generously, as on
+# two busy cores beside other benchmarks a loopback connect has taken longer than httpx's 5 s.
+HARNESS_TIMEOUT = 60.0
+
 
 async def connect(database_url: str) -> asyncpg.Connection[Any]:
     return await asyncpg.connect(asyncpg_dsn(database_url))

@@ -23,7 +23,7 @@ from app import ids
 from app.db.pool import create_pool
 from app.db.wakeup import CHANNEL
 from app.webhooks import repository, signing
-from bench.benchmarks.common import connect, wait_until
+from bench.benchmarks.common import HARNESS_TIMEOUT, connect, wait_until
 from bench.context import Context, create_api_key, start_receiver, start_worker
 from bench.report import Figure, Report
 from bench.workload import succeeded_event
@@ -94,7 +94,9 @@ async def _variant(
             return bool(n >= min(hanging, 64))
 
         await wait_until(a_hanging, within=30.0)
-        async with httpx.AsyncClient(base_url=receiver_url) as http:
+        async with httpx.AsyncClient(
+            base_url=receiver_url, trust_env=False, timeout=HARNESS_TIMEOUT
+        ) as http:
             await http.post("/reset")
             for _ in range(B_EVENTS):
                 at = datetime.now(UTC).isoformat()

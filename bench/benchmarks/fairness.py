@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from bench import stats
-from bench.benchmarks.common import connect, wait_until
+from bench.benchmarks.common import HARNESS_TIMEOUT, connect, wait_until
 from bench.context import Context, create_api_key, start_fakefal, start_falrelay
 from bench.processes import HOST, Processes, free_port
 from bench.report import Figure, Report
@@ -72,7 +72,10 @@ async def _variant(
 
     def client(key: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            base_url=serve_url, trust_env=False, headers={"Authorization": f"Bearer {key}"}
+            base_url=serve_url,
+            trust_env=False,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=HARNESS_TIMEOUT,
         )
 
     conn = await connect(database_url)
@@ -133,7 +136,7 @@ async def run(ctx: Context) -> Report:
     results: dict[str, dict[str, Any]] = {}
     with ctx.processes("fairness") as procs:
         _, fal_url = await start_fakefal(procs)
-        async with httpx.AsyncClient(trust_env=False) as http:
+        async with httpx.AsyncClient(trust_env=False, timeout=HARNESS_TIMEOUT) as http:
             response = await http.patch(
                 f"{fal_url}/_fake/config", json={"run_latency": RUN_LATENCY_S}
             )

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from bench.benchmarks.common import HARNESS_TIMEOUT
 from bench.context import create_api_key, start_fakefal, start_falrelay, start_receiver
 from bench.processes import HOST, Process, Processes, free_port
 
@@ -32,12 +33,12 @@ class Stack:
         return {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
 
     async def receiver_stats(self) -> dict[str, Any]:
-        async with httpx.AsyncClient(trust_env=False) as http:
+        async with httpx.AsyncClient(trust_env=False, timeout=HARNESS_TIMEOUT) as http:
             stats: dict[str, Any] = (await http.get(f"{self.receiver_url}/stats")).json()
             return stats
 
     async def reset_receiver(self) -> None:
-        async with httpx.AsyncClient(trust_env=False) as http:
+        async with httpx.AsyncClient(trust_env=False, timeout=HARNESS_TIMEOUT) as http:
             await http.post(f"{self.receiver_url}/reset")
 
     async def wait_delivered(self, jobs: int, *, within: float, idle: float = 5.0) -> None:
@@ -80,7 +81,10 @@ async def start_stack(
         **settings,
     )
     async with httpx.AsyncClient(
-        base_url=serve_url, trust_env=False, headers={"Authorization": f"Bearer {key}"}
+        base_url=serve_url,
+        trust_env=False,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=HARNESS_TIMEOUT,
     ) as api:
         response = await api.post(
             "/v1/webhook-endpoints",
