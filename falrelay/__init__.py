@@ -6,6 +6,10 @@ typed errors, and `falrelay.webhooks.verify` for receivers.
     with Client() as client:  # FALRELAY_URL, FALRELAY_API_KEY
         job = client.jobs.create({"prompt": "a red fox in snow"}, wait=True)
         print(job.images[0].url)
+
+Any model: `client.jobs.create(input, model="fal-ai/...")`. `falrelay.files.files_of(job)` lists
+a finished job's images, videos, sounds and other files; `falrelay.files.data_uri(path)` sends a
+local file as a file input (`image_url` and the like).
 """
 
 from falrelay.client import AsyncClient, Client
@@ -30,6 +34,8 @@ from falrelay.models import (
     Attempt,
     Delivery,
     Event,
+    File,
+    FileKind,
     Image,
     Job,
     JobError,
@@ -57,6 +63,8 @@ __all__ = [
     "Delivery",
     "Event",
     "FalrelayError",
+    "File",
+    "FileKind",
     "Image",
     "InternalServerError",
     "Job",

@@ -51,6 +51,26 @@ class Image(_Model):
     file_size: int | None = None
 
 
+# What a file is, for showing it: an <img>, a video or audio player, or a link.
+FileKind = Literal["image", "video", "audio", "file"]
+
+
+class File(_Model):
+    """One file of a finished job's output, whatever the model: an image, a video, a sound,
+    or anything else (`kind` "file"). A URL to fetch it from (or a `data:` URI when fal sent the
+    bytes inline), never the bytes; what is unknown is None."""
+
+    url: str
+    content_type: str | None
+    # A plain string rather than FileKind: a kind the service adds later still parses.
+    kind: str
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None  # seconds, for video and audio
+    file_name: str | None = None
+    file_size: int | None = None
+
+
 class JobError(_Model):
     type: str
     message: str
@@ -73,6 +93,10 @@ class Job(_Model):
     # Defaults: events stored before these fields existed are sent without them.
     priority: JobPriority = "normal"
     start_timeout: float | None = None
+    # Every file of the output, found through the model's output schema. Empty until the job
+    # has succeeded, and from services older than this field (`falrelay.files.files_of` then
+    # finds them in `output`).
+    files: list[File] = Field(default_factory=list)
     created_at: datetime
     submitted_at: datetime | None
     started_at: datetime | None
