@@ -1,4 +1,9 @@
-"""`falrelay submit`: a job through the API with the SDK, its progress, and its image.
+"""`falrelay submit`: a job of any model through the API with the SDK, its progress, and its
+files (images, videos, sounds...).
+
+The input is built from, in this order (a later source overrides a key of an earlier one):
+`--input-json` (a whole input object), the prompt and the ImagineArt convenience flags
+(`--aspect-ratio`...), then each `--input KEY=VALUE`.
 
 Exit codes: 0 the job succeeded (or was only submitted), 1 it failed, was canceled or did not
 finish in time, 2 a usage or API error (the problem's details on stderr). With `--json`,
@@ -9,17 +14,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 import os
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
 
-from falrelay import APIConnectionError, APIError, AsyncClient, FalrelayError, Job
+from falrelay import APIConnectionError, APIError, AsyncClient, FalrelayError, File, Job
+from falrelay.files import data_uri, files_of, suffix_for
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # Where `falrelay dev` (run from this directory with its default --data-dir) keeps its key.
@@ -32,7 +41,22 @@ class UsageError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompt", help="what the image shows")
+    parser.add_argument("prompt", nargs="?", help="the input's `prompt` (what the image shows)")
+    parser.add_argument(
+        "--input",
+        action="append",
+        type=_pair,
+        default=[],
+        metavar="KEY=VALUE",
+        help="an input field (repeatable): VALUE is read as JSON when it is JSON (42, true, "
+        '{"w": 1}, ""quoted text""), else as text; @PATH sends a local file as a data: URI; '
+        "a KEY ending in _urls given more than once makes a list",
+    )
+    parser.add_argument(
+        "--input-json",
+        metavar="FILE",
+        help="the whole input as a JSON object, from FILE (- reads stdin)",
+    )
     parser.add_argument("--aspect-ratio", help="e.g. 1:1 (the default), 16:9, 9:16, 4:3")
     parser.add_argument("--resolution", help="1K or 2K (the default)")
     parser.add_argument("--seed", type=int, help="the same seed gives the same image")
@@ -45,13 +69,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a metadata pair for the job (repeatable)",
     )
-    parser.add_argument("--model", help="a model id from GET /v1/models (default: the service's)")
+    parser.add_argument(
+        "--model", help="a model id from `GET /v1/models` (default: the service's default model)"
+    )
     parser.add_argument("--wait", action="store_true", help="follow the job until it finishes")
     parser.add_argument(
         "--out",
-        type=Path,
-        metavar="FILE",
-        help="download the image here (implies --wait; several images: FILE-1, FILE-2, ...)",
+        metavar="DIR",
+        help="save every file of the finished job in DIR as JOB_ID-1.png, JOB_ID-2.mp4, ... "
+        "(made if missing; implies --wait). A name with a suffix (fox.png) is one file "
+        "instead: several files are then fox-1.png, fox-2.png, ...",
     )
     parser.add_argument(
         "--json", action="store_true", help="print the final job as JSON on stdout, nothing else"
@@ -98,11 +125,12 @@ def run(args: argparse.Namespace) -> None:
     raise SystemExit(code)
 
 
+# The ImagineArt flags, kept as shorthands for their input fields.
+CONVENIENCE_FIELDS = ("aspect_ratio", "resolution", "seed", "reasoning")
+
+
 async def submit(args: argparse.Namespace) -> int:
-    job_input: dict[str, Any] = {"prompt": args.prompt}
-    for name in ("aspect_ratio", "resolution", "seed", "reasoning"):
-        if getattr(args, name) is not None:
-            job_input[name] = getattr(args, name)
+    job_input = build_input(args)
     waiting = args.wait or args.out is not None
     async with AsyncClient(_key(args), base_url=_url(args)) as client:
         job = await client.jobs.create(
@@ -110,11 +138,66 @@ async def submit(args: argparse.Namespace) -> int:
         )
         if waiting:
             job = await _follow(client, job, Progress(job, sys.stderr), args.timeout)
-    saved = await _download(job, args.out) if args.out is not None and _succeeded(job) else []
+    saved: list[Path] = []
+    if args.out is not None and _succeeded(job):
+        saved = await download(job, files_of(job), Path(args.out), is_directory(args.out))
     _report(job, saved, waiting=waiting, as_json=args.json)
     if not waiting or _succeeded(job):
         return 0
     return 1
+
+
+def build_input(args: argparse.Namespace) -> dict[str, Any]:
+    job_input = _read_input_json(args.input_json) if args.input_json else {}
+    if args.prompt is not None:
+        job_input["prompt"] = args.prompt
+    for name in CONVENIENCE_FIELDS:
+        if getattr(args, name) is not None:
+            job_input[name] = getattr(args, name)
+    flags: dict[str, Any] = {}
+    for key, text in args.input:
+        value = input_value(text)
+        if key.endswith("_urls") and not isinstance(value, list):
+            # `--input image_urls=@a.png --input image_urls=@b.png`: one list of both.
+            value = [*flags.get(key, []), value]
+        flags[key] = value
+    job_input.update(flags)
+    if not job_input:
+        raise UsageError("no input: give a prompt, --input KEY=VALUE or --input-json FILE")
+    return job_input
+
+
+def input_value(text: str) -> Any:
+    """`@PATH`: the local file as a data: URI. Else the text as JSON when it parses as JSON
+    (numbers, booleans, null, objects, arrays, "quoted strings"), else the text itself."""
+    if text.startswith("@"):
+        path = Path(text[1:]).expanduser()
+        if not path.is_file():
+            raise UsageError(f"{text!r}: no file {str(path)!r} to send")
+        return data_uri(path)
+    try:
+        return json.loads(text, parse_constant=_not_json)
+    except ValueError:
+        return text
+
+
+def _not_json(constant: str) -> None:
+    # Python reads NaN and Infinity, which are not JSON: such a value stays text.
+    raise ValueError(constant)
+
+
+def _read_input_json(source: str) -> dict[str, Any]:
+    name = "stdin" if source == "-" else source
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+        value = json.loads(text)
+    except OSError as exc:
+        raise UsageError(f"--input-json: cannot read {name}: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise UsageError(f"--input-json: {name} is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise UsageError(f"--input-json: {name} holds {type(value).__name__}, not an object")
+    return value
 
 
 async def _follow(client: AsyncClient, job: Job, progress: Progress, within: float) -> Job:
@@ -187,37 +270,101 @@ def _succeeded(job: Job) -> bool:
     return job.status == "succeeded"
 
 
+def is_directory(out: str) -> bool:
+    """Whether `--out` names a directory: one that exists, or a path ending in a separator or
+    without a suffix. `fox.png` is a file name (the old `--out FILE`)."""
+    path = Path(out)
+    return path.is_dir() or out.endswith(("/", os.sep)) or not path.suffix
+
+
 def output_paths(out: Path, count: int) -> list[Path]:
-    """FILE for one image; FILE-1, FILE-2, ... (before the suffix) for several."""
+    """FILE for one file; FILE-1, FILE-2, ... (before the suffix) for several."""
     if count == 1:
         return [out]
     return [out.with_name(f"{out.stem}-{n}{out.suffix}") for n in range(1, count + 1)]
 
 
-async def _download(job: Job, out: Path) -> list[Path]:
-    images = job.images
-    paths = output_paths(out, len(images))
-    # A client of its own, without the API key: image URLs may point anywhere (fal's CDN).
+def directory_paths(directory: Path, job_id: str, files: list[File]) -> list[Path]:
+    """JOB_ID-1.png, JOB_ID-2.mp4, ...: numbered in the output's order, each with its own
+    type's suffix."""
+    return [directory / f"{job_id}-{n}{suffix_for(file)}" for n, file in enumerate(files, 1)]
+
+
+def save_paths(job: Job, files: list[File], out: Path, into_directory: bool) -> list[Path]:
+    if into_directory:
+        out.mkdir(parents=True, exist_ok=True)
+        return directory_paths(out, job.id, files)
+    return output_paths(out, len(files))
+
+
+async def download(job: Job, files: list[File], out: Path, into_directory: bool) -> list[Path]:
+    if not files:
+        _err(f"falrelay: {job.id} has no files to save")
+        return []
+    paths = await asyncio.to_thread(save_paths, job, files, out, into_directory)
+    # A client of its own, without the API key: file URLs may point anywhere (fal's CDN).
     async with httpx.AsyncClient(timeout=60.0, follow_redirects=True) as http:
-        for image, path in zip(images, paths, strict=True):
-            try:
-                response = await http.get(image.url)
-                response.raise_for_status()
-            except httpx.HTTPError as exc:
-                raise FalrelayError(f"could not download {image.url}: {exc}") from exc
-            path.write_bytes(response.content)
+        for file, path in zip(files, paths, strict=True):
+            await _save(http, file.url, path)
     return paths
+
+
+async def _save(http: httpx.AsyncClient, url: str, path: Path) -> None:
+    if url.startswith("data:"):
+        # fal's sync mode sends the bytes in the output itself.
+        await asyncio.to_thread(path.write_bytes, _data_uri_bytes(url))
+        return
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise FalrelayError(f"cannot download {url!r}: not an http(s) URL")
+    sink = await asyncio.to_thread(path.open, "wb")
+    try:
+        async with http.stream("GET", url) as response:
+            response.raise_for_status()
+            # Streamed: a video need not fit in memory.
+            async for chunk in response.aiter_bytes():
+                sink.write(chunk)
+    except httpx.HTTPError as exc:
+        sink.close()
+        await asyncio.to_thread(path.unlink, True)
+        raise FalrelayError(f"could not download {url}: {exc}") from exc
+    finally:
+        sink.close()
+
+
+def _data_uri_bytes(url: str) -> bytes:
+    header, sep, payload = url.partition(",")
+    if not sep:
+        raise FalrelayError("a data: URI without data")
+    if header.endswith(";base64"):
+        try:
+            return base64.b64decode(payload, validate=True)
+        except binascii.Error as exc:
+            raise FalrelayError(f"a data: URI that is not base64: {exc}") from exc
+    return urllib.parse.unquote_to_bytes(payload)
 
 
 def _report(job: Job, saved: list[Path], *, waiting: bool, as_json: bool) -> None:
     if as_json:
-        _out(json.dumps(job.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        # As the service sent it: no field the SDK only defaults (an older service's `files`).
+        _out(
+            json.dumps(
+                job.model_dump(mode="json", exclude_unset=True), indent=2, ensure_ascii=False
+            )
+        )
         for path in saved:
             _err(f"saved {path}")
     elif not waiting:
         _out(job.id)
     elif _succeeded(job):
-        for line in [str(path) for path in saved] or [image.url for image in job.images]:
+        if saved:
+            lines = [str(path) for path in saved]
+        else:
+            # No --out: where the files are; a model without files: its output.
+            files = files_of(job)
+            lines = [file.url for file in files] or [
+                json.dumps(job.output, indent=2, ensure_ascii=False)
+            ]
+        for line in lines:
             _out(line)
     if waiting and job.is_terminal and not _succeeded(job):
         reason = f": {job.error.type}: {job.error.message}" if job.error else ""

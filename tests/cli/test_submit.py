@@ -3,7 +3,9 @@ HTTP: the service, its workers and the fake fal."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import base64
 import json
 import os
 import pty
@@ -14,7 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from app.submit import output_paths
+from app.catalog import DEFAULT_MODEL_ID
+from app.submit import (
+    UsageError,
+    add_arguments,
+    build_input,
+    directory_paths,
+    download,
+    is_directory,
+    output_paths,
+)
+from falrelay import File, Job
+from falrelay.files import files_of
 from tests.sdk.support import key_of
 from tests.servers import free_port
 from tests.stack import Stack, StackFactory
@@ -31,7 +44,12 @@ def falrelay(*args: str) -> list[str]:
 
 
 async def submit(
-    stack: Stack, cwd: Path, *args: str, key: bool = True, stderr: int | None = None
+    stack: Stack,
+    cwd: Path,
+    *args: str,
+    key: bool = True,
+    stderr: int | None = None,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FALRELAY_")}
     env["FALRELAY_URL"] = stack.service_url
@@ -42,6 +60,7 @@ async def submit(
         falrelay("submit", *args),
         cwd=cwd,
         env=env,
+        input=stdin,
         stdout=subprocess.PIPE,
         stderr=stderr if stderr is not None else subprocess.PIPE,
         text=True,
@@ -196,6 +215,172 @@ def test_no_service_at_the_url_says_how_to_start_one(tmp_path: Path) -> None:
     assert "falrelay dev" in done.stderr
 
 
+async def test_any_input_by_key_and_json_and_every_file_saved_in_a_directory(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    async with make_stack() as stack:
+        (tmp_path / "input.json").write_text(
+            json.dumps({"prompt": "replaced below", "resolution": "1K", "aspect_ratio": "1:1"})
+        )
+        result = await submit(
+            stack,
+            tmp_path,
+            "--model", DEFAULT_MODEL_ID,
+            "--input-json", "input.json",
+            "--input", "prompt=a red fox in snow",
+            "--input", "aspect_ratio=9:16",
+            "--input", "seed=42",  # JSON: the number 42, not the text "42"
+            "--out", "results",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        job_id = result.stderr.splitlines()[0].split()[0]
+        saved = tmp_path / "results" / f"{job_id}-1.png"
+        assert result.stdout == f"{Path('results') / saved.name}\n"
+        assert png_size(saved.read_bytes()) == (720, 1280)
+
+        job = (await stack.api.get(f"/v1/jobs/{job_id}")).json()
+        assert job["model"] == DEFAULT_MODEL_ID
+        assert job["input"]["prompt"] == "a red fox in snow"
+        assert job["input"]["aspect_ratio"] == "9:16"
+        assert job["input"]["resolution"] == "1K"
+        assert job["input"]["seed"] == 42
+        served = await stack.fal.get(job["output"]["images"][0]["url"])
+        assert served.content == saved.read_bytes()
+
+
+async def test_the_input_from_stdin_and_a_local_file_as_a_data_uri(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    async with make_stack() as stack:
+        # The default model takes no file input; a text file sent as its prompt shows what a
+        # file input (`--input image_url=@face.png`) carries: the file, inline.
+        (tmp_path / "note.txt").write_text("a fox")
+        result = await submit(
+            stack,
+            tmp_path,
+            "--input-json", "-",
+            "--input", "prompt=@note.txt",
+            stdin=json.dumps({"resolution": "1K", "reasoning": "high"}),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        job = (await stack.api.get(f"/v1/jobs/{result.stdout.strip()}")).json()
+        encoded = base64.b64encode(b"a fox").decode()
+        assert job["input"]["prompt"] == f"data:text/plain;base64,{encoded}"
+        assert job["input"]["reasoning"] == "high"
+        assert job["input"]["resolution"] == "1K"
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_input_values_are_json_when_they_parse_as_json(tmp_path: Path) -> None:
+    face = tmp_path / "face.png"
+    face.write_bytes(PNG_SIGNATURE)
+    uri = "data:image/png;base64," + base64.b64encode(PNG_SIGNATURE).decode()
+    built = build_input(
+        parse(
+            "--input", "n=3",
+            "--input", "ratio=0.5",
+            "--input", "safe=false",
+            "--input", "size={\"width\": 512, \"height\": 512}",
+            "--input", "text=a fox, in snow",
+            "--input", "quoted=\"42\"",
+            "--input", "nan=NaN",
+            "--input", "empty=",
+            "--input", "eq=a=b",
+            "--input", f"image_url=@{face}",
+            "--input", "image_urls=https://files.example/a.png",
+            "--input", f"image_urls=@{face}",
+        )
+    )  # fmt: skip
+    assert built == {
+        "n": 3,
+        "ratio": 0.5,
+        "safe": False,
+        "size": {"width": 512, "height": 512},
+        "text": "a fox, in snow",
+        "quoted": "42",
+        "nan": "NaN",  # not JSON, though Python reads it
+        "empty": "",
+        "eq": "a=b",
+        "image_url": uri,
+        "image_urls": ["https://files.example/a.png", uri],
+    }
+    # The positional prompt and the ImagineArt flags still fill their fields; --input wins.
+    assert build_input(parse("a fox", "--seed", "7", "--input", "seed=8")) == {
+        "prompt": "a fox",
+        "seed": 8,
+    }
+
+
+def test_input_mistakes_are_usage_errors(tmp_path: Path) -> None:
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "broken.json").write_text("{")
+    cases = {
+        "no input": [],
+        "no file": ["--input", f"image_url=@{tmp_path / 'missing.png'}"],
+        "not an object": ["--input-json", str(tmp_path / "list.json")],
+        "is not JSON": ["--input-json", str(tmp_path / "broken.json")],
+        "cannot read": ["--input-json", str(tmp_path / "absent.json")],
+    }
+    for message, argv in cases.items():
+        with pytest.raises(UsageError, match=message):
+            build_input(parse(*argv))
+    with pytest.raises(SystemExit):
+        parse("--input", "no-equals-sign")
+
+
 def test_several_images_are_numbered() -> None:
     assert output_paths(Path("fox.png"), 1) == [Path("fox.png")]
     assert output_paths(Path("out/fox.png"), 2) == [Path("out/fox-1.png"), Path("out/fox-2.png")]
+
+
+def test_out_is_a_directory_unless_it_names_a_file(tmp_path: Path) -> None:
+    (tmp_path / "existing.d").mkdir()
+    assert is_directory("results")
+    assert is_directory("results.v2/")
+    assert is_directory(str(tmp_path / "existing.d"))
+    assert not is_directory("fox.png")
+    files = [
+        File(url="https://f/1", content_type="image/png", kind="image"),
+        File(url="https://f/clip", content_type="video/mp4", kind="video"),
+        File(url="https://f/x/voice.wav", content_type=None, kind="audio"),
+        File(url="https://f/blob", content_type=None, kind="file"),
+    ]
+    assert [p.name for p in directory_paths(Path("out"), "job_1", files)] == [
+        "job_1-1.png",
+        "job_1-2.mp4",
+        "job_1-3.wav",
+        "job_1-4.bin",
+    ]
+
+
+async def test_inline_files_are_decoded_into_the_directory(tmp_path: Path) -> None:
+    # fal's sync mode: the bytes in the output itself, no URL to fetch.
+    job = Job.model_validate(
+        {
+            "id": "job_1",
+            "model": "fal-ai/any",
+            "status": "succeeded",
+            "input": {},
+            "metadata": {},
+            "callback_url": None,
+            "output": {
+                "image": {"url": "data:image/png;base64,iVBORw0KGgo=", "content_type": "image/png"},
+                "audio": {"url": "data:audio/wav,RIFF%00", "file_name": "a.wav"},
+            },
+            "error": None,
+            "fal_request_id": None,
+            "created_at": "2025-01-01T00:00:00Z",
+            "submitted_at": None,
+            "started_at": None,
+            "completed_at": None,
+        }
+    )
+    saved = await download(job, files_of(job), tmp_path / "out", into_directory=True)
+    assert saved == [tmp_path / "out" / "job_1-1.png", tmp_path / "out" / "job_1-2.wav"]
+    assert saved[0].read_bytes() == PNG_SIGNATURE
+    assert saved[1].read_bytes() == b"RIFF\x00"
