@@ -5,7 +5,8 @@ URI, so a local file is sent inline with `data_uri(path)`.
 
 Out: a finished job lists its files in `Job.files`. A service older than that field sends none;
 `files_of(job)` then finds them in the output itself, the way fal shapes them: any object with a
-string `url` and a `content_type` or `file_name`.
+string `url` and a `content_type` or `file_name`, or with a `url` under a key that names a kind
+(`images`, `video`, `audio_file`...).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ SUFFIXES: dict[str, str] = {
     "application/zip": ".zip",
 }
 KINDS: tuple[FileKind, ...] = ("image", "video", "audio")
+# Deep enough for any real output; a hostile one cannot make the walk recurse without end.
+MAX_DEPTH = 12
 
 
 def data_uri(path: str | Path) -> str:
@@ -59,19 +62,29 @@ def files_of(job: Job) -> list[File]:
 
 def files_in_output(output: Any) -> list[File]:
     """Every file object in a model's output, in document order."""
-    return [_file(found) for found in _file_objects(output)]
+    return [_file(found, hint) for found, hint in _file_objects(output, None)]
 
 
-def kind_of(content_type: str | None, name: str | None = None) -> FileKind:
-    """image, video or audio from the content type (else from the name's suffix); "file" for
-    anything else."""
-    if not content_type and name:
-        content_type = mimetypes.guess_type(name)[0]
-    major = (content_type or "").split("/", 1)[0].strip().lower()
-    for kind in KINDS:
-        if major == kind:
-            return kind
+def kind_of(
+    content_type: str | None, name: str | None = None, hint: FileKind | None = None
+) -> FileKind:
+    """image, video or audio from the content type, else from `hint` (what the output calls
+    it), else from the name's suffix; "file" for anything else."""
+    for source in (content_type, hint, mimetypes.guess_type(name)[0] if name else None):
+        major = (source or "").split("/", 1)[0].strip().lower()
+        for kind in KINDS:
+            if major == kind:
+                return kind
     return "file"
+
+
+def _hint(key: str) -> FileKind | None:
+    """The kind a key names: `images`, `video`, `audio_file`, `mask_image`..."""
+    for word in key.lower().split("_"):
+        singular = word[:-1] if word.endswith("s") else word
+        if singular in KINDS:
+            return singular
+    return None
 
 
 def suffix_for(file: File) -> str:
@@ -85,21 +98,27 @@ def suffix_for(file: File) -> str:
     return SUFFIXES.get(content_type) or mimetypes.guess_extension(content_type) or ".bin"
 
 
-def _file_objects(value: Any) -> Iterator[dict[str, Any]]:
+def _file_objects(
+    value: Any, hint: FileKind | None, depth: int = 0
+) -> Iterator[tuple[dict[str, Any], FileKind | None]]:
+    if depth > MAX_DEPTH:
+        return
     if isinstance(value, dict):
         if isinstance(value.get("url"), str) and (
-            isinstance(value.get("content_type"), str) or isinstance(value.get("file_name"), str)
+            hint is not None
+            or isinstance(value.get("content_type"), str)
+            or isinstance(value.get("file_name"), str)
         ):
-            yield value
+            yield value, hint
             return
-        for item in value.values():
-            yield from _file_objects(item)
+        for key, item in value.items():
+            yield from _file_objects(item, _hint(str(key)), depth + 1)
     elif isinstance(value, list):
         for item in value:
-            yield from _file_objects(item)
+            yield from _file_objects(item, hint, depth + 1)
 
 
-def _file(found: dict[str, Any]) -> File:
+def _file(found: dict[str, Any], hint: FileKind | None) -> File:
     url: str = found["url"]
     content_type = _text(found.get("content_type"))
     if content_type is None and url.startswith("data:"):
@@ -108,7 +127,7 @@ def _file(found: dict[str, Any]) -> File:
     return File(
         url=url,
         content_type=content_type,
-        kind=kind_of(content_type, file_name or _url_name(url)),
+        kind=kind_of(content_type, file_name or _url_name(url), hint),
         width=_int(found.get("width")),
         height=_int(found.get("height")),
         duration=_float(found.get("duration")),

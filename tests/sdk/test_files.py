@@ -93,6 +93,10 @@ def test_files_are_found_anywhere_in_the_output_in_order() -> None:
         "nested": {"deeper": [{"url": "https://f/mesh.glb", "file_name": "mesh.glb"}]},
         "inline": {"url": "data:image/png;base64,iVBORw0KGgo=", "file_name": "x"},
         "text": "https://f/not-a-file.png",
+        # A URL alone counts where the key names a kind, as fal's `images` and `audio_file` do.
+        "audio_file": {"url": "https://f/speech"},
+        "mask_images": [{"url": "https://f/m1"}],
+        "reference": {"url": "https://f/not-a-file"},
     }
     found = files_in_output(output)
     assert [(f.url, f.kind) for f in found] == [
@@ -101,6 +105,8 @@ def test_files_are_found_anywhere_in_the_output_in_order() -> None:
         ("https://f/voice", "audio"),
         ("https://f/mesh.glb", "file"),
         ("data:image/png;base64,iVBORw0KGgo=", "image"),  # the data: URI's own type
+        ("https://f/speech", "audio"),
+        ("https://f/m1", "image"),
     ]
     assert (found[0].width, found[0].height) == (1024, 768)
     assert found[1].width is None  # true is not a width
@@ -116,6 +122,8 @@ def test_kinds_and_suffixes() -> None:
     assert kind_of("application/zip") == "file"
     assert kind_of(None, "clip.mp4") == "video"
     assert kind_of(None, None) == "file"
+    assert kind_of(None, "clip.mp4", "audio") == "audio"  # what the output calls it comes first
+    assert kind_of("video/mp4", None, "image") == "video"  # after the content type
 
     assert suffix_for(file("https://f/x", content_type="image/jpeg")) == ".jpg"
     assert suffix_for(file("https://f/x", content_type="audio/wav")) == ".wav"
