@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from app.api.runtime import Runtime
 from app.catalog.pricing import usd_text
 from app.console import queries, session
+from app.console.views import file_facts, seconds_text, size_text
 from app.errors import AppError
 
 _PACKAGE = files("app.console")
@@ -77,17 +78,26 @@ _env = jinja2.Environment(
     lstrip_blocks=True,
 )
 _env.filters.update(
-    when=_when, ago=_ago, until=_until, iso=_iso, elapsed=_elapsed, usd=lambda d: f"${usd_text(d)}"
+    when=_when,
+    ago=_ago,
+    until=_until,
+    iso=_iso,
+    elapsed=_elapsed,
+    usd=lambda d: f"${usd_text(d)}",
+    size=size_text,
+    seconds=seconds_text,
+    file_facts=file_facts,
 )
 _env.globals.update(stylesheet_url=STYLESHEET_URL, root=session.PATH)
 
 
 def _headers(nonce: str) -> dict[str, str]:
-    # Images come from fal's file hosts (anywhere); everything else only from this app, and the
-    # one inline script only with this response's nonce.
+    # Images, videos and sounds come from fal's file hosts (anywhere, or inline when fal sent
+    # the bytes); everything else only from this app, and the one inline script only with this
+    # response's nonce.
     policy = (
         "default-src 'none'; "
-        f"style-src 'self'; script-src 'nonce-{nonce}'; img-src * data:; "
+        f"style-src 'self'; script-src 'nonce-{nonce}'; img-src * data:; media-src * data:; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     )
     return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
@@ -18,7 +19,10 @@ from app.console.session import CheckedFormDep, CsrfRefused, SessionDep
 from app.console.views import (
     by_target,
     deliveries_with_attempts,
+    elide_data,
+    input_fields,
     job_card,
+    job_files,
     month_days,
     parse_month,
     settling,
@@ -165,6 +169,14 @@ async def job_page(
         user,
         "job.html",
         job=job,
+        files=job_files(job),
+        input_fields=input_fields(job["input"]),
+        # The whole output too (what is not a file: seeds, flags, text), data: URIs elided.
+        output_json=(
+            None
+            if job["output"] is None
+            else json.dumps(elide_data(job["output"]), indent=2, ensure_ascii=False)
+        ),
         here=f"{ROOT}/jobs/{job['id']}",
         timeline=timeline(job, events),
         targets=by_target(shown),
