@@ -133,6 +133,10 @@ async def submit(args: argparse.Namespace) -> int:
     job_input = build_input(args)
     waiting = args.wait or args.out is not None
     async with AsyncClient(_key(args), base_url=_url(args)) as client:
+        if args.model is not None and args.input:
+            schema = await _input_schema(client, args.model)
+            if schema is not None:
+                keep_text(job_input, args.input, schema)
         job = await client.jobs.create(
             job_input, model=args.model, metadata=dict(args.metadata) or None
         )
@@ -165,6 +169,51 @@ def build_input(args: argparse.Namespace) -> dict[str, Any]:
     if not job_input:
         raise UsageError("no input: give a prompt, --input KEY=VALUE or --input-json FILE")
     return job_input
+
+
+async def _input_schema(client: AsyncClient, model: str) -> dict[str, Any] | None:
+    try:
+        models = await client.models.list()
+    except APIError:
+        return None  # the job's create answers for an unknown model
+    return next((m.input_schema for m in models if m.id == model), None)
+
+
+def keep_text(
+    job_input: dict[str, Any], pairs: list[tuple[str, str]], schema: dict[str, Any]
+) -> None:
+    """`--input duration=5` where the model's input schema takes text (Kling's duration is
+    "5" or "10"): the text, not the number JSON reads in it."""
+    properties = schema.get("properties") or {}
+    for key, text in pairs:
+        value = job_input.get(key)
+        if value is None or isinstance(value, str | list) or text.startswith("@"):
+            continue
+        if _takes_text(properties.get(key), schema):
+            job_input[key] = text
+
+
+def _takes_text(prop: Any, schema: dict[str, Any], depth: int = 0) -> bool:
+    """Whether a property's schema takes only strings (or null)."""
+    if not isinstance(prop, dict) or depth > 8:
+        return False
+    ref = prop.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = schema
+        for part in ref[2:].split("/"):
+            target = target.get(part) if isinstance(target, dict) else None
+        return _takes_text(target, schema, depth + 1)
+    if prop.get("type") == "string":
+        return True
+    enum = prop.get("enum")
+    if isinstance(enum, list) and enum:
+        return all(isinstance(item, str) for item in enum)
+    for combined in ("anyOf", "oneOf"):
+        branches = prop.get(combined)
+        if isinstance(branches, list):
+            kept = [b for b in branches if not (isinstance(b, dict) and b.get("type") == "null")]
+            return bool(kept) and all(_takes_text(b, schema, depth + 1) for b in kept)
+    return False
 
 
 def input_value(text: str) -> Any:

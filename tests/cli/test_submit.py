@@ -24,6 +24,7 @@ from app.submit import (
     directory_paths,
     download,
     is_directory,
+    keep_text,
     output_paths,
 )
 from falrelay import File, Job
@@ -227,7 +228,7 @@ async def test_any_input_by_key_and_json_and_every_file_saved_in_a_directory(
             tmp_path,
             "--model", DEFAULT_MODEL_ID,
             "--input-json", "input.json",
-            "--input", "prompt=a red fox in snow",
+            "--input", "prompt=1984",  # JSON, but the model's input schema takes text here
             "--input", "aspect_ratio=9:16",
             "--input", "seed=42",  # JSON: the number 42, not the text "42"
             "--out", "results",
@@ -240,7 +241,7 @@ async def test_any_input_by_key_and_json_and_every_file_saved_in_a_directory(
 
         job = (await stack.api.get(f"/v1/jobs/{job_id}")).json()
         assert job["model"] == DEFAULT_MODEL_ID
-        assert job["input"]["prompt"] == "a red fox in snow"
+        assert job["input"]["prompt"] == "1984"
         assert job["input"]["aspect_ratio"] == "9:16"
         assert job["input"]["resolution"] == "1K"
         assert job["input"]["seed"] == 42
@@ -331,6 +332,37 @@ def test_input_mistakes_are_usage_errors(tmp_path: Path) -> None:
             build_input(parse(*argv))
     with pytest.raises(SystemExit):
         parse("--input", "no-equals-sign")
+
+
+def test_text_where_the_models_schema_takes_text() -> None:
+    schema = {
+        "properties": {
+            "duration": {"type": "string", "enum": ["5", "10"]},
+            "size": {"$ref": "#/$defs/Size"},
+            "note": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            "steps": {"type": "integer"},
+            "either": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+        },
+        "$defs": {"Size": {"enum": ["square", "1024"]}},
+    }
+    pairs = [
+        ("duration", "5"),
+        ("size", "1024"),
+        ("note", "true"),
+        ("steps", "30"),
+        ("either", "7"),
+        ("extra", "1"),
+    ]
+    built = build_input(parse(*[arg for k, v in pairs for arg in ("--input", f"{k}={v}")]))
+    keep_text(built, pairs, schema)
+    assert built == {
+        "duration": "5",
+        "size": "1024",
+        "note": "true",
+        "steps": 30,
+        "either": 7,  # a number is what it takes too
+        "extra": 1,  # not in the schema: as JSON reads it
+    }
 
 
 def test_several_images_are_numbered() -> None:
