@@ -276,6 +276,9 @@ async def _serve_dev(args: argparse.Namespace, database_url: str, key: str) -> N
         public_base_url=base,
         fal_queue_url=f"{base}/fakefal",
         fal_jwks_url=f"{base}/fakefal/.well-known/jwks.json",
+        # The fake serves fal's REST and CDN hosts on the same port, as it does the queue.
+        fal_rest_url=f"{base}/fakefal",
+        fal_cdn_url=f"{base}/fakefal",
         fal_key="dev-key-for-the-fake-fal",
         fal_user_id=fake.config.user_id,
         log_format=os.environ.get("FALRELAY_LOG_FORMAT", "text"),

@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
                     defaults=LimitDefaults.from_settings(settings),
                 ),
                 fal=services.fal,
+                fal_storage=services.fal_storage,
                 fal_signatures=SignatureVerifier(
                     JwksCache(services.fal_http, settings.fal_jwks_url),
                     user_id=settings.fal_user_id,
@@ -84,7 +85,11 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         ],
     )
     install_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        routes={("POST", "/v1/jobs"): settings.max_job_body_bytes},
+    )
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(Observe, access_log=settings.access_log)
     app.include_router(jobs.router)

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import asyncpg
 import httpx
 
+from app.catalog.registry import CATALOG
+from app.db.availability import UNAVAILABLE
 from app.db.pool import Pool, create_pool
 from app.db.wakeup import Wakeup
 from app.fal.callback_urls import CallbackUrlSource
 from app.fal.client import FalClient
+from app.fal.storage import FalStorage
 from app.fal.transport import AiohttpTransport
 from app.settings import FAL_CONNECT_TIMEOUT, Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +29,7 @@ class Services:
     pool: Pool
     fal_http: httpx.AsyncClient
     fal: FalClient
+    fal_storage: FalStorage
     wakeup: Wakeup
     callback_urls: CallbackUrlSource
 
@@ -49,11 +57,20 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     key = settings.fal_key.get_secret_value() if settings.fal_key else None
     wakeup = Wakeup(pool)
     try:
+        try:
+            await CATALOG.refresh(pool)
+        except (*UNAVAILABLE, asyncpg.UndefinedTableError):  # type: ignore[misc]
+            # Not fatal (an outage, or a database not migrated yet; readiness says which):
+            # intake re-reads the catalog when a job names a model it lacks.
+            log.warning("the imported models could not be read; the shipped ones serve")
         yield Services(
             settings=settings,
             pool=pool,
             fal_http=fal_http,
             fal=FalClient(fal_http, queue_url=settings.fal_queue_url, key=key),
+            fal_storage=FalStorage(
+                fal_http, rest_url=settings.fal_rest_url, cdn_url=settings.fal_cdn_url, key=key
+            ),
             wakeup=wakeup,
             callback_urls=CallbackUrlSource(pool, settings.public_base_url),
         )

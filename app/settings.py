@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     )
     fal_queue_url: str = "https://queue.fal.run"
     fal_jwks_url: str = "https://rest.alpha.fal.ai/.well-known/jwks.json"
+    # fal's storage, for file inputs uploaded before submission (app.fal.storage): the REST
+    # host hands out CDN tokens, the CDN host takes the bytes. The fake fal serves both.
+    fal_rest_url: str = "https://rest.fal.ai"
+    fal_cdn_url: str = "https://v3.fal.media"
     # fal signs every account's webhooks with the same keys. The callback URL's token already
     # ties a callback to our job; with this set, one signed for another fal account is also
     # refused (X-Fal-Webhook-User-Id).
@@ -35,6 +39,12 @@ class Settings(BaseSettings):
     # 0 turns asyncpg's prepared-statement cache off, as PgBouncer in transaction mode needs.
     db_statement_cache_size: int = Field(default=100, ge=0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # File inputs (app.jobs.file_inputs): a data URI may hold up to max_input_file_bytes; one
+    # above inline_input_file_bytes is uploaded to fal's storage and the job keeps its URL.
+    # A job's body may be large enough for one file at the limit, base64-encoded (4/3).
+    max_input_file_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    inline_input_file_bytes: int = Field(default=64 * 1024, ge=0)
+    max_job_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     # A revoked key keeps working in a process for at most this long.
     api_key_cache_seconds: float = Field(default=30.0, ge=0)
 

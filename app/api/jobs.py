@@ -73,6 +73,11 @@ async def create_job(
         allow_private_callback=runtime.settings.allow_private_webhook_urls,
         default_budget=default_budget(runtime.settings),
         max_queued_jobs=principal.limits.max_queued_jobs,
+        storage=runtime.fal_storage,
+        files=service.FileLimits(
+            max_bytes=runtime.settings.max_input_file_bytes,
+            inline_bytes=runtime.settings.inline_input_file_bytes,
+        ),
     )
     if result.created:
         runtime.wakeup.notify("submit")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import BadRequest, PayloadTooLarge, problem_response
@@ -15,22 +17,30 @@ class BodySizeLimit:
     to the app: FastAPI would turn an error raised mid-read into a generic 400.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        routes: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # (method, path) → its own bound: job creation carries file inputs as data URIs.
+        self.routes = dict(routes or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.routes.get((scope["method"], scope["path"]), self.max_bytes)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit():
                     await problem_response(BadRequest("Invalid Content-Length."))(
                         scope, receive, send
                     )
-                elif int(value) > self.max_bytes:
-                    await problem_response(self._too_large())(scope, receive, send)
+                elif int(value) > max_bytes:
+                    await problem_response(_too_large(max_bytes))(scope, receive, send)
                 else:
                     await self.app(scope, receive, send)
                 return
@@ -41,8 +51,8 @@ class BodySizeLimit:
             if message["type"] != "http.request":
                 return  # the client went away
             body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                await problem_response(self._too_large())(scope, receive, send)
+            if len(body) > max_bytes:
+                await problem_response(_too_large(max_bytes))(scope, receive, send)
                 return
             if not message.get("more_body", False):
                 break
@@ -58,5 +68,6 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(f"The request body must be at most {self.max_bytes} bytes.")
+
+def _too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body must be at most {max_bytes} bytes.")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app.api.ratelimit import RATE_LIMIT_HEADERS, RATE_LIMITED
-from app.catalog import MODELS
+from app.catalog import shipped_models
 from app.errors import PROBLEM_JSON, Problem
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -64,20 +65,41 @@ def _document_rate_limit(responses: dict[str, Any]) -> None:
 
 
 def _document_model_inputs(schemas: dict[str, Any]) -> None:
-    """`JobCreate.input` is validated against the chosen model's schema at run time (see
-    `app.catalog`); document it as one of the registered models' input schemas, so that
-    generated clients and fuzzers know its shape."""
+    """`JobCreate.input` is checked against the chosen model's schema at run time (see
+    `app.catalog`); document it as one of the shipped models' input schemas, so that generated
+    clients and fuzzers know its shape. Models imported at run time are in GET /v1/models."""
     variants = []
-    for spec in MODELS.values():
-        name = spec.input_model.__name__
-        schemas[name] = spec.input_model.model_json_schema(
-            ref_template="#/components/schemas/{model}"
-        )
+    for spec in shipped_models().values():
+        prefix = re.sub(r"[^A-Za-z0-9]+", "_", spec.id)
+        name = f"{prefix}.Input"
+        schema = copy.deepcopy(dict(spec.input_schema))
+        definitions = schema.pop("$defs", {})
+        for definition, body in definitions.items():
+            schemas[f"{prefix}.{definition}"] = _components_refs(body, prefix)
+        schema = _components_refs(schema, prefix)
+        schema["title"] = f"{spec.title} input"
+        schemas[name] = schema
         variants.append({"$ref": f"#/components/schemas/{name}"})
     job_input = schemas["JobCreate"]["properties"]["input"]
     job_input.pop("type", None)
     job_input.pop("additionalProperties", None)
     job_input["anyOf"] = variants
+
+
+def _components_refs(schema: Any, prefix: str) -> Any:
+    """The schema with its `#/$defs/X` references pointing at `#/components/schemas/{prefix}.X`."""
+    if isinstance(schema, dict):
+        return {
+            key: (
+                f"#/components/schemas/{prefix}.{value.removeprefix('#/$defs/')}"
+                if key == "$ref" and isinstance(value, str) and value.startswith("#/$defs/")
+                else _components_refs(value, prefix)
+            )
+            for key, value in schema.items()
+        }
+    if isinstance(schema, list):
+        return [_components_refs(item, prefix) for item in schema]
+    return schema
 
 
 def install(app: FastAPI) -> None:

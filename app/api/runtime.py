@@ -8,6 +8,7 @@ from app.db.wakeup import Wakeup
 from app.fal.callback_urls import CallbackUrlSource
 from app.fal.client import FalClient
 from app.fal.signatures import SignatureVerifier
+from app.fal.storage import FalStorage
 from app.settings import Settings
 
 
@@ -19,6 +20,7 @@ class Runtime:
     pool: Pool
     keys: KeyResolver
     fal: FalClient
+    fal_storage: FalStorage
     fal_signatures: SignatureVerifier
     wakeup: Wakeup
     callback_urls: CallbackUrlSource

@@ -13,8 +13,8 @@ from decimal import Decimal
 from typing import Any
 
 from app.billing import repository
-from app.catalog import MODELS
-from app.catalog.pricing import usd_text
+from app.catalog import CATALOG
+from app.catalog.pricing import usd, usd_text
 from app.db.pool import Connection, Pool
 from app.errors import AppError
 
@@ -53,12 +53,15 @@ def month_of(at: datetime) -> date:
     return date(utc.year, utc.month, 1)
 
 
-def estimate(model: str, model_input: dict[str, Any]) -> Decimal:
-    return MODELS[model].price.estimate(model_input)
-
-
-def final_cost(model: str, model_input: dict[str, Any], billable_units: Decimal) -> Decimal:
-    return MODELS[model].price.cost(model_input, billable_units)
+def final_cost(
+    model: str, model_input: dict[str, Any], unit_price: Decimal | None, billable_units: Decimal
+) -> Decimal:
+    """What fal billed: its units times the unit price the job was accepted at. A job accepted
+    before prices were kept on jobs is priced by its model's current rule (0 if it is gone)."""
+    if unit_price is None:
+        spec = CATALOG.get(model)
+        unit_price = Decimal(0) if spec is None else spec.price.price_of_unit(model_input)
+    return usd(billable_units * unit_price)
 
 
 async def monthly_budget(

@@ -1,63 +1,26 @@
-"""The fal models falrelay runs: one registry entry per model.
+"""The fal models falrelay runs, kept as data: one catalog entry per model.
 
-Adding a model is an entry here (its input and output schemas), not a change to the job flow.
+Adding a model is adding a document (a file in `entries/`, or `falrelay models import`), not
+code: its input and output JSON Schemas as fal publishes them, its price rule and its typical
+run time. `CATALOG` is this process's view of every entry.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from app.catalog.registry import CATALOG, Catalog, shipped_models
+from app.catalog.spec import EntryInvalid, InputInvalid, InputIssue, ModelSpec, from_document
 
-from pydantic import BaseModel, ValidationError
+# The model a job runs when it names none: the first model falrelay ran.
+DEFAULT_MODEL_ID = "imagineart/imagineart-2.0-preview/text-to-image"
 
-from app.catalog import imagineart
-from app.catalog.pricing import PriceRule
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSpec:
-    id: str
-    title: str
-    description: str
-    input_model: type[BaseModel]
-    output_model: type[BaseModel]
-    price: PriceRule
-
-    def normalise_input(self, raw: dict[str, Any]) -> dict[str, Any]:
-        """The input as fal will receive it: validated, defaults filled in.
-
-        Raises pydantic's `ValidationError` for input the model would refuse.
-        """
-        return self.input_model.model_validate(raw).model_dump(mode="json", exclude_none=True)
-
-
-MODELS: dict[str, ModelSpec] = {
-    spec.id: spec
-    for spec in (
-        ModelSpec(
-            id=imagineart.MODEL_ID,
-            title="ImagineArt 2.0 (preview), text to image",
-            description=imagineart.DESCRIPTION,
-            input_model=imagineart.ImagineArt2Input,
-            output_model=imagineart.ImagineArt2Output,
-            price=imagineart.PRICE,
-        ),
-    )
-}
-DEFAULT_MODEL_ID = imagineart.MODEL_ID
-
-
-def describe_models() -> list[dict[str, Any]]:
-    return [
-        {
-            "id": spec.id,
-            "title": spec.title,
-            "description": spec.description,
-            "input_schema": spec.input_model.model_json_schema(),
-            "output_schema": spec.output_model.model_json_schema(),
-        }
-        for spec in MODELS.values()
-    ]
-
-
-__all__ = ["DEFAULT_MODEL_ID", "MODELS", "ModelSpec", "ValidationError", "describe_models"]
+__all__ = [
+    "CATALOG",
+    "DEFAULT_MODEL_ID",
+    "Catalog",
+    "EntryInvalid",
+    "InputInvalid",
+    "InputIssue",
+    "ModelSpec",
+    "from_document",
+    "shipped_models",
+]

@@ -37,6 +37,18 @@ class PriceRule:
     # default output, or seconds of the default duration.
     typical_units: Decimal = Decimal(1)
 
+    def document(self) -> dict[str, Any]:
+        """The rule as a catalog entry writes it: amounts as decimal strings."""
+        document: dict[str, Any] = {"unit": self.unit.value}
+        if self.by_resolution:
+            document["by_resolution"] = {
+                name: format(price, "f") for name, price in self.by_resolution.items()
+            }
+        else:
+            document["unit_price_usd"] = format(self.unit_price_usd, "f")
+        document["typical_units"] = format(self.typical_units, "f")
+        return document
+
     def price_of_unit(self, model_input: Mapping[str, Any]) -> Decimal:
         if self.by_resolution:
             resolution = model_input.get("resolution")
@@ -53,14 +65,15 @@ class PriceRule:
             count = model_input.get("num_images")
             if isinstance(count, int) and not isinstance(count, bool) and count > 0:
                 units = Decimal(count)
-        return _usd(units * self.price_of_unit(model_input))
+        return usd(units * self.price_of_unit(model_input))
 
     def cost(self, model_input: Mapping[str, Any], billable_units: Decimal) -> Decimal:
         """What fal charges for `billable_units` of this model (its `X-Fal-Billable-Units`)."""
-        return _usd(billable_units * self.price_of_unit(model_input))
+        return usd(billable_units * self.price_of_unit(model_input))
 
 
-def _usd(amount: Decimal) -> Decimal:
+def usd(amount: Decimal) -> Decimal:
+    """An amount held to a millionth of a dollar."""
     # Rounded up: an estimate must not fall short of the charge, and a charge below a
     # millionth of a dollar is still a charge.
     return amount.quantize(USD_PLACES, rounding="ROUND_CEILING")

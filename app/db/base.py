@@ -34,6 +34,7 @@ def import_models() -> MetaData:
     """Import every model module so that `Base.metadata` holds the whole schema."""
     from app.auth import models as _auth  # noqa: F401
     from app.billing import models as _billing  # noqa: F401
+    from app.catalog import models as _catalog  # noqa: F401
     from app.console import models as _console  # noqa: F401
     from app.events import models as _events  # noqa: F401
     from app.fal import models as _fal  # noqa: F401

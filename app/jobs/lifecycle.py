@@ -83,7 +83,7 @@ async def _settle(conn: Connection, row: asyncpg.Record, billable_units: Decimal
     succeeded job), else what the terminal statement booked (the estimate, or 0)."""
     cost: Decimal = row["cost_usd"]
     if billable_units is not None and row["status"] == JobStatus.SUCCEEDED:
-        cost = billing.final_cost(row["model"], row["input"], billable_units)
+        cost = billing.final_cost(row["model"], row["input"], row["unit_price_usd"], billable_units)
         await conn.execute(sql.SET_BILLED_COST, row["id"], cost, billable_units)
     client = await billing.settle(
         conn, row["client_id"], row["created_at"], row["estimated_cost_usd"], cost

@@ -94,6 +94,10 @@ class Job(CreatedAtMixin, Base):
         Numeric(14, 6), nullable=False, server_default=text("0")
     )
     cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
+    # The price of one billable unit for this job's input, fixed when it was accepted: the
+    # final cost is what fal billed times this, whatever the catalog says by then. NULL on
+    # jobs accepted before prices were kept (their model's price then applies).
+    unit_price_usd: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
     billable_units: Mapped[Decimal | None] = mapped_column(Numeric)
 
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

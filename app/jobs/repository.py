@@ -20,8 +20,8 @@ JOB_COLUMNS = (
 
 INSERT_JOB = f"""
 INSERT INTO jobs (id, client_id, model, input, metadata, callback_url, estimated_cost_usd,
-                  priority, start_timeout)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                  priority, start_timeout, unit_price_usd)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 RETURNING {JOB_COLUMNS}
 """
 
@@ -29,8 +29,9 @@ RETURNING {JOB_COLUMNS}
 # the conflict: two requests with one key never make two jobs.
 INSERT_JOB_IDEMPOTENT = f"""
 INSERT INTO jobs (id, client_id, model, input, metadata, callback_url,
-                  idempotency_key, request_fingerprint, estimated_cost_usd, priority, start_timeout)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                  idempotency_key, request_fingerprint, estimated_cost_usd, priority, start_timeout,
+                  unit_price_usd)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING {JOB_COLUMNS}
 """
@@ -68,6 +69,8 @@ class NewJob:
     estimated_cost_usd: Decimal = Decimal(0)
     priority: int = PRIORITIES["normal"]
     start_timeout: float | None = None
+    # The price of one billable unit for this input, fixed at acceptance.
+    unit_price_usd: Decimal | None = None
 
 
 async def insert(conn: Pool | Connection, job: NewJob) -> asyncpg.Record:
@@ -82,6 +85,7 @@ async def insert(conn: Pool | Connection, job: NewJob) -> asyncpg.Record:
         job.estimated_cost_usd,
         job.priority,
         job.start_timeout,
+        job.unit_price_usd,
     )
     assert row is not None
     return row
@@ -104,6 +108,7 @@ async def insert_idempotent(
         job.estimated_cost_usd,
         job.priority,
         job.start_timeout,
+        job.unit_price_usd,
     )
 
 
@@ -191,7 +196,9 @@ async def list_page(
 # State changes. Each is a compare-and-set: it names the statuses it may leave, and a row comes
 # back only when this caller made the change, so racing writers (worker, reconciler, fal's
 # callback, a client's cancel) can never both win. The returned row feeds the event payload.
-TRANSITION_COLUMNS = f"{JOB_COLUMNS}, client_id, updated_at, estimated_cost_usd, cost_usd"
+TRANSITION_COLUMNS = (
+    f"{JOB_COLUMNS}, client_id, updated_at, estimated_cost_usd, cost_usd, unit_price_usd"
+)
 # clock_timestamp(), not now(): now() is when the transaction began, possibly before a racing
 # transition took the row lock and committed. A transition's time (its event's `created_at`)
 # must follow the one before it, since readers of a job's events page through them in that

@@ -9,7 +9,9 @@ import asyncpg
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from app import ids
-from app.catalog import DEFAULT_MODEL_ID, MODELS
+from app.catalog import CATALOG, DEFAULT_MODEL_ID
+from app.catalog.files import output_files
+from app.catalog.spec import MAX_MODEL_ID_LENGTH
 from app.jobs.models import PRIORITY_NAMES, JobStatus
 
 JOB_ID_PREFIX = "job"
@@ -39,12 +41,6 @@ StartTimeout = Annotated[
 ]
 
 
-def _known_model(value: str) -> str:
-    if value not in MODELS:
-        raise ValueError(f"unknown model {value!r}; GET /v1/models lists the models")
-    return value
-
-
 def _webhook_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -56,13 +52,12 @@ def _webhook_url(value: str) -> str:
     return value
 
 
+# Whether the catalog holds the model is checked by the service, against this process's
+# catalog (which imports can grow at run time), not by the schema.
 ModelId = Annotated[
     str,
-    AfterValidator(_known_model),
-    Field(
-        description="A fal model id from GET /v1/models.",
-        json_schema_extra={"enum": sorted(MODELS)},
-    ),
+    StringConstraints(min_length=1, max_length=MAX_MODEL_ID_LENGTH),
+    Field(description="A fal model id from GET /v1/models.", examples=[DEFAULT_MODEL_ID]),
 ]
 # A URL falrelay will POST webhooks to (a job's callback_url, an endpoint's url).
 WebhookURL = Annotated[
@@ -111,6 +106,22 @@ class JobCreate(BaseModel):
     start_timeout: StartTimeout | None = None
 
 
+FileKind = Literal["image", "video", "audio", "file"]
+
+
+class JobFile(BaseModel):
+    """A file of the job's output, wherever the model's output puts it."""
+
+    url: str
+    content_type: str | None
+    kind: FileKind
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = Field(default=None, description="Seconds, for video and audio.")
+    file_name: str | None = None
+    file_size: int | None = None
+
+
 class JobError(BaseModel):
     type: str
     message: str
@@ -125,7 +136,12 @@ class JobRead(BaseModel):
     input: dict[str, Any]
     metadata: dict[str, str]
     callback_url: str | None
-    output: dict[str, Any] | None
+    output: dict[str, Any] | None = Field(description="The output exactly as fal returned it.")
+    files: list[JobFile] = Field(
+        default_factory=list,
+        description="Every file in `output` (images, video, audio, other files), found "
+        "through the model's output schema; empty until the job has succeeded.",
+    )
     error: JobError | None
     fal_request_id: str | None
     # Defaults, not required: events stored before these fields existed are sent without them.
@@ -162,6 +178,7 @@ def job_view(row: asyncpg.Record) -> dict[str, Any]:
         "metadata": row["metadata"],
         "callback_url": row["callback_url"],
         "output": row["output"],
+        "files": _files(row["model"], row["output"]),
         "error": row["error"],
         "fal_request_id": row["fal_request_id"],
         "priority": PRIORITY_NAMES[row["priority"]],
@@ -171,3 +188,10 @@ def job_view(row: asyncpg.Record) -> dict[str, Any]:
         "started_at": row["started_at"],
         "completed_at": row["completed_at"],
     }
+
+
+def _files(model: str, output: Any) -> list[dict[str, Any]]:
+    if output is None:
+        return []
+    spec = CATALOG.get(model)
+    return output_files(spec.output_schema if spec is not None else None, output)

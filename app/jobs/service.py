@@ -14,11 +14,10 @@ from typing import Any
 
 import asyncpg
 import orjson
-from pydantic import ValidationError
 
 from app import ids
 from app.billing import service as billing
-from app.catalog import MODELS
+from app.catalog import CATALOG, InputInvalid
 from app.db.pool import Pool
 from app.db.wakeup import Wakeup
 from app.errors import (
@@ -28,10 +27,10 @@ from app.errors import (
     UnprocessableEntity,
     ValidationFailed,
     ValidationIssue,
-    issues_from_pydantic,
 )
 from app.fal.client import FalClient, FalUnavailable
-from app.jobs import lifecycle, repository
+from app.fal.storage import FalStorage
+from app.jobs import file_inputs, lifecycle, repository
 from app.jobs.models import PRIORITIES, JobStatus
 from app.jobs.schemas import JOB_ID_PREFIX, JobCreate
 from app.pagination import Page, decode_cursor, page_of
@@ -70,9 +69,30 @@ class Created:
     created: bool
 
 
-def _prepare(
-    client_id: uuid.UUID, request: JobCreate, *, allow_private_callback: bool
-) -> repository.NewJob:
+@dataclass(frozen=True, slots=True)
+class FileLimits:
+    """How big a file input may be, and above what size it is uploaded to fal's storage."""
+
+    max_bytes: int = 10 * 1024 * 1024
+    inline_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    job: repository.NewJob
+    # What an idempotent replay is compared on: the input before its files were uploaded.
+    fingerprint_input: dict[str, Any]
+    uploads: list[file_inputs.DataFile]
+
+
+async def _prepare(
+    pool: Pool,
+    client_id: uuid.UUID,
+    request: JobCreate,
+    *,
+    allow_private_callback: bool,
+    files: FileLimits,
+) -> Prepared:
     if request.callback_url is not None and not allow_private_callback:
         # Only the checks that need no DNS lookup here, on the intake path; the delivery
         # worker checks the address it actually connects to.
@@ -83,31 +103,49 @@ def _prepare(
             raise ValidationFailed(
                 [ValidationIssue(loc=["body", "callback_url"], msg=msg, type="url_not_public")]
             ) from exc
-    spec = MODELS[request.model]
+    spec = await CATALOG.lookup(pool, request.model)
+    if spec is None:
+        msg = f"unknown model {request.model!r}; GET /v1/models lists the models"
+        raise ValidationFailed([ValidationIssue(loc=["body", "model"], msg=msg, type="model")])
     try:
         model_input = spec.normalise_input(request.input)
-    except ValidationError as exc:
+    except InputInvalid as exc:
         raise ValidationFailed(
-            issues_from_pydantic(exc.errors(), prefix=("body", "input"))
+            [
+                ValidationIssue(
+                    loc=["body", "input", *issue.path], msg=issue.message, type=issue.rule
+                )
+                for issue in exc.issues
+            ]
         ) from exc
-    return repository.NewJob(
+    uploads = file_inputs.check(
+        spec,
+        model_input,
+        max_bytes=files.max_bytes,
+        inline_bytes=files.inline_bytes,
+        allow_http=allow_private_callback,
+    )
+    job = repository.NewJob(
         id=ids.uuid7(),
         client_id=client_id,
         model=request.model,
         input=model_input,
         metadata=request.metadata,
         callback_url=request.callback_url,
-        estimated_cost_usd=billing.estimate(request.model, model_input),
+        estimated_cost_usd=spec.price.estimate(model_input),
         priority=PRIORITIES[request.priority],
         start_timeout=request.start_timeout,
+        unit_price_usd=spec.price.price_of_unit(model_input),
     )
+    fingerprint_input = file_inputs.digest_data_uris(model_input, spec) if uploads else model_input
+    return Prepared(job, fingerprint_input, uploads)
 
 
-def _fingerprint(job: repository.NewJob) -> bytes:
+def _fingerprint(job: repository.NewJob, model_input: dict[str, Any]) -> bytes:
     """Same normalised request → same bytes, however the JSON was spelled or ordered."""
     canonical: dict[str, Any] = {
         "model": job.model,
-        "input": job.input,
+        "input": model_input,
         "metadata": job.metadata,
         "callback_url": job.callback_url,
     }
@@ -128,13 +166,23 @@ async def create_job(
     allow_private_callback: bool = False,
     default_budget: Decimal | None = None,
     max_queued_jobs: int | None = None,
+    storage: FalStorage | None = None,
+    files: FileLimits = FileLimits(),
 ) -> Created:
     """Store the job and reserve its estimated cost, in one transaction: a job the budget
     refuses (BudgetExceeded) is not stored. `default_budget` is the monthly budget of clients
     that have none of their own (None: unlimited). With `max_queued_jobs` queued already, a
     new job is refused (QueuedJobsLimitReached); a replay of an accepted one is not."""
-    job = _prepare(client_id, request, allow_private_callback=allow_private_callback)
-    fingerprint = None if idempotency_key is None else _fingerprint(job)
+    prepared = await _prepare(
+        pool, client_id, request, allow_private_callback=allow_private_callback, files=files
+    )
+    job = prepared.job
+    fingerprint = None if idempotency_key is None else _fingerprint(job, prepared.fingerprint_input)
+    if prepared.uploads:
+        # Before the transaction: no HTTP while it is open. A failed upload stores nothing.
+        if storage is None:
+            raise file_inputs.FileStorageUnavailable("No fal storage is configured for uploads.")
+        await file_inputs.upload(storage, job.input, prepared.uploads)
     async with pool.acquire() as conn, conn.transaction():
         row: asyncpg.Record | None = None
         full = max_queued_jobs is not None and not await repository.queue_has_room(

@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from app.catalog.registry import CATALOG, REFRESH_SECONDS
 from app.db.wakeup import Listener, Topic, Wakeup
 from app.services import Services, open_services
 from app.settings import Settings
@@ -117,12 +118,19 @@ class Worker:
         if self._listener is not None:
             self._listener.stop()
 
+    async def _refresh_catalog(self) -> None:
+        # Imported models reach this process's job views (the `files` of webhook payloads)
+        # within a refresh period; intake re-reads on its own when a job names a new model.
+        await CATALOG.refresh(self.ctx.pool)
+        await self.supervisor.pause(REFRESH_SECONDS)
+
     async def run(self) -> None:
         """Until `stop`; then the steps in flight get `shutdown_timeout_seconds` to end."""
         for q in self._queues:
             self.supervisor.start(q.topic, functools.partial(self._iterate, q))
         if self._deliverer is not None:
             self.supervisor.start("record", self._deliverer.record_pending)
+        self.supervisor.start("catalog", self._refresh_catalog)
         listener = self._listener
         if listener is not None:
             self.supervisor.start("listen", listener.iterate)

@@ -84,6 +84,11 @@ class Supervisor:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    async def pause(self, seconds: float) -> None:
+        """Sleep, for a loop that works on a timer, but wake at once on `stop`."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
     async def wait(self) -> None:
         """Until every loop has ended (after `stop`)."""
         await asyncio.gather(*self._tasks, return_exceptions=True)
