@@ -12,6 +12,7 @@ import random
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 from app.fakefal.png import Band, encode_png, png_size
 
@@ -31,6 +32,8 @@ class ImageSpec:
     key: int
     width: int
     height: int
+    kind: ClassVar[Literal["image"]] = "image"
+    content_type: ClassVar[str] = "image/png"
 
     @property
     def file_name(self) -> str:

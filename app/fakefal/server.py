@@ -27,7 +27,8 @@ from app.fakefal import control
 from app.fakefal.config import FakeFalConfig
 from app.fakefal.endpoints import Endpoint, RequestPath
 from app.fakefal.failures import FAILURES, Failure
-from app.fakefal.images import ImageSpec, RenderCache
+from app.fakefal.images import RenderCache
+from app.fakefal.media import file_from_name
 from app.fakefal.models import Generation, generate, invalid_json
 from app.fakefal.signing import WebhookSigner
 from app.fakefal.stats import Stats
@@ -437,7 +438,7 @@ class FakeFal:
 
     async def _file(self, request: Request) -> Response:
         name: str = request.path_params["name"]
-        spec = ImageSpec.from_file_name(name)
+        spec = file_from_name(name)
         if spec is None:
             return JSONResponse({"detail": "File not found"}, 404)
         data = self._files.get(name)
@@ -447,7 +448,7 @@ class FakeFal:
             self._files.put(name, data)
         # The name fixes the bytes, so they can be cached for good.
         headers = {"Cache-Control": "public, max-age=31536000, immutable"}
-        return Response(data, media_type="image/png", headers=headers)
+        return Response(data, media_type=spec.content_type, headers=headers)
 
     async def _jwks(self, request: Request) -> Response:
         return JSONResponse(self.signer.jwks())
