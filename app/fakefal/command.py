@@ -17,6 +17,7 @@ from app.fakefal.server import FakeFal
 _KNOBS: list[tuple[str, type, str | None, str]] = [
     ("queue_latency", float, None, "seconds a request stays IN_QUEUE"),
     ("run_latency", float, None, "seconds a request stays IN_PROGRESS"),
+    ("latency_scale", float, None, "runs also last the model's typical time at fal times this"),
     ("concurrency", int, None, "requests IN_PROGRESS at once (normal before low); default none"),
     ("error_rate", float, None, "share of requests (0..1) that complete with a model error"),
     ("error_types", str, "+", "failures error-rate draws from (validation, request_timeout, ...)"),

@@ -25,6 +25,9 @@ class FakeFalConfig(BaseSettings):
 
     queue_latency: Seconds = 0.0
     run_latency: Seconds = 0.0
+    # A run also lasts its model's typical run time at fal (the catalog's typical_seconds)
+    # times this: 1 is fal's pace, 0.01 a hundred times faster, 0 run_latency alone.
+    latency_scale: Seconds = 0.0
     # The account's concurrency limit: requests IN_PROGRESS at once; the rest wait IN_QUEUE,
     # normal priority before low, each in submit order. Unset: every request starts after
     # queue_latency (no limit).
@@ -56,6 +59,10 @@ class FakeFalConfig(BaseSettings):
     # results after an hour), so a long demo or load run does not grow without bound.
     stream_ping_interval: float = Field(default=10.0, gt=0.0)
     max_requests: int = Field(default=100_000, ge=1)
+
+    def run_time(self, typical_seconds: float) -> float:
+        """How long a run of a model that typically takes `typical_seconds` stays IN_PROGRESS."""
+        return self.run_latency + self.latency_scale * typical_seconds
 
     @field_validator("error_types")
     @classmethod

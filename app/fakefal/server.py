@@ -29,7 +29,7 @@ from app.fakefal.endpoints import Endpoint, RequestPath
 from app.fakefal.failures import FAILURES, Failure
 from app.fakefal.images import RenderCache
 from app.fakefal.media import file_from_name
-from app.fakefal.models import Generation, generate, invalid_json
+from app.fakefal.models import Generation, generate, invalid_json, typical_seconds
 from app.fakefal.signing import WebhookSigner
 from app.fakefal.stats import Stats
 from app.fakefal.store import FakeRequest, RequestStore, State, WebhookPlan
@@ -220,7 +220,7 @@ class FakeFal:
             submitted_at=time.time(),
             queued_at=now,
             queue_latency=config.queue_latency,
-            run_latency=config.run_latency,
+            run_latency=config.run_time(typical_seconds(endpoint.model_id)),
             outcome=outcome,
             webhook=plan,
             priority=priority,
@@ -294,9 +294,10 @@ class FakeFal:
             headers.update(outcome.headers)
             return JSONResponse(outcome.body, outcome.status_code, headers=headers)
         # fal answers the model's result with what it billed for it (its platform headers);
-        # a per-image model bills its images. No charge for errors, so no header on those.
+        # in the model's unit (images, megapixels or seconds). No charge for errors, so no
+        # header on those.
         units = self.config.billable_units
-        headers[BILLABLE_UNITS_HEADER] = str(len(outcome.images) if units is None else units)
+        headers[BILLABLE_UNITS_HEADER] = str(outcome.billable_units if units is None else units)
         return JSONResponse(fake_request.output(), headers=headers)
 
     def _cancel(self, fake_request: FakeRequest) -> Response:

@@ -168,8 +168,7 @@ class FakeRequest:
         if isinstance(outcome, Failure):
             lines.append(self._log(self.completes_at, "ERROR", outcome.error))
         else:
-            sizes = ", ".join(f"{image.width}x{image.height}" for image in outcome.images)
-            lines.append(self._log(self.completes_at, "INFO", f"Generated {sizes}"))
+            lines.append(self._log(self.completes_at, "INFO", f"Generated {outcome.describe()}"))
         return lines
 
     def _log(self, at: float, level: str, message: str) -> dict[str, Any]:

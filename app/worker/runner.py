@@ -130,7 +130,12 @@ class Worker:
             self.supervisor.start(q.topic, functools.partial(self._iterate, q))
         if self._deliverer is not None:
             self.supervisor.start("record", self._deliverer.record_pending)
-        self.supervisor.start("catalog", self._refresh_catalog)
+        # Its iteration sleeps between refreshes; the sleep is not a stall.
+        self.supervisor.start(
+            "catalog",
+            self._refresh_catalog,
+            stall_after=REFRESH_SECONDS + self.supervisor.stall_after,
+        )
         listener = self._listener
         if listener is not None:
             self.supervisor.start("listen", listener.iterate)
