@@ -193,12 +193,30 @@ class Page(_Model, Generic[ItemT]):
     next_cursor: str | None
 
 
+class ModelPrice(_Model):
+    """What fal bills for a model: `unit_price_usd` per `unit` (image, megapixel, second of
+    output), or per image by the input's `resolution` (`by_resolution`). Exact `Decimal`s."""
+
+    # A plain string: a unit the service adds later still parses.
+    unit: str
+    unit_price_usd: Decimal | None = None
+    by_resolution: dict[str, Decimal] | None = None
+    typical_units: Decimal
+
+
 class Model(_Model):
-    """A model jobs can run, with the JSON schemas of its input and output."""
+    """A model jobs can run: what it does (fal's `category`, e.g. text-to-image), its price,
+    its typical run time at fal, and the JSON schemas of its input and output as fal publishes
+    them."""
 
     id: str
     title: str
     description: str
+    category: str
+    # fal's pages the entry was taken from.
+    source: list[str]
+    price: ModelPrice
+    typical_seconds: float
     input_schema: dict[str, Any]
     output_schema: dict[str, Any]
 

@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 
@@ -140,9 +141,11 @@ async def test_a_jobs_callback_url_is_signed_with_the_default_secret(
         [listed] = [d async for d in client.deliveries.list(job_id=job.id)]
         assert (await client.deliveries.get(listed.id)).url == f"{receiver_url}/job"
 
-        (model,) = await client.models.list()
-        assert model.id == job.model
+        listed_models = {m.id: m for m in await client.models.list()}
+        model = listed_models[job.model]
         assert "prompt" in model.input_schema["properties"]
+        assert model.price.by_resolution == {"1K": Decimal("0.03"), "2K": Decimal("0.05")}
+        assert any(m.category == "image-to-video" for m in listed_models.values())
 
 
 async def test_the_default_secret_rotates_through_both_clients(
