@@ -357,6 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     clients_command.add_arguments(clients)
 
+    models = commands.add_parser(
+        "models", help="the model catalog: `list`, `import` a fal model, `remove`"
+    )
+    from app.catalog import command as models_command
+
+    models_command.add_arguments(models)
+
     openapi = commands.add_parser("openapi", help="print the OpenAPI document")
     openapi.set_defaults(func=cmd_openapi)
 

@@ -46,6 +46,9 @@ class Catalog:
         # The document each imported spec was built from: unchanged rows are not recompiled.
         self._documents: dict[str, Any] = {}
         self._refreshed_at = float("-inf")
+        # The pool the imported entries were read from. A process has one; a test run has
+        # many services on many databases in turn, and each must see only its own imports.
+        self._source: Pool | None = None
 
     def get(self, model_id: str) -> ModelSpec | None:
         return self._imported.get(model_id) or shipped_models().get(model_id)
@@ -54,8 +57,11 @@ class Catalog:
         merged = {**shipped_models(), **self._imported}
         return sorted(merged.values(), key=lambda spec: spec.id)
 
-    def stale(self) -> bool:
-        return time.monotonic() - self._refreshed_at >= REFRESH_SECONDS
+    def stale(self, pool: Pool) -> bool:
+        return pool is not self._source or self._age() >= REFRESH_SECONDS
+
+    def _age(self) -> float:
+        return time.monotonic() - self._refreshed_at
 
     async def refresh(self, pool: Pool) -> None:
         rows = await repository.all_documents(pool)
@@ -74,12 +80,12 @@ class Catalog:
         self._imported = imported
         self._documents = {model_id: document for model_id, document in rows}
         self._refreshed_at = time.monotonic()
+        self._source = pool
 
     async def lookup(self, pool: Pool, model_id: str) -> ModelSpec | None:
         """The model, re-reading Postgres first if it is unknown here or the catalog is old."""
         spec = self.get(model_id)
-        age = time.monotonic() - self._refreshed_at
-        if (spec is None and age >= MISS_REFRESH_SECONDS) or age >= REFRESH_SECONDS:
+        if self.stale(pool) or (spec is None and self._age() >= MISS_REFRESH_SECONDS):
             await self.refresh(pool)
             spec = self.get(model_id)
         return spec

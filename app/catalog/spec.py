@@ -249,7 +249,8 @@ def _issues(validator: jsonschema.protocols.Validator, data: Any) -> list[InputI
     errors = sorted(validator.iter_errors(data), key=lambda error: list(error.absolute_path))
     for error in errors[:MAX_ISSUES]:
         path = list(error.absolute_path)
-        issues.append(InputIssue(tuple(path), _message(error, path), str(error.validator)))
+        message = _message(error, path)  # may extend the path to the field it names
+        issues.append(InputIssue(tuple(path), message, str(error.validator)))
     return issues or [InputIssue((), "does not match the model's input schema", "schema")]
 
 

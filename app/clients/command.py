@@ -7,7 +7,6 @@ their cached copy of a key expires (FALRELAY_API_KEY_CACHE_SECONDS).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Callable, Coroutine
 from decimal import Decimal, InvalidOperation
@@ -17,7 +16,7 @@ import orjson
 
 from app.clients import service
 from app.clients.limits import LimitDefaults
-from app.db.pool import Pool, create_pool
+from app.db.pool import Pool, run_with_pool
 from app.settings import Settings
 
 # A value that puts a limit back to the setting's default.
@@ -108,15 +107,8 @@ def _print(document: Any) -> None:
 
 
 def _with_pool(work: Callable[[Pool], Coroutine[Any, Any, Any]]) -> Any:
-    async def main() -> Any:
-        pool = await create_pool(Settings().require_database_url(), min_size=1, max_size=1)
-        try:
-            return await work(pool)
-        finally:
-            await pool.close()
-
     try:
-        return asyncio.run(main())
+        return run_with_pool(Settings().require_database_url(), work)
     except LookupError as exc:
         sys.stderr.write(f"falrelay: {exc}\n")
         raise SystemExit(1) from None

@@ -8,13 +8,16 @@ the same endpoint measured at a quarter of the throughput here.) Multi-statement
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 import orjson
 
 Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
 Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+T = TypeVar("T")
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -60,3 +63,16 @@ async def create_pool(
         server_settings={"application_name": "falrelay"},
     )
     return pool
+
+
+def run_with_pool(database_url: str, work: Callable[[Pool], Awaitable[T]]) -> T:
+    """`work` on a one-connection pool, in a fresh event loop: for the operator commands."""
+
+    async def main() -> T:
+        pool = await create_pool(database_url, min_size=1, max_size=1)
+        try:
+            return await work(pool)
+        finally:
+            await pool.close()
+
+    return asyncio.run(main())
