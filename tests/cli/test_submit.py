@@ -416,3 +416,38 @@ async def test_inline_files_are_decoded_into_the_directory(tmp_path: Path) -> No
     assert saved == [tmp_path / "out" / "job_1-1.png", tmp_path / "out" / "job_1-2.wav"]
     assert saved[0].read_bytes() == PNG_SIGNATURE
     assert saved[1].read_bytes() == b"RIFF\x00"
+
+
+async def test_a_video_model_with_a_local_image_as_its_file_input(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    async with make_stack() as stack:
+        # A 1x1 PNG, sent inline as the model's image_url.
+        face = base64.b64decode(
+            "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+        )
+        (tmp_path / "face.png").write_bytes(face)
+        result = await submit(
+            stack,
+            tmp_path,
+            "--model", "fal-ai/kling-video/v2.1/standard/image-to-video",
+            "--input", "prompt=the fox turns its head",
+            "--input", "image_url=@face.png",
+            "--input", "duration=5",  # the schema's "5" | "10": sent as text
+            "--out", "clips",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        job_id = result.stderr.split()[0]
+        (saved,) = (tmp_path / "clips").iterdir()
+        assert saved.name == f"{job_id}-1.mp4"
+        assert result.stdout == f"{Path('clips') / saved.name}\n"
+        assert saved.read_bytes()[4:8] == b"ftyp"  # an MP4
+
+        job = (await stack.api.get(f"/v1/jobs/{job_id}")).json()
+        assert job["input"]["duration"] == "5"
+        assert (
+            job["input"]["image_url"] == "data:image/png;base64," + base64.b64encode(face).decode()
+        )
+        (file,) = job["files"]
+        assert (file["kind"], file["content_type"]) == ("video", "video/mp4")
+        assert (await stack.fal.get(file["url"])).content == saved.read_bytes()
