@@ -49,14 +49,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="an input field (repeatable): VALUE is read as JSON when it is JSON (42, true, "
-        '{"w": 1}, ""quoted text""), else as text; @PATH sends a local file as a data: URI; '
-        "a KEY ending in _urls given more than once makes a list",
+        '{"w": 1}), else as text, and as text wherever the --model\'s input schema takes '
+        "text; @PATH sends a local file as a data: URI; a KEY ending in _urls given more than "
+        "once makes a list",
     )
     parser.add_argument(
         "--input-json",
         metavar="FILE",
         help="the whole input as a JSON object, from FILE (- reads stdin)",
     )
+    # ImagineArt's fields as flags, from before any model could run.
     parser.add_argument("--aspect-ratio", help="e.g. 1:1 (the default), 16:9, 9:16, 4:3")
     parser.add_argument("--resolution", help="1K or 2K (the default)")
     parser.add_argument("--seed", type=int, help="the same seed gives the same image")
@@ -185,7 +187,7 @@ def keep_text(
     """`--input duration=5` where the model's input schema takes text (Kling's duration is
     "5" or "10"): the text, not the number JSON reads in it."""
     properties = schema.get("properties") or {}
-    for key, text in pairs:
+    for key, text in dict(pairs).items():  # a key given twice: its last value
         value = job_input.get(key)
         if value is None or isinstance(value, str | list) or text.startswith("@"):
             continue

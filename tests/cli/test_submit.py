@@ -346,7 +346,8 @@ def test_text_where_the_models_schema_takes_text() -> None:
         "$defs": {"Size": {"enum": ["square", "1024"]}},
     }
     pairs = [
-        ("duration", "5"),
+        ("duration", "10"),
+        ("duration", "5"),  # the last one counts
         ("size", "1024"),
         ("note", "true"),
         ("steps", "30"),
