@@ -98,7 +98,7 @@ def make_stack(fresh_database_url: str) -> StackFactory:
                 fal_queue_url=fal_server.url,
                 fal_jwks_url=f"{fal_server.url}/.well-known/jwks.json",
                 fal_rest_url=fal_server.url,
-                fal_cdn_url=fal_server.url,
+                fal_cdn_url=overrides.pop("fal_cdn_url", fal_server.url),
                 fal_key="test-fal-key",
                 public_base_url=service_url if webhooks else None,
                 allow_private_webhook_urls=overrides.pop("allow_private_webhook_urls", True),

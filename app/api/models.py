@@ -46,6 +46,6 @@ class ModelList(BaseModel):
 @router.get("", response_model=ModelList, responses=error_responses(Unauthorized))
 async def list_models(principal: PrincipalDep, runtime: RuntimeDep) -> Response:
     """The models jobs can run, with the JSON schema of their input and output and their price."""
-    if CATALOG.stale(runtime.pool):
-        await CATALOG.refresh(runtime.pool)
+    # Read afresh (one small query, off the hot path): an import is listed at once.
+    await CATALOG.refresh(runtime.pool)
     return JSONBytes({"data": [spec.document() for spec in CATALOG.models()]})
