@@ -257,15 +257,19 @@ class FakeFal:
         with_logs = _logs_wanted(request)
 
         async def events() -> AsyncIterator[str]:
-            last: tuple[Any, Any] | None = None
+            last: tuple[Any, ...] | None = None
             last_sent = time.monotonic()
+            logged = 0  # log lines already sent: each event carries only new ones, as fal's do
             # Ends when the request completes, or is forgotten by a reset.
             while self.requests.get(fake_request.id) is fake_request:
                 now = time.monotonic()
                 body = self._status_body(fake_request, with_logs, now)
-                key = (body["status"], body.get("queue_position"))
+                lines = body["logs"] or []
+                key = (body["status"], body.get("queue_position"), len(lines))
                 if key != last:
                     last, last_sent = key, now
+                    if body["logs"] is not None:
+                        body["logs"], logged = lines[logged:], len(lines)
                     yield f"data: {json.dumps(body)}\n\n"
                 if body["status"] == State.COMPLETED:
                     return
