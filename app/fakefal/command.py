@@ -34,6 +34,7 @@ _KNOBS: list[tuple[str, type, str | None, str]] = [
     ("user_id", str, None, "X-Fal-Webhook-User-Id of the webhooks"),
     ("stream_ping_interval", float, None, "seconds between ': ping' lines of a status stream"),
     ("max_requests", int, None, "requests remembered (oldest completed forgotten first)"),
+    ("models", str, "*", "model ids served beyond falrelay's catalog (owner/app[/path])"),
 ]
 
 

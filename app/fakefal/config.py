@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.fakefal.endpoints import Endpoint
 from app.fakefal.failures import FAILURES
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -59,6 +60,17 @@ class FakeFalConfig(BaseSettings):
     # results after an hour), so a long demo or load run does not grow without bound.
     stream_ping_interval: float = Field(default=10.0, gt=0.0)
     max_requests: int = Field(default=100_000, ge=1)
+    # Model ids served beyond falrelay's catalog (`owner/app` covers every path of the app);
+    # any other id is answered 404, as fal answers an app it does not host.
+    models: list[str] = Field(default_factory=list)
+
+    @field_validator("models")
+    @classmethod
+    def _model_ids(cls, value: list[str]) -> list[str]:
+        bad = [name for name in value if Endpoint.parse(name) is None]
+        if bad:
+            raise ValueError(f"not model ids (owner/app[/path]): {bad}")
+        return list(dict.fromkeys(name.strip("/") for name in value))
 
     def run_time(self, typical_seconds: float) -> float:
         """How long a run of a model that typically takes `typical_seconds` stays IN_PROGRESS."""

@@ -49,6 +49,29 @@ def routes(fake: FakeFal) -> list[BaseRoute]:
         now = time.monotonic()
         return JSONResponse({"requests": [r.summary(now) for r in fake.requests]})
 
+    async def read_models(request: Request) -> Response:
+        """The model ids served: the catalog's and those registered with the fake."""
+        return JSONResponse(
+            {"catalog": sorted(fake.catalog), "registered": list(fake.config.models)}
+        )
+
+    async def register_models(request: Request) -> Response:
+        """Serve more model ids: `{"ids": ["owner/app[/path]", ...]}` (kept across resets)."""
+        try:
+            body: Any = await request.json()
+        except ValueError:
+            return JSONResponse({"detail": "the body must be a JSON object"}, 400)
+        ids = body.get("ids") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(name, str) for name in ids):
+            return JSONResponse({"detail": 'the body must be {"ids": ["owner/app", ...]}'}, 422)
+        try:
+            registered = fake.register_models(ids)
+        except ValidationError as exc:
+            return JSONResponse(
+                {"detail": exc.errors(include_url=False, include_context=False)}, 422
+            )
+        return JSONResponse({"catalog": sorted(fake.catalog), "registered": registered})
+
     async def reset(request: Request) -> Response:
         """Forget requests and counters; the config stays."""
         fake.reset()
@@ -59,5 +82,7 @@ def routes(fake: FakeFal) -> list[BaseRoute]:
         Route("/_fake/config", update_config, methods=["PATCH"]),
         Route("/_fake/stats", read_stats, methods=["GET"]),
         Route("/_fake/requests", list_requests, methods=["GET"]),
+        Route("/_fake/models", read_models, methods=["GET"]),
+        Route("/_fake/models", register_models, methods=["POST"]),
         Route("/_fake/reset", reset, methods=["POST"]),
     ]

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 NAMESPACES = ("workflows", "comfy")
+# First path segments that belong to the fake's other hosts (fal.run's runs under `run/`, the
+# REST API's storage, the CDN's files) or to the fake itself: never a model's owner.
+RESERVED_ROOTS = ("run", "storage", "files", "_fake", ".well-known")
 Operation = Literal["result", "status", "stream", "cancel"]
 _OPERATIONS: dict[str, Operation] = {
     "": "result",
@@ -34,6 +37,8 @@ class Endpoint:
     @classmethod
     def parse(cls, model_id: str) -> Endpoint | None:
         parts = model_id.strip("/").split("/")
+        if parts[0] in RESERVED_ROOTS:
+            return None
         namespace = parts.pop(0) if parts[0] in NAMESPACES else None
         if len(parts) < 2 or not all(parts):
             return None

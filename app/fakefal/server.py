@@ -30,6 +30,7 @@ from app.fakefal.failures import FAILURES, Failure
 from app.fakefal.images import RenderCache
 from app.fakefal.media import file_from_name
 from app.fakefal.models import Generation, generate, invalid_json, typical_seconds
+from app.fakefal.registry import catalog_ids, known_model
 from app.fakefal.signing import WebhookSigner
 from app.fakefal.stats import Stats
 from app.fakefal.store import FakeRequest, RequestStore, State, WebhookPlan
@@ -63,6 +64,8 @@ class FakeFal:
         self.requests = RequestStore()
         self.signer = WebhookSigner()
         self._files = RenderCache()
+        # The catalog is fixed for the process; further ids come from the `models` knob.
+        self.catalog = catalog_ids()
         self._sender = WebhookSender(self.signer, self.stats)
         self._tasks: set[asyncio.Task[None]] = set()
         self._rng = random.Random(self.config.random_seed)
@@ -91,6 +94,14 @@ class FakeFal:
         if "random_seed" in changes:
             self._rng.seed(self.config.random_seed)
         return self.config
+
+    def register_models(self, model_ids: list[str]) -> list[str]:
+        """Serve these ids too (on top of the catalog's); answers every registered id. Raises
+        pydantic's ValidationError for a string that is not a model id."""
+        return self.configure({"models": [*self.config.models, *model_ids]}).models
+
+    def serves(self, endpoint: Endpoint) -> bool:
+        return known_model(endpoint, self.catalog, self.config.models)
 
     def reset(self) -> None:
         """Forget every request and count, stop pending webhooks; keep the config."""
@@ -149,8 +160,8 @@ class FakeFal:
 
     async def _submit(self, request: Request, path: str) -> Response:
         endpoint = Endpoint.parse(path)
-        if endpoint is None:
-            return JSONResponse({"detail": f"Application '{path}' not found"}, 404)
+        if endpoint is None or not self.serves(endpoint):
+            return JSONResponse({"detail": f"Application '{path.strip('/')}' not found"}, 404)
         webhook_url = request.query_params.get("fal_webhook")
         if webhook_url is not None and not webhook_url.startswith(("http://", "https://")):
             return JSONResponse({"detail": "fal_webhook must be an http(s) URL"}, 422)

@@ -53,7 +53,7 @@ async def test_patch_takes_effect_for_new_requests(
 async def test_stats_requests_and_reset(
     start_fake: StartFake, http: httpx.AsyncClient, receiver: Receiver
 ) -> None:
-    fake = start_fake(queue_latency=5.0, random_seed=4)
+    fake = start_fake(queue_latency=5.0, random_seed=4, models=["someone/app"])
     await http.post(fake.submit_url(), json=PROMPT, params={"fal_webhook": receiver.hook})
     done = (await http.post(f"{fake.url}/someone/app", json={"n": 1})).json()
     await http.put(done["cancel_url"])

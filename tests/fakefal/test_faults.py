@@ -40,7 +40,7 @@ async def test_submit_5xx_looks_like_an_ingress_error(
 
 
 async def test_max_queue_length(start_fake: StartFake, http: httpx.AsyncClient) -> None:
-    fake = start_fake(queue_latency=5.0)
+    fake = start_fake(queue_latency=5.0, models=["someone/else"])
     limit = {"fal_max_queue_length": "1"}
     assert (await http.post(fake.submit_url(), json=PROMPT, params=limit)).status_code == 200
     assert (await http.post(fake.submit_url(), json=PROMPT, params=limit)).status_code == 200

@@ -141,9 +141,10 @@ async def test_body_that_is_not_json_fails_at_the_result(
     assert result.json()["detail"][0]["type"] == "json_invalid"
 
 
-async def test_unknown_model_gets_one_1024_image(
-    fake: RunningFake, http: httpx.AsyncClient
+async def test_a_registered_model_gets_one_1024_image(
+    start_fake: StartFake, http: httpx.AsyncClient
 ) -> None:
+    fake = start_fake(models=["someone/some-app"])
     submitted = await submit(http, fake, {"anything": [1, 2]}, model="someone/some-app")
     assert submitted["response_url"].startswith(f"{fake.url}/someone/some-app/requests/")
     output = (await http.get(submitted["response_url"])).json()
@@ -159,8 +160,9 @@ async def test_unknown_model_gets_one_1024_image(
     ],
 )
 async def test_namespaced_models(
-    fake: RunningFake, http: httpx.AsyncClient, model: str, app: str
+    start_fake: StartFake, http: httpx.AsyncClient, model: str, app: str
 ) -> None:
+    fake = start_fake(models=[model])
     submitted = await submit(http, fake, {"x": 1}, model=model)
     assert submitted["status_url"] == f"{fake.url}/{app}/requests/{submitted['request_id']}/status"
     assert (await http.get(submitted["status_url"])).status_code == 200
@@ -249,7 +251,7 @@ async def test_state_follows_the_latencies(start_fake: StartFake, http: httpx.As
 async def test_queue_position_counts_the_requests_ahead(
     start_fake: StartFake, http: httpx.AsyncClient
 ) -> None:
-    fake = start_fake(queue_latency=2.0)
+    fake = start_fake(queue_latency=2.0, models=["someone/other"])
     first, second, third = [await submit(http, fake) for _ in range(3)]
     assert [s["queue_position"] for s in (first, second, third)] == [0, 1, 2]
     assert (await http.get(third["status_url"])).json()["queue_position"] == 2
