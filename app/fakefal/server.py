@@ -7,6 +7,7 @@ API do not. Every URL it hands out starts where the caller reached it, mount pre
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -23,7 +24,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from app.fakefal import control
+from app.fakefal import control, sync
 from app.fakefal.config import FakeFalConfig
 from app.fakefal.endpoints import Endpoint, RequestPath
 from app.fakefal.failures import FAILURES, Failure
@@ -33,7 +34,7 @@ from app.fakefal.models import Generation, generate, invalid_json, typical_secon
 from app.fakefal.registry import catalog_ids, known_model
 from app.fakefal.signing import WebhookSigner
 from app.fakefal.stats import Stats
-from app.fakefal.store import FakeRequest, RequestStore, State, WebhookPlan
+from app.fakefal.store import FakeRequest, Mode, RequestStore, State, WebhookPlan
 from app.fakefal.webhooks import WebhookSender, webhook_body
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class FakeFal:
                 Route("/.well-known/jwks.json", self._jwks, methods=["GET"]),
                 Route("/files/{name}", self._file, methods=["GET"]),
                 *control.routes(self),
+                *sync.routes(self),
                 Route("/{path:path}", self._queue, methods=["GET", "POST", "PUT"]),
             ],
             lifespan=self._lifespan,
@@ -109,6 +111,7 @@ class FakeFal:
             task.cancel()
         for request in self.requests:
             request.changed.set()  # ends their status streams
+            request.done.set()  # and answers their sync runs
         self.requests.clear()
         self._held.clear()
         self._slotted.clear()
@@ -133,7 +136,7 @@ class FakeFal:
     # -- queue routes ---------------------------------------------------------------------
 
     async def _queue(self, request: Request) -> Response:
-        if (refusal := _check_auth(request)) is not None:
+        if (refusal := self.refuse_key(request)) is not None:
             return refusal
         path: str = request.path_params["path"]
         if request.method == "POST":
@@ -146,10 +149,15 @@ class FakeFal:
             headers = {"Allow": ", ".join(allowed)}
             return JSONResponse({"detail": "Method Not Allowed"}, 405, headers=headers)
         fake_request = self.requests.get(target.request_id)
-        if fake_request is not None and not fake_request.endpoint.serves(target.app_part):
+        # A sync run or stream is not in the queue API, and a request only under its own app.
+        if fake_request is not None and (
+            fake_request.mode != "queue" or not fake_request.endpoint.serves(target.app_part)
+        ):
             fake_request = None
         if target.operation == "result":
-            return self._result(fake_request)
+            if fake_request is None:
+                return JSONResponse({"detail": "Request not found"}, 404)
+            return self.result_response(fake_request)
         if fake_request is None:
             return JSONResponse({"status": "NOT_FOUND"}, 404)
         if target.operation == "status":
@@ -159,10 +167,31 @@ class FakeFal:
         return self._cancel(fake_request)
 
     async def _submit(self, request: Request, path: str) -> Response:
+        accepted = await self.accept(request, path, mode="queue")
+        if isinstance(accepted, Response):
+            return accepted
+        fake_request, ahead = accepted
+        body: dict[str, Any] = {
+            "status": State.IN_QUEUE.value,
+            "request_id": fake_request.id,
+            "gateway_request_id": fake_request.id,
+            **fake_request.urls(),
+            "queue_position": ahead,
+            "logs": None,
+            "metrics": {},
+        }
+        return JSONResponse(body, headers={REQUEST_ID_HEADER: fake_request.id})
+
+    async def accept(
+        self, request: Request, path: str, *, mode: Mode
+    ) -> tuple[FakeRequest, int] | Response:
+        """Take a request for the model at `path` (a queue submit, a sync run or a stream: the
+        same request to fal): the new request and how many wait ahead of it, or the refusal."""
         endpoint = Endpoint.parse(path)
         if endpoint is None or not self.serves(endpoint):
             return JSONResponse({"detail": f"Application '{path.strip('/')}' not found"}, 404)
-        webhook_url = request.query_params.get("fal_webhook")
+        # Only a queue submit has a webhook; a run answers the caller itself.
+        webhook_url = request.query_params.get("fal_webhook") if mode == "queue" else None
         if webhook_url is not None and not webhook_url.startswith(("http://", "https://")):
             return JSONResponse({"detail": "fal_webhook must be an http(s) URL"}, 422)
         max_queue = request.query_params.get("fal_max_queue_length")
@@ -237,9 +266,13 @@ class FakeFal:
             priority=priority,
             start_timeout=start_timeout,
             held=config.concurrency is not None,
+            mode=mode,
         )
         self.requests.add(fake_request, max_requests=config.max_requests)
-        self.stats.submitted += 1
+        if mode == "queue":
+            self.stats.submitted += 1
+        else:
+            self.stats.runs += 1
         if fake_request.held:
             self._held.append(fake_request)
             self._time(fake_request)
@@ -248,16 +281,23 @@ class FakeFal:
             self._schedule(now)
         else:
             fake_request.timer = self._spawn(self._complete_on_time(fake_request))
-        body: dict[str, Any] = {
-            "status": State.IN_QUEUE.value,
-            "request_id": fake_request.id,
-            "gateway_request_id": fake_request.id,
-            **fake_request.urls(),
-            "queue_position": ahead,
-            "logs": None,
-            "metrics": {},
-        }
-        return JSONResponse(body, headers={REQUEST_ID_HEADER: fake_request.id})
+        return fake_request, ahead
+
+    async def wait_started(self, fake_request: FakeRequest) -> None:
+        """Until the request leaves the queue (it may complete at once), or a reset forgets it."""
+        while self.requests.get(fake_request.id) is fake_request:
+            now = time.monotonic()
+            if fake_request.state(now) is not State.IN_QUEUE:
+                return
+            wake = self._next_change(fake_request, now)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, wake - now)):
+                    await fake_request.done.wait()
+
+    async def wait_finished(self, fake_request: FakeRequest) -> bool:
+        """Until the request completes; False when a reset forgot it first."""
+        await fake_request.done.wait()
+        return fake_request.finished
 
     def _status(self, request: Request, fake_request: FakeRequest) -> Response:
         body = self._status_body(fake_request, _logs_wanted(request))
@@ -298,9 +338,8 @@ class FakeFal:
         headers = {"Cache-Control": "no-cache", REQUEST_ID_HEADER: fake_request.id}
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
-    def _result(self, fake_request: FakeRequest | None) -> Response:
-        if fake_request is None:
-            return JSONResponse({"detail": "Request not found"}, 404)
+    def result_response(self, fake_request: FakeRequest) -> Response:
+        """What the queue's result URL answers, and a sync run once its request completes."""
         headers = {REQUEST_ID_HEADER: fake_request.id}
         if fake_request.state(time.monotonic()) is not State.COMPLETED:
             return JSONResponse({"detail": "Request is still in progress"}, 400, headers=headers)
@@ -308,12 +347,15 @@ class FakeFal:
         if isinstance(outcome, Failure):
             headers.update(outcome.headers)
             return JSONResponse(outcome.body, outcome.status_code, headers=headers)
-        # fal answers the model's result with what it billed for it (its platform headers);
-        # in the model's unit (images, megapixels or seconds). No charge for errors, so no
-        # header on those.
-        units = self.config.billable_units
-        headers[BILLABLE_UNITS_HEADER] = str(outcome.billable_units if units is None else units)
+        headers[BILLABLE_UNITS_HEADER] = self.billable_units(outcome)
         return JSONResponse(fake_request.output(), headers=headers)
+
+    def billable_units(self, outcome: Generation) -> str:
+        """What fal billed for a model's result (its `X-Fal-Billable-Units` platform header), in
+        the model's unit (images, megapixels or seconds). No charge for errors, so no header on
+        those."""
+        units = self.config.billable_units
+        return str(outcome.billable_units if units is None else units)
 
     def _cancel(self, fake_request: FakeRequest) -> Response:
         headers = {REQUEST_ID_HEADER: fake_request.id}
@@ -407,6 +449,7 @@ class FakeFal:
             return
         fake_request.finished = True
         fake_request.changed.set()
+        fake_request.done.set()
         if fake_request.held:
             self._schedule(time.monotonic())  # its slot (if it had one) is free
         outcome = fake_request.result()
@@ -468,6 +511,10 @@ class FakeFal:
 
     async def _jwks(self, request: Request) -> Response:
         return JSONResponse(self.signer.jwks())
+
+    def refuse_key(self, request: Request) -> Response | None:
+        """A 401 unless the request has fal's `Authorization: Key <key>` (any key)."""
+        return _check_auth(request)
 
 
 def _check_auth(request: Request) -> Response | None:

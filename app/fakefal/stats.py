@@ -9,6 +9,7 @@ from dataclasses import dataclass
 @dataclass
 class Stats:
     submitted: int = 0  # submissions accepted: a request was created
+    runs: int = 0  # sync runs and streams accepted (fal.run, /stream)
     submit_429: int = 0  # refused with 429 (drawn, or over fal_max_queue_length)
     submit_5xx: int = 0  # refused with an ingress 502/503
     completed_ok: int = 0

@@ -14,11 +14,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from app.fakefal.endpoints import Endpoint
 from app.fakefal.failures import CANCELLED, START_TIMEOUT, Failure
 from app.fakefal.models import Generation
+
+# How the request came: a queue submit, a sync run (`fal.run`) or a stream (`/stream`). All three
+# are the same request to fal; only the queue's are reachable by the queue API.
+Mode = Literal["queue", "run", "stream"]
 
 
 class State(StrEnum):
@@ -58,12 +62,15 @@ class FakeRequest:
     # Under the account's concurrency limit (submitted while `concurrency` was set): it starts
     # when the fake gives it a slot (slot_at), not by the clock alone.
     held: bool = False
+    mode: Mode = "queue"
     slot_at: float | None = None
     cancelled_at: float | None = None
     # Set once, when the request's completion has been counted and its webhook started.
     finished: bool = False
     # Wakes status streams when a cancel completes the request ahead of its timeline.
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set once it has finished (or been forgotten by a reset): a sync run waits on it.
+    done: asyncio.Event = field(default_factory=asyncio.Event)
     timer: asyncio.Task[None] | None = None
     # What became of its webhook: when a receiver answered 2xx (wall clock; twice for a
     # duplicate), and whether the fake gave up on a copy. Chaos runs read these to tell a
@@ -182,6 +189,7 @@ class FakeRequest:
         return {
             "id": self.id,
             "model": self.endpoint.model_id,
+            "mode": self.mode,
             "input": self.input,
             "fal_webhook": self.fal_webhook,
             "state": self.state(now).value,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import fal_client
@@ -22,8 +23,10 @@ def client() -> Iterator[fal_client.SyncClient]:
 
 
 def point_at(monkeypatch: pytest.MonkeyPatch, fake: RunningFake) -> None:
-    # fal_client builds submit URLs from this module global at call time (protocol notes 3.1).
+    # fal_client builds its URLs from these module globals at call time (protocol notes 3.1):
+    # the fake serves every fal host on its one port, fal.run's under /run/.
     monkeypatch.setattr(fal_client.client, "QUEUE_URL_FORMAT", fake.url + "/")
+    monkeypatch.setattr(fal_client.client, "RUN_URL_FORMAT", fake.url + "/run/")
 
 
 def test_submit_status_events_and_result(
@@ -108,3 +111,92 @@ def test_webhook_url_is_passed_through(
     handle = client.submit(IMAGINEART, arguments=ARGUMENTS, webhook_url=hook)
     [request] = list(fake.fake.requests)
     assert (request.id, request.fal_webhook) == (handle.request_id, hook)
+
+
+def test_run_answers_the_output_after_the_run_time(
+    start_fake: StartFake, client: fal_client.SyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = start_fake(queue_latency=0.1, run_latency=0.2)
+    point_at(monkeypatch, fake)
+    started = time.monotonic()
+    output = client.run(IMAGINEART, arguments=ARGUMENTS)
+    assert time.monotonic() - started >= 0.3
+    [image] = output["images"]
+    assert (image["width"], image["height"]) == (2816, 1584)
+    assert output["seed"] == 7
+    # The same request through the queue gives the same output.
+    assert client.submit(IMAGINEART, arguments=ARGUMENTS).get() == output
+    [run, queued] = list(fake.fake.requests)
+    assert (run.mode, queued.mode) == ("run", "queue")
+    assert (fake.fake.stats.runs, fake.fake.stats.submitted) == (1, 1)
+
+
+def test_run_model_errors_and_unknown_models(
+    fake: RunningFake, client: fal_client.SyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    point_at(monkeypatch, fake)
+    with pytest.raises(fal_client.FalClientHTTPError) as refused:
+        client.run(IMAGINEART, arguments={"prompt": ""})
+    assert refused.value.status_code == 422
+    assert refused.value.response.json()["detail"][0]["loc"] == ["body", "prompt"]
+    assert refused.value.response.headers["x-fal-request-id"]
+    for method in (client.run, client.submit):
+        with pytest.raises(fal_client.FalClientHTTPError) as unknown:
+            method("nobody/no-such-model", arguments={"prompt": "p"})  # type: ignore[operator]
+        assert unknown.value.status_code == 404
+
+
+def test_run_honours_the_start_timeout(
+    start_fake: StartFake, client: fal_client.SyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One slot, held by a long request: the run cannot start before its deadline.
+    fake = start_fake(concurrency=1, run_latency=30)
+    point_at(monkeypatch, fake)
+    client.submit(IMAGINEART, arguments=ARGUMENTS)
+    started = time.monotonic()
+    with pytest.raises(fal_client.FalClientHTTPError) as timed_out:
+        client.run(IMAGINEART, arguments=ARGUMENTS, start_timeout=1.2)
+    assert time.monotonic() - started >= 1.2
+    error = timed_out.value
+    assert (error.status_code, error.error_type) == (504, "request_timeout")
+    assert error.response_headers["x-fal-request-timeout-type"] == "user"
+
+
+def test_stream_sends_partial_events_then_the_output(
+    start_fake: StartFake, client: fal_client.SyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = start_fake(queue_latency=0.1, run_latency=0.3)
+    point_at(monkeypatch, fake)
+    events = list(client.stream(IMAGINEART, arguments=ARGUMENTS))
+    assert events[:-1] == [
+        {"partial": True, "progress": 0.0},
+        {"partial": True, "progress": 0.5},
+    ]
+    assert events[-1] == client.run(IMAGINEART, arguments=ARGUMENTS)
+    assert [r.mode for r in fake.fake.requests] == ["stream", "run"]
+
+
+def test_subscribe_polls_to_the_output_with_priority_and_start_timeout(
+    start_fake: StartFake, client: fal_client.SyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = start_fake(queue_latency=0.15, run_latency=0.15)
+    point_at(monkeypatch, fake)
+    updates: list[fal_client.Status] = []
+    enqueued: list[str] = []
+    output = client.subscribe(
+        IMAGINEART,
+        arguments=ARGUMENTS,
+        with_logs=True,
+        interval=0.02,
+        on_enqueue=enqueued.append,
+        on_queue_update=updates.append,
+        priority="low",
+        start_timeout=30,
+    )
+    assert output["seed"] == 7
+    kinds = [type(update) for update in updates]
+    assert kinds[0] is fal_client.Queued
+    assert fal_client.InProgress in kinds
+    assert kinds[-1] is fal_client.Completed
+    [request] = list(fake.fake.requests)
+    assert (request.id, request.priority, request.start_timeout) == (enqueued[0], "low", 30.0)
