@@ -35,6 +35,7 @@ _KNOBS: list[tuple[str, type, str | None, str]] = [
     ("stream_ping_interval", float, None, "seconds between ': ping' lines of a status stream"),
     ("max_requests", int, None, "requests remembered (oldest completed forgotten first)"),
     ("models", str, "*", "model ids served beyond falrelay's catalog (owner/app[/path])"),
+    ("storage_max_bytes", int, None, "bytes of uploaded files kept (oldest dropped first)"),
 ]
 
 

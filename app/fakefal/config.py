@@ -63,6 +63,8 @@ class FakeFalConfig(BaseSettings):
     # Model ids served beyond falrelay's catalog (`owner/app` covers every path of the app);
     # any other id is answered 404, as fal answers an app it does not host.
     models: list[str] = Field(default_factory=list)
+    # Uploaded files kept at most (bytes, memory and temp dir together); the oldest go first.
+    storage_max_bytes: int = Field(default=1024**3, ge=1)
 
     @field_validator("models")
     @classmethod

@@ -1,7 +1,12 @@
-"""The fake fal: an ASGI app that speaks fal's queue protocol (protocol notes section 6).
+"""The fake fal: an ASGI app that speaks fal's protocols (protocol notes section 6, addendum).
 
-Queue routes need `Authorization: Key <anything>`; `/files/`, the JWKS and the `/_fake/` control
-API do not. Every URL it hands out starts where the caller reached it, mount prefix included.
+On one port it serves every fal host a client talks to: the queue (`https://queue.fal.run/` maps
+to its root), sync runs and streams (`https://fal.run/` maps to `/run/`, see sync.py), and the
+REST API's storage calls and the CDN (`https://rest.fal.ai/`, `https://v3.fal.media/` map to its
+root, see cdn.py). Queue, run and storage routes need `Authorization: Key <anything>`; CDN uploads
+need a token from `storage/auth/token`; files, the JWKS and the `/_fake/` control API need none.
+Only known models are served (registry.py). Every URL it hands out starts where the caller reached
+it, mount prefix included.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from app.fakefal import control, sync
+from app.fakefal import cdn, control, sync
 from app.fakefal.config import FakeFalConfig
 from app.fakefal.endpoints import Endpoint, RequestPath
 from app.fakefal.failures import FAILURES, Failure
@@ -34,6 +39,7 @@ from app.fakefal.models import Generation, generate, invalid_json, typical_secon
 from app.fakefal.registry import catalog_ids, known_model
 from app.fakefal.signing import WebhookSigner
 from app.fakefal.stats import Stats
+from app.fakefal.storage import CdnTokens, FileStore
 from app.fakefal.store import FakeRequest, Mode, RequestStore, State, WebhookPlan
 from app.fakefal.webhooks import WebhookSender, webhook_body
 
@@ -65,6 +71,9 @@ class FakeFal:
         self.requests = RequestStore()
         self.signer = WebhookSigner()
         self._files = RenderCache()
+        # Uploaded files (fal's CDN), and the tokens that let a client upload them.
+        self.files = FileStore(self.config.storage_max_bytes)
+        self.cdn_tokens = CdnTokens()
         # The catalog is fixed for the process; further ids come from the `models` knob.
         self.catalog = catalog_ids()
         self._sender = WebhookSender(self.signer, self.stats)
@@ -78,6 +87,7 @@ class FakeFal:
                 Route("/.well-known/jwks.json", self._jwks, methods=["GET"]),
                 Route("/files/{name}", self._file, methods=["GET"]),
                 *control.routes(self),
+                *cdn.routes(self),
                 *sync.routes(self),
                 Route("/{path:path}", self._queue, methods=["GET", "POST", "PUT"]),
             ],
@@ -95,6 +105,7 @@ class FakeFal:
             setattr(self.config, name, getattr(merged, name))
         if "random_seed" in changes:
             self._rng.seed(self.config.random_seed)
+        self.files.max_bytes = self.config.storage_max_bytes
         return self.config
 
     def register_models(self, model_ids: list[str]) -> list[str]:
@@ -117,6 +128,7 @@ class FakeFal:
         self._slotted.clear()
         self.stats.reset()
         self._files.clear()
+        self.files.clear()
         self._rng.seed(self.config.random_seed)
 
     async def aclose(self) -> None:
@@ -125,6 +137,7 @@ class FakeFal:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._sender.aclose()
+        self.files.close()
 
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -515,6 +528,10 @@ class FakeFal:
     def refuse_key(self, request: Request) -> Response | None:
         """A 401 unless the request has fal's `Authorization: Key <key>` (any key)."""
         return _check_auth(request)
+
+    def base_url(self, request: Request) -> str:
+        """Where the caller reached the fake: scheme, host and mount prefix."""
+        return _base_url(request)
 
 
 def _check_auth(request: Request) -> Response | None:

@@ -23,6 +23,7 @@ class Stats:
     webhooks_duplicated: int = 0
     webhooks_payload_error: int = 0
     files_rendered: int = 0
+    files_uploaded: int = 0  # uploads finished (a direct upload, a PUT, a completed multipart)
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
