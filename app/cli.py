@@ -21,6 +21,8 @@ from app.main import begin_draining
 from app.settings import MissingSetting, Settings
 
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
     from app.db.embedded import EmbeddedPostgres
 
 
@@ -49,11 +51,39 @@ class _Server(uvicorn.Server):
                 loop.remove_signal_handler(sig)
 
 
+class _BesideFake:
+    """`falrelay dev`'s one port: the fake fal under `/fakefal`, the service everywhere else.
+
+    The fake is dispatched to before falrelay's middleware, not mounted inside it: it stands for
+    fal, so falrelay's body bound, rate limits and access log are not its own (an upload to its
+    storage is larger than any API body)."""
+
+    def __init__(self, app: ASGIApp, fake: ASGIApp, prefix: str = "/fakefal") -> None:
+        self.app, self.fake, self.prefix = app, fake, prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "lifespan" and (
+            path == self.prefix or path.startswith(self.prefix + "/")
+        ):
+            # As a mount does: the prefix moves to root_path, which the fake's URLs include.
+            scope = dict(scope, root_path=scope.get("root_path", "") + self.prefix)
+            await self.fake(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
 async def _serve(
-    app: FastAPI, settings: Settings, host: str, port: int, *, on_started: str | None = None
+    app: FastAPI,
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    on_started: str | None = None,
+    asgi: ASGIApp | None = None,
 ) -> None:
     config = uvicorn.Config(
-        app,
+        asgi or app,
         host=host,
         port=port,
         lifespan="on",
@@ -284,10 +314,16 @@ async def _serve_dev(args: argparse.Namespace, database_url: str, key: str) -> N
         log_format=os.environ.get("FALRELAY_LOG_FORMAT", "text"),
     )
     app = create_app(settings, run_worker=True)
-    app.mount("/fakefal", fake.app)
     try:
         banner = _dev_banner(base, key, database_url)
-        await _serve(app, settings, args.host, args.port, on_started=banner)
+        await _serve(
+            app,
+            settings,
+            args.host,
+            args.port,
+            on_started=banner,
+            asgi=_BesideFake(app, fake.app),
+        )
     finally:
         await fake.aclose()
 
