@@ -19,7 +19,7 @@ import math
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -65,8 +65,17 @@ class FakeFal:
     or mounted under a prefix. Call `aclose()` on the loop that serves it when done with it; a
     root-served app does that itself at lifespan shutdown."""
 
-    def __init__(self, config: FakeFalConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: FakeFalConfig | None = None,
+        *,
+        also_serves: Callable[[str], bool] | None = None,
+    ) -> None:
+        """`also_serves(model_id)` names more models to serve, asked at each request: a process
+        that runs falrelay beside the fake (`falrelay dev`) passes its live catalog, so a model
+        imported at run time is served at once."""
         self.config = config if config is not None else FakeFalConfig()
+        self._also_serves = also_serves
         self.stats = Stats()
         self.requests = RequestStore()
         self.signer = WebhookSigner()
@@ -114,7 +123,10 @@ class FakeFal:
         return self.configure({"models": [*self.config.models, *model_ids]}).models
 
     def serves(self, endpoint: Endpoint) -> bool:
-        return known_model(endpoint, self.catalog, self.config.models)
+        if known_model(endpoint, self.catalog, self.config.models):
+            return True
+        also = self._also_serves
+        return also is not None and (also(endpoint.model_id) or also(endpoint.app_id))
 
     def reset(self) -> None:
         """Forget every request and count, stop pending webhooks; keep the config."""

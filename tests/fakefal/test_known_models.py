@@ -5,9 +5,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from app.fakefal import FakeFalConfig
+from app.fakefal import FakeFal, FakeFalConfig
 from app.fakefal.registry import catalog_ids
 from tests.fakefal.support import IMAGINEART, RunningFake
+from tests.servers import LiveServer
 
 PROMPT = {"prompt": "a red fox in snow", "resolution": "1K"}
 
@@ -52,3 +53,15 @@ def test_models_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FALRELAY_FAKEFAL_MODELS", '["storage/auth/token"]')
     with pytest.raises(ValueError, match="not model ids"):
         FakeFalConfig()
+
+
+async def test_a_live_catalog_can_name_more_models(http: httpx.AsyncClient) -> None:
+    # As falrelay dev would pass its catalog: asked at each request, so an import counts at once.
+    imported: set[str] = set()
+    fake = FakeFal(FakeFalConfig(), also_serves=imported.__contains__)
+    with LiveServer(fake.app) as server:
+        assert (await http.post(f"{server.url}/someone/app", json={})).status_code == 404
+        imported.add("someone/app")
+        assert (await http.post(f"{server.url}/someone/app", json={})).status_code == 200
+        assert (await http.post(f"{server.url}/run/someone/app/x", json={})).status_code == 200
+        assert (await http.post(f"{server.url}/someone/other", json={})).status_code == 404
