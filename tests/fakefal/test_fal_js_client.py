@@ -82,7 +82,7 @@ def test_stream(start_fake: StartFake, scenario: RunScenario) -> None:
 
 
 def test_subscribe_polling(start_fake: StartFake, scenario: RunScenario) -> None:
-    fake = start_fake(queue_latency=0.2, run_latency=0.3)
+    fake = start_fake(queue_latency=0.3, run_latency=0.5)
     seen = scenario("subscribePolling", fake)
     statuses = [update["status"] for update in seen["updates"]]
     assert statuses[0] == "IN_QUEUE"
@@ -94,7 +94,9 @@ def test_subscribe_polling(start_fake: StartFake, scenario: RunScenario) -> None
 def test_subscribe_streaming_sends_each_log_line_once(
     start_fake: StartFake, scenario: RunScenario
 ) -> None:
-    fake = start_fake(queue_latency=0.2, run_latency=0.3)
+    # Long enough that Node opens the stream while the request still waits, even on a busy
+    # machine: every state is then seen once.
+    fake = start_fake(queue_latency=1.0, run_latency=0.5)
     seen = scenario("subscribeStreaming", fake)
     updates = seen["updates"]
     assert [update["status"] for update in updates] == ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
