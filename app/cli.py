@@ -294,12 +294,15 @@ def cmd_dev(args: argparse.Namespace) -> None:
 async def _serve_dev(args: argparse.Namespace, database_url: str, key: str) -> None:
     """API, workers and the fake fal (mounted at /fakefal) in one process, wired to each other
     over real HTTP on this machine."""
+    from app.catalog import CATALOG
     from app.fakefal import FakeFal
     from app.main import create_app
 
     local_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     base = f"http://{local_host}:{args.port}"
-    fake = FakeFal()
+    # The fake hosts what this process's catalog holds, so a model imported while dev runs
+    # (`falrelay models import`) runs at its fake as it would at fal.
+    fake = FakeFal(also_serves=lambda model_id: CATALOG.get(model_id) is not None)
     settings = Settings(
         database_url=database_url,
         allow_private_webhook_urls=True,

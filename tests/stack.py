@@ -16,6 +16,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.auth import service as auth_service
+from app.catalog import CATALOG
 from app.db.pool import Pool, create_pool
 from app.fakefal import FakeFal, FakeFalConfig
 from app.fal.callback_urls import load as load_callback_urls
@@ -89,7 +90,11 @@ def make_stack(fresh_database_url: str) -> StackFactory:
     async def factory(
         *, webhooks: bool = True, fal: FakeFalConfig | None = None, **overrides: Any
     ) -> AsyncIterator[Stack]:
-        fake = FakeFal(fal or FakeFalConfig(random_seed=7))
+        # Like `falrelay dev`'s: the fake also hosts the models imported into this service.
+        fake = FakeFal(
+            fal or FakeFalConfig(random_seed=7),
+            also_serves=lambda model_id: CATALOG.get(model_id) is not None,
+        )
         port = free_port()
         service_url = f"http://127.0.0.1:{port}"
         with LiveServer(fake.app) as fal_server:
