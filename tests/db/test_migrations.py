@@ -22,6 +22,7 @@ TABLES = {
     "rate_limits",
     "console_sessions",
     "client_spend",
+    "models",
 }
 
 
