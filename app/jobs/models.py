@@ -99,6 +99,10 @@ class Job(CreatedAtMixin, Base):
     # jobs accepted before prices were kept (their model's price then applies).
     unit_price_usd: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
     billable_units: Mapped[Decimal | None] = mapped_column(Numeric)
+    # Owned outputs (app.outputs): our copy of each output file, in the output's order, and
+    # when a copy that failed is tried again (NULL: nothing left to copy).
+    files: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    mirror_retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -166,5 +170,16 @@ class Job(CreatedAtMixin, Base):
             "ix_jobs_reconcile_due",
             "next_attempt_at",
             postgresql_where=text("status IN ('submitted', 'running')"),
+        ),
+        # Output arrived, copy to the operator's store due; and failed copies to try again.
+        Index(
+            "ix_jobs_mirror_due",
+            "next_attempt_at",
+            postgresql_where=text("status IN ('submitted', 'running') AND output IS NOT NULL"),
+        ),
+        Index(
+            "ix_jobs_mirror_retry",
+            "mirror_retry_at",
+            postgresql_where=text("mirror_retry_at IS NOT NULL"),
         ),
     )
