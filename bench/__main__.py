@@ -23,6 +23,7 @@ from bench.benchmarks import (
     memory,
     queue,
     scale,
+    validation,
 )
 from bench.context import RESULTS_DIR, Context, Options
 from bench.database import bench_postgres
@@ -40,6 +41,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "memory": memory.run,
     "delivery-fairness": delivery_fairness.run,
     "fairness": fairness.run,
+    "validation": validation.run,
 }
 
 

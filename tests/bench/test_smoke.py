@@ -23,6 +23,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = [
     "intake", "e2e", "fanout", "queue", "scale", "memory", "fairness", "delivery-fairness",
+    "validation",
 ]  # fmt: skip
 REPORT_KEYS = {
     "name", "title", "date", "mode", "command", "machine", "baseline", "goal", "goal_met",
@@ -43,7 +44,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shm.is_dir() and os.access(shm, os.W_OK):
         argv += ["--scratch", str(shm)]
     done = subprocess.run(
-        # A bound, not a wait: about 90 s on a loaded 2-core machine for all eight.
+        # A bound, not a wait: about 90 s on a loaded 2-core machine for all nine.
         argv,
         cwd=ROOT,
         env=env,
@@ -75,7 +76,7 @@ def test_each_benchmark_writes_its_report(results: Path, name: str) -> None:
         assert figure["value"] is not None, figure
 
 
-@pytest.mark.parametrize("name", ["intake", "fanout", "scale"])
+@pytest.mark.parametrize("name", ["intake", "fanout", "scale", "validation"])
 def test_baselines_run_beside_falrelay(results: Path, name: str) -> None:
     headline = _report(results, name)["figures"][0]
     assert headline["baseline"] is not None
@@ -94,3 +95,13 @@ def test_queue_runs_procrastinate_beside_falrelay(results: Path) -> None:
         assert any("procrastinate is not installed" in n for n in report["notes"])
         pytest.skip("procrastinate is not installed (pip install -e '.[bench]')")
     assert report["figures"][0]["baseline"] is not None
+
+
+def test_validation_paths_agree_and_the_api_timed_them(results: Path) -> None:
+    details = _report(results, "validation")["details"]
+    for run in details["micro_runs"]:
+        assert all(run["same_result"].values()), run["same_result"]
+        assert not run["refused_generated_inputs"]
+    # Both apis timed validation inside themselves, in their one load run.
+    for path in ("schema", "pydantic"):
+        assert details["in_api_us_per_call"][path][0]["calls"] > 0, path
