@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from app import __version__, console
-from app.api import callbacks, health, jobs, models, openapi, outbound, usage, webhooks
+from app.api import callbacks, files, health, jobs, models, openapi, outbound, usage, webhooks
 from app.api.limits import BodySizeLimit
 from app.api.observe import Observe
 from app.api.ratelimit import RateLimitHeaders
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
                 ),
                 wakeup=services.wakeup,
                 callback_urls=services.callback_urls,
+                store=services.store,
             )
             if not run_worker:
                 yield
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(models.router)
     app.include_router(usage.router)
     app.include_router(callbacks.router)
+    app.include_router(files.router)
     app.include_router(health.router)
     app.include_router(console.router)
     outbound.document(app)
