@@ -404,19 +404,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     models_command.add_arguments(models)
 
-    purge = commands.add_parser(
-        "purge",
-        help="delete jobs finished before --older-than, with their events, deliveries and files",
-    )
-    from app.lifecycle import command as purge_command
-
-    purge_command.add_arguments(purge)
-
-    jobs = commands.add_parser("jobs", help="jobs through the API: `delete`")
-    from app.jobs import command as jobs_command
-
-    jobs_command.add_arguments(jobs)
-
     openapi = commands.add_parser("openapi", help="print the OpenAPI document")
     openapi.set_defaults(func=cmd_openapi)
 

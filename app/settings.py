@@ -27,10 +27,6 @@ class Settings(BaseSettings):
     # host hands out CDN tokens, the CDN host takes the bytes. The fake fal serves both.
     fal_rest_url: str = "https://rest.fal.ai"
     fal_cdn_url: str = "https://v3.fal.media"
-    # Sent with each submission as X-Fal-Object-Lifecycle-Preference: fal deletes the files a
-    # request made after this long. Unset: the account's setting. Set it only with outputs
-    # mirrored (FALRELAY_STORAGE_URL), and longer than a mirror can take to catch up.
-    fal_media_ttl_seconds: int | None = Field(default=None, ge=1)
     # fal signs every account's webhooks with the same keys. The callback URL's token already
     # ties a callback to our job; with this set, one signed for another fal account is also
     # refused (X-Fal-Webhook-User-Id).
@@ -134,12 +130,6 @@ class Settings(BaseSettings):
     # Queue gauges are read from Postgres at most this often per process, however many scrape.
     metrics_queue_refresh_seconds: float = Field(default=15.0, ge=0)
 
-    # Owned outputs (app.outputs): the largest output file copied to the store, the jobs whose
-    # files one worker copies at once, and a copy's claim (a few large videos over a slow link).
-    mirror_max_file_bytes: int = Field(default=2 * 1024**3, ge=1024)
-    mirror_concurrency: int = Field(default=8, ge=1)
-    mirror_lease_seconds: float = Field(default=600.0, gt=30)
-
     # Workers. Invariant: every lease is longer than fal_timeout_seconds, else a slow call could
     # outlive its claim and a second worker could repeat it.
     worker_concurrency: int = Field(default=32, ge=1, description="fal calls in flight per loop")
@@ -185,25 +175,6 @@ class Settings(BaseSettings):
     # restarted. An idle loop completes an iteration every worker_poll_seconds, a busy one
     # one per claim, so a minute is far beyond any healthy iteration.
     loop_stall_seconds: float = Field(default=60.0, gt=0)
-
-    # Retention (app.lifecycle): a finished job (succeeded, failed, canceled) is deleted this
-    # many days after it finished, with its events, deliveries, attempts and mirrored files.
-    # "off" (or 0) keeps everything. 30 days outlasts any webhook retry schedule (5 days) and
-    # keeps a month of jobs in the console and /v1/usage; client_spend (money) is never purged.
-    retention_days: float | None = Field(default=30.0, gt=0)
-    # Jobs deleted per transaction: a batch holds its row locks for milliseconds.
-    retention_batch_size: int = Field(default=500, ge=1, le=10_000)
-    # How long the retention loop sleeps once nothing is left to purge.
-    retention_interval_seconds: float = Field(default=60.0, gt=0)
-
-    @field_validator("retention_days", mode="before")
-    @classmethod
-    def _off_is_none(cls, value: object) -> object:
-        if isinstance(value, str) and value.strip().lower() in ("", "off", "none", "0"):
-            return None
-        if isinstance(value, int | float) and value == 0:
-            return None
-        return value
 
     @model_validator(mode="after")
     def _leases_outlive_calls(self) -> Settings:
