@@ -10,6 +10,10 @@ service models to load, at a fraction of aiobotocore's resident memory.
 Credentials and region come from the standard variables (AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION...), which obstore reads itself;
 FALRELAY_S3_ENDPOINT_URL points it at a store other than AWS (path-style requests).
+
+A multipart put that fails is aborted by obstore; one that is cancelled (a shutdown mid-copy)
+is not, and its parts stay in the bucket, invisible, until removed. Give the bucket a
+lifecycle rule that aborts incomplete multipart uploads after a day.
 """
 
 from __future__ import annotations
