@@ -4,6 +4,7 @@ round trips, batched deletes, keys that cannot escape, URLs that serve the bytes
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -142,3 +143,22 @@ async def test_s3_public_url_when_a_cdn_fronts_the_bucket(s3_store: ObjectStore)
     assert isinstance(s3_store, S3ObjectStore)
     cdn = S3ObjectStore(s3_store._store, url_ttl_seconds=600, public_url="https://cdn.test/o/")
     assert cdn.url("jobs/1/0-a b.png") == "https://cdn.test/o/jobs/1/0-a%20b.png"
+
+
+async def test_a_cancelled_file_put_leaves_no_trace(file_store: FileStore) -> None:
+    import asyncio
+
+    started = asyncio.Event()
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            yield b"x" * 65536
+            started.set()
+            await asyncio.sleep(0.001)
+
+    put = asyncio.create_task(file_store.put("jobs/c/0-a.bin", endless(), content_type="x/y"))
+    await asyncio.wait_for(started.wait(), timeout=30)
+    put.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await put
+    assert list((file_store.root / "jobs" / "c").iterdir()) == []
