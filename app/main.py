@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
                 ),
                 wakeup=services.wakeup,
                 callback_urls=services.callback_urls,
+                store=services.store,
             )
             if not run_worker:
                 yield

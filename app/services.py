@@ -18,7 +18,9 @@ from app.fal.callback_urls import CallbackUrlSource
 from app.fal.client import FalClient
 from app.fal.storage import FalStorage
 from app.fal.transport import AiohttpTransport
+from app.outputs import links
 from app.settings import FAL_CONNECT_TIMEOUT, Settings
+from app.storage import ObjectStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ class Services:
     fal_storage: FalStorage
     wakeup: Wakeup
     callback_urls: CallbackUrlSource
+    store: ObjectStore | None
 
 
 def fal_http_client(settings: Settings) -> httpx.AsyncClient:
@@ -56,6 +59,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     fal_http = fal_http_client(settings)
     key = settings.fal_key.get_secret_value() if settings.fal_key else None
     wakeup = Wakeup(pool)
+    store: ObjectStore | None = None
     try:
         try:
             await CATALOG.refresh(pool)
@@ -63,18 +67,28 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             # Not fatal (an outage, or a database not migrated yet; readiness says which):
             # intake re-reads the catalog when a job names a model it lacks.
             log.warning("the imported models could not be read; the shipped ones serve")
+        store = await open_store(settings, pool)
+        links.configure(store)
         yield Services(
             settings=settings,
             pool=pool,
             fal_http=fal_http,
-            fal=FalClient(fal_http, queue_url=settings.fal_queue_url, key=key),
+            fal=FalClient(
+                fal_http,
+                queue_url=settings.fal_queue_url,
+                key=key,
+                media_ttl_seconds=settings.fal_media_ttl_seconds,
+            ),
             fal_storage=FalStorage(
                 fal_http, rest_url=settings.fal_rest_url, cdn_url=settings.fal_cdn_url, key=key
             ),
             wakeup=wakeup,
             callback_urls=CallbackUrlSource(pool, settings.public_base_url),
+            store=store,
         )
     finally:
+        if store is not None:
+            await store.aclose()
         await wakeup.aclose()
         await fal_http.aclose()
         await pool.close()

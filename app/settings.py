@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     # host hands out CDN tokens, the CDN host takes the bytes. The fake fal serves both.
     fal_rest_url: str = "https://rest.fal.ai"
     fal_cdn_url: str = "https://v3.fal.media"
+    # Sent with each submission as X-Fal-Object-Lifecycle-Preference: fal deletes the files a
+    # request made after this long. Unset: the account's setting. Set it only with outputs
+    # mirrored (FALRELAY_STORAGE_URL), and longer than a mirror can take to catch up.
+    fal_media_ttl_seconds: int | None = Field(default=None, ge=1)
     # fal signs every account's webhooks with the same keys. The callback URL's token already
     # ties a callback to our job; with this set, one signed for another fal account is also
     # refused (X-Fal-Webhook-User-Id).
@@ -129,6 +133,12 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     # Queue gauges are read from Postgres at most this often per process, however many scrape.
     metrics_queue_refresh_seconds: float = Field(default=15.0, ge=0)
+
+    # Owned outputs (app.outputs): the largest output file copied to the store, the jobs whose
+    # files one worker copies at once, and a copy's claim (a few large videos over a slow link).
+    mirror_max_file_bytes: int = Field(default=2 * 1024**3, ge=1024)
+    mirror_concurrency: int = Field(default=8, ge=1)
+    mirror_lease_seconds: float = Field(default=600.0, gt=30)
 
     # Workers. Invariant: every lease is longer than fal_timeout_seconds, else a slow call could
     # outlive its claim and a second worker could repeat it.

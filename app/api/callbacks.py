@@ -59,6 +59,7 @@ async def fal_callback(job_id: str, token: str, request: Request, runtime: Runti
             webhook,
             queue_url=runtime.settings.fal_queue_url,
             wakeup=runtime.wakeup,
+            mirror=runtime.store is not None,
         )
     FAL_CALLBACKS.labels(outcome.value).inc()
     if outcome is callbacks.CallbackOutcome.UNKNOWN_JOB:

@@ -10,6 +10,7 @@ from app.fal.client import FalClient
 from app.fal.signatures import SignatureVerifier
 from app.fal.storage import FalStorage
 from app.settings import Settings
+from app.storage import ObjectStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,3 +25,5 @@ class Runtime:
     fal_signatures: SignatureVerifier
     wakeup: Wakeup
     callback_urls: CallbackUrlSource
+    # The operator's store for owned outputs (app.outputs); None: outputs are fal's URLs.
+    store: ObjectStore | None = None

@@ -22,8 +22,8 @@ from app.db.pool import Pool, asyncpg_dsn
 log = logging.getLogger(__name__)
 
 CHANNEL = "falrelay_work"
-Topic = Literal["submit", "reconcile", "deliver"]
-TOPICS: tuple[Topic, ...] = ("submit", "reconcile", "deliver")
+Topic = Literal["submit", "reconcile", "deliver", "mirror"]
+TOPICS: tuple[Topic, ...] = ("submit", "reconcile", "deliver", "mirror")
 
 
 class Wakeup:

@@ -80,6 +80,9 @@ class FakeFal:
         self.requests = RequestStore()
         self.signer = WebhookSigner()
         self._files = RenderCache()
+        # Files made for a request that set X-Fal-Object-Lifecycle-Preference: their name and
+        # when they expire (monotonic). Past it they answer 404, as fal's deleted files do.
+        self._expiring: dict[str, float] = {}
         # Uploaded files (fal's CDN), and the tokens that let a client upload them.
         self.files = FileStore(self.config.storage_max_bytes)
         self.cdn_tokens = CdnTokens()
@@ -294,6 +297,15 @@ class FakeFal:
             mode=mode,
         )
         self.requests.add(fake_request, max_requests=config.max_requests)
+        ttl = _media_ttl(request.headers.get("x-fal-object-lifecycle-preference"))
+        if ttl is not None and isinstance(outcome, Generation):
+            # Counted from when the files are made: the end of the request's run.
+            made_at = now + fake_request.queue_latency + fake_request.run_latency
+            for file in outcome.files:
+                self._expiring.pop(file.file_name, None)
+                self._expiring[file.file_name] = made_at + ttl
+            while len(self._expiring) > _MAX_EXPIRING:
+                self._expiring.pop(next(iter(self._expiring)))
         if mode == "queue":
             self.stats.submitted += 1
         else:
@@ -523,7 +535,8 @@ class FakeFal:
     async def _file(self, request: Request) -> Response:
         name: str = request.path_params["name"]
         spec = file_from_name(name)
-        if spec is None:
+        expires_at = self._expiring.get(name)
+        if spec is None or (expires_at is not None and time.monotonic() >= expires_at):
             return JSONResponse({"detail": "File not found"}, 404)
         data = self._files.get(name)
         if data is None:
@@ -544,6 +557,24 @@ class FakeFal:
     def base_url(self, request: Request) -> str:
         """Where the caller reached the fake: scheme, host and mount prefix."""
         return _base_url(request)
+
+
+# Files with an expiry the fake remembers; beyond this, the oldest are forgotten (they then
+# never expire, which no test of a few thousand requests reaches).
+_MAX_EXPIRING = 100_000
+
+
+def _media_ttl(header: str | None) -> float | None:
+    """`expiration_duration_seconds` from X-Fal-Object-Lifecycle-Preference, if it names one."""
+    if header is None:
+        return None
+    try:
+        value = json.loads(header).get("expiration_duration_seconds")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return float(value)
 
 
 def _check_auth(request: Request) -> Response | None:

@@ -34,7 +34,13 @@ class CallbackOutcome(enum.StrEnum):
 
 
 async def apply(
-    pool: Pool, job_id: uuid.UUID, webhook: FalWebhook, *, queue_url: str, wakeup: Wakeup
+    pool: Pool,
+    job_id: uuid.UUID,
+    webhook: FalWebhook,
+    *,
+    queue_url: str,
+    wakeup: Wakeup,
+    mirror: bool = False,
 ) -> CallbackOutcome:
     row = await pool.fetchrow(jobs_sql.SELECT_FOR_CALLBACK, job_id)
     if row is None:
@@ -76,5 +82,6 @@ async def apply(
         outcomes.from_webhook(webhook),
         fal_request_id=webhook.request_id,
         wakeup=wakeup,
+        mirror=mirror,
     )
     return CallbackOutcome.APPLIED if finished is not None else CallbackOutcome.DUPLICATE

@@ -22,6 +22,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 from urllib.parse import quote
 
 import httpx
+import orjson
 
 from app.catalog.pricing import parse_units
 from app.metrics import FAL_CALLS, FAL_LATENCY
@@ -142,10 +143,25 @@ def _measured(
 
 
 class FalClient:
-    def __init__(self, http: httpx.AsyncClient, *, queue_url: str, key: str | None) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        queue_url: str,
+        key: str | None,
+        media_ttl_seconds: int | None = None,
+    ) -> None:
         self._http = http
         self._queue_url = queue_url.rstrip("/")
         self._headers = {"Authorization": f"Key {key}"} if key else {}
+        # How long fal keeps the files a request makes (fal's storage settings; its default is
+        # the account's, forever if unset). With outputs mirrored, fal's copy can go once ours
+        # is safe.
+        self._submit_headers = dict(self._headers)
+        if media_ttl_seconds is not None:
+            self._submit_headers["X-Fal-Object-Lifecycle-Preference"] = orjson.dumps(
+                {"expiration_duration_seconds": media_ttl_seconds}
+            ).decode()
 
     @_measured("submit")
     async def submit(
@@ -163,7 +179,7 @@ class FalClient:
         url = f"{self._queue_url}/{model}"
         if webhook_url:
             url += "?fal_webhook=" + quote(webhook_url, safe="")
-        headers = dict(self._headers)
+        headers = dict(self._submit_headers)
         if low_priority:
             headers["X-Fal-Queue-Priority"] = "low"
         if start_timeout is not None:

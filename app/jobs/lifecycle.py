@@ -156,6 +156,53 @@ async def mark_succeeded(
     )
 
 
+async def receive_output(
+    pool: Pool,
+    job_id: uuid.UUID,
+    outcome: Succeeded,
+    *,
+    fal_request_id: str | None,
+    wakeup: Wakeup | None,
+) -> asyncpg.Record | None:
+    """Keep fal's result for the mirror loop, which copies its files and then marks the job
+    succeeded (`mark_mirrored`). No event: to a client the job is still running."""
+    row = await pool.fetchrow(
+        sql.RECEIVE_OUTPUT, job_id, outcome.output, outcome.billable_units, fal_request_id
+    )
+    if row is not None and wakeup is not None:
+        wakeup.notify("mirror")
+    return row
+
+
+async def mark_mirrored(
+    pool: Pool,
+    job_id: uuid.UUID,
+    files: list[dict[str, Any]] | None,
+    *,
+    retry_at: datetime | None,
+    billable_units: Decimal | None,
+    wakeup: Wakeup | None,
+) -> asyncpg.Record | None:
+    """The job's files are copied (or, with `retry_at`, some will be tried again): it succeeds,
+    and its `job.succeeded` carries our URLs."""
+    return await _transition(
+        pool,
+        wakeup,
+        "job.succeeded",
+        sql.MARK_MIRRORED,
+        job_id,
+        files,
+        retry_at,
+        billable_units=billable_units,
+    )
+
+
+async def set_mirrored_files(
+    pool: Pool, job_id: uuid.UUID, files: list[dict[str, Any]], *, retry_at: datetime | None
+) -> None:
+    await pool.execute(sql.SET_MIRRORED_FILES, job_id, files, retry_at)
+
+
 async def mark_failed(
     pool: Pool,
     job_id: uuid.UUID,
@@ -221,7 +268,14 @@ async def finish(
     *,
     fal_request_id: str | None,
     wakeup: Wakeup | None,
+    mirror: bool = False,
 ) -> asyncpg.Record | None:
+    """Record fal's answer. With `mirror` (an object store is configured), a success waits for
+    its files to be copied (`receive_output`)."""
+    if isinstance(outcome, Succeeded) and mirror:
+        return await receive_output(
+            pool, job_id, outcome, fal_request_id=fal_request_id, wakeup=wakeup
+        )
     if isinstance(outcome, Succeeded):
         return await mark_succeeded(
             pool,

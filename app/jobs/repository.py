@@ -15,7 +15,7 @@ from app.jobs.models import PRIORITIES
 
 JOB_COLUMNS = (
     "id, model, status, input, metadata, callback_url, output, error, fal_request_id, "
-    "priority, start_timeout, created_at, submitted_at, started_at, completed_at"
+    "priority, start_timeout, created_at, submitted_at, started_at, completed_at, files"
 )
 
 INSERT_JOB = f"""
@@ -246,6 +246,35 @@ SET status = 'succeeded', output = $2, fal_request_id = COALESCE(fal_request_id,
 WHERE id = $1 AND status IN ('queued', 'submitted', 'running')
   AND (fal_request_id IS NULL OR $3::text IS NULL OR fal_request_id = $3)
 RETURNING {TRANSITION_COLUMNS}
+"""
+
+# With owned outputs (app.outputs): fal's result is kept, and the job stays at fal's side of the
+# line (running) until its files are copied. Due at once for the mirror loop; never claimed by
+# reconciliation again (it has its answer). A duplicate callback finds the output there already.
+RECEIVE_OUTPUT = """
+UPDATE jobs
+SET output = $2, billable_units = $3, fal_request_id = COALESCE(fal_request_id, $4),
+    status = 'running', started_at = COALESCE(started_at, clock_timestamp()),
+    updated_at = clock_timestamp(), next_attempt_at = now(), locked_until = NULL
+WHERE id = $1 AND status IN ('submitted', 'running') AND output IS NULL
+  AND (fal_request_id IS NULL OR $4::text IS NULL OR fal_request_id = $4)
+RETURNING id
+"""
+
+# The copy is done (or given up on for now: `mirror_retry_at`): the job succeeds.
+MARK_MIRRORED = f"""
+UPDATE jobs
+SET status = 'succeeded', files = $2, mirror_retry_at = $3,
+    cost_usd = estimated_cost_usd, completed_at = clock_timestamp(),
+    updated_at = clock_timestamp(), next_attempt_at = NULL, locked_until = NULL
+WHERE id = $1 AND status = 'running' AND output IS NOT NULL
+RETURNING {TRANSITION_COLUMNS}
+"""
+
+# A later copy of files that failed: not a state change, the job has succeeded already.
+SET_MIRRORED_FILES = """
+UPDATE jobs SET files = $2, mirror_retry_at = $3, updated_at = now()
+WHERE id = $1 AND status = 'succeeded'
 """
 
 MARK_FAILED = f"""

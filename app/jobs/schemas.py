@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from app import ids
 from app.catalog import CATALOG, DEFAULT_MODEL_ID
 from app.catalog.files import output_files
+from app.outputs import links
 from app.catalog.spec import MAX_MODEL_ID_LENGTH
 from app.jobs.models import PRIORITY_NAMES, JobStatus
 
@@ -112,7 +113,10 @@ FileKind = Literal["image", "video", "audio", "file"]
 class JobFile(BaseModel):
     """A file of the job's output, wherever the model's output puts it."""
 
-    url: str
+    url: str = Field(
+        description="Where to download it: our copy (a signed URL that expires) when outputs "
+        "are mirrored, else fal's."
+    )
     content_type: str | None
     kind: FileKind
     width: int | None = None
@@ -120,6 +124,17 @@ class JobFile(BaseModel):
     duration: float | None = Field(default=None, description="Seconds, for video and audio.")
     file_name: str | None = None
     file_size: int | None = None
+    source_url: str | None = Field(
+        default=None, description="fal's URL for the file, when outputs are mirrored."
+    )
+    sha256: str | None = Field(default=None, description="Of our copy's bytes, in hex.")
+    thumbnail_url: str | None = Field(
+        default=None, description="A small WebP of an image, made when it was copied."
+    )
+    mirror_error: str | None = Field(
+        default=None,
+        description="Why our copy is missing (`url` is then fal's); it is tried again later.",
+    )
 
 
 class JobError(BaseModel):
@@ -177,8 +192,8 @@ def job_view(row: asyncpg.Record) -> dict[str, Any]:
         "input": row["input"],
         "metadata": row["metadata"],
         "callback_url": row["callback_url"],
-        "output": row["output"],
-        "files": _files(row["model"], row["output"]),
+        "output": row["output"] if row["status"] == JobStatus.SUCCEEDED else None,
+        "files": _files(row) if row["status"] == JobStatus.SUCCEEDED else [],
         "error": row["error"],
         "fal_request_id": row["fal_request_id"],
         "priority": PRIORITY_NAMES[row["priority"]],
@@ -190,8 +205,23 @@ def job_view(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-def _files(model: str, output: Any) -> list[dict[str, Any]]:
+def _files(row: asyncpg.Record) -> list[dict[str, Any]]:
+    output = row["output"]
     if output is None:
         return []
-    spec = CATALOG.get(model)
-    return output_files(spec.output_schema if spec is not None else None, output)
+    spec = CATALOG.get(row["model"])
+    found = output_files(spec.output_schema if spec is not None else None, output)
+    copies = row["files"]
+    if copies is None:
+        return found  # not mirrored: fal's URLs
+    for file, copy in zip(found, copies, strict=False):
+        file["source_url"] = file["url"]
+        if copy.get("key"):
+            file["url"] = links.url(copy["key"])
+            file["sha256"] = copy.get("sha256")
+            file["file_size"] = copy.get("size", file["file_size"])
+            thumbnail = copy.get("thumbnail_key")
+            file["thumbnail_url"] = links.url(thumbnail) if thumbnail else None
+        else:
+            file["mirror_error"] = copy.get("error") or "not copied yet"
+    return found

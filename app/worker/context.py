@@ -5,11 +5,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import httpx
+
 from app.db.pool import Pool
 from app.db.wakeup import Wakeup
 from app.fal.callback_urls import CallbackUrlSource
 from app.fal.client import FalClient
 from app.settings import Settings
+from app.storage import ObjectStore
 
 
 def utcnow() -> datetime:
@@ -26,6 +29,10 @@ class WorkerContext:
     wakeup: Wakeup | None = None
     # None: no fal_webhook (poll mode), as in a context built without a public base URL.
     callback_urls: CallbackUrlSource | None = None
+    # Owned outputs: the operator's store (None: not mirrored) and the client files are read
+    # from fal with.
+    store: ObjectStore | None = None
+    downloads: httpx.AsyncClient | None = None
     now: Callable[[], datetime] = utcnow
     rng: random.Random = field(default_factory=random.Random)
 

@@ -93,11 +93,40 @@ WHERE id IN (
     SELECT id FROM jobs
     WHERE status IN ('submitted', 'running') AND next_attempt_at <= now()
       AND (locked_until IS NULL OR locked_until <= now())
+      AND output IS NULL  -- fal has answered the others: their files are being copied
     ORDER BY next_attempt_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED)
 RETURNING id, client_id, status, fal_request_id, fal_status_url, fal_response_url,
           fal_cancel_url, submitted_at, polls
+"""
+
+# Owned outputs (app.outputs): jobs whose output arrived and awaits its copy, and succeeded
+# jobs whose failed copies are due again. Leased like the other claims; a retry's lease is
+# its own `mirror_retry_at` pushed forward.
+CLAIM_MIRRORS = """
+UPDATE jobs
+SET locked_until = now() + make_interval(secs => $2)
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE status IN ('submitted', 'running') AND output IS NOT NULL
+      AND next_attempt_at <= now() AND (locked_until IS NULL OR locked_until <= now())
+    ORDER BY next_attempt_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED)
+RETURNING id, client_id, model, status, output, files, billable_units
+"""
+
+CLAIM_MIRROR_RETRIES = """
+UPDATE jobs
+SET mirror_retry_at = now() + make_interval(secs => $2)
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE mirror_retry_at <= now()
+    ORDER BY mirror_retry_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED)
+RETURNING id, client_id, model, status, output, files, billable_units
 """
 
 
@@ -134,6 +163,14 @@ async def claim_submissions(
 
 async def claim_reconciliations(pool: Pool, limit: int, lease: float) -> list[asyncpg.Record]:
     return await pool.fetch(CLAIM_RECONCILIATIONS, limit, lease)
+
+
+async def claim_mirrors(pool: Pool, limit: int, lease: float) -> list[asyncpg.Record]:
+    """Jobs to copy the files of: new outputs first, then failed copies due again."""
+    rows = await pool.fetch(CLAIM_MIRRORS, limit, lease)
+    if len(rows) < limit:
+        rows += await pool.fetch(CLAIM_MIRROR_RETRIES, limit - len(rows), lease)
+    return rows
 
 
 # Deliveries: claimed with everything sending needs (payload, target, secrets) in one round

@@ -79,7 +79,12 @@ async def _reconcile(ctx: WorkerContext, job: asyncpg.Record) -> None:
         )
         return
     await lifecycle.finish(
-        ctx.pool, job_id, outcomes.from_result(result), fal_request_id=request_id, wakeup=ctx.wakeup
+        ctx.pool,
+        job_id,
+        outcomes.from_result(result),
+        fal_request_id=request_id,
+        wakeup=ctx.wakeup,
+        mirror=ctx.store is not None,
     )
 
 

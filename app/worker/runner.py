@@ -25,7 +25,7 @@ from app.db.wakeup import Listener, Topic, Wakeup
 from app.services import Services, open_services
 from app.settings import Settings
 from app.webhooks.delivery import make_session
-from app.worker import queue, reconciler, submitter
+from app.worker import mirrorer, queue, reconciler, submitter
 from app.worker.context import WorkerContext
 from app.worker.deliverer import Deliverer
 from app.worker.probes import ProbeServer
@@ -51,6 +51,10 @@ async def _claim_submissions(ctx: WorkerContext, limit: int) -> list[asyncpg.Rec
 
 async def _claim_reconciliations(ctx: WorkerContext, limit: int) -> list[asyncpg.Record]:
     return await queue.claim_reconciliations(ctx.pool, limit, ctx.settings.reconcile_lease_seconds)
+
+
+async def _claim_mirrors(ctx: WorkerContext, limit: int) -> list[asyncpg.Record]:
+    return await queue.claim_mirrors(ctx.pool, limit, ctx.settings.mirror_lease_seconds)
 
 
 @dataclass(eq=False)
@@ -108,6 +112,9 @@ class Worker:
             self._queues.append(
                 _Queue("deliver", deliverer.claim, deliverer.work, settings.delivery_concurrency)
             )
+        self._queues.append(
+            _Queue("mirror", _claim_mirrors, mirrorer.mirror, settings.mirror_concurrency)
+        )
 
     def stop(self) -> None:
         self.supervisor.stop()
@@ -200,6 +207,8 @@ async def running_worker(services: Services) -> AsyncIterator[Worker]:
         settings=settings,
         wakeup=services.wakeup,
         callback_urls=services.callback_urls,
+        store=services.store,
+        downloads=services.fal_http,
     )
     session = make_session(
         concurrency=settings.delivery_concurrency,

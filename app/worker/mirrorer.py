@@ -1,0 +1,66 @@
+"""The mirror loop's step: copy one claimed job's output files, then record it.
+
+A job arrives here two ways (app.worker.queue.claim_mirrors): its output just came from fal
+(status running), and once copied it succeeds, its `job.succeeded` carrying our URLs; or it
+succeeded earlier with some copies failed, and this is the later try that fills them in. The
+copy runs with no transaction open; recording is one statement.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+
+from app import logs
+from app.db.availability import retry_while_unavailable
+from app.jobs import lifecycle
+from app.jobs.models import JobStatus
+from app.jobs.schemas import job_id as public_job_id
+from app.outputs.mirror import Limits, mirror_files, retry_at_seconds
+from app.worker import backoff
+from app.worker.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+
+async def mirror(ctx: WorkerContext, job: asyncpg.Record) -> None:
+    logs.job_id.set(public_job_id(job["id"]))
+    files: list[dict[str, object]] | None = None
+    if ctx.store is None or ctx.downloads is None:
+        # Mirroring was switched off while this job waited: it succeeds with fal's URLs.
+        pass
+    else:
+        files = await mirror_files(
+            ctx.store,
+            ctx.downloads,
+            job["id"],
+            job["model"],
+            job["output"],
+            job["files"],
+            Limits(max_file_bytes=ctx.settings.mirror_max_file_bytes),
+        )
+    wait = None if files is None else retry_at_seconds(files)
+    retry_at = None if wait is None else ctx.after(wait)
+    if wait is not None:
+        log.warning("some output files could not be copied; trying again in %g s", wait)
+
+    async def record() -> None:
+        if job["status"] == JobStatus.SUCCEEDED:
+            assert files is not None
+            await lifecycle.set_mirrored_files(ctx.pool, job["id"], files, retry_at=retry_at)
+        else:
+            await lifecycle.mark_mirrored(
+                ctx.pool,
+                job["id"],
+                files,
+                retry_at=retry_at,
+                billable_units=job["billable_units"],
+                wakeup=ctx.wakeup,
+            )
+
+    await retry_while_unavailable(
+        record,
+        for_seconds=ctx.settings.mirror_lease_seconds - backoff.LEASE_MARGIN_SECONDS,
+        rng=ctx.rng,
+    )

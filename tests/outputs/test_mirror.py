@@ -1,0 +1,128 @@
+"""Owned outputs: every output file copied from the fake fal to the operator's store, over real
+HTTP, before `job.succeeded`; checked in Postgres, in the store and on the wire."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.outputs.mirror import THUMBNAIL_TYPE
+from tests.stack import Stack, StackFactory
+from tests.support import job_uuid
+
+pytestmark = pytest.mark.slow
+
+
+async def until(condition: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not await condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def get(url: str) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.get(url)
+
+
+async def _succeeded_event_files(stack: Stack, job_id: str) -> list[dict[str, Any]]:
+    payload = await stack.pool.fetchval(
+        "SELECT payload FROM events WHERE job_id = $1 AND type = 'job.succeeded'",
+        job_uuid(job_id),
+    )
+    files: list[dict[str, Any]] = payload["data"]["files"]
+    return files
+
+
+async def test_every_file_is_copied_before_the_job_succeeds(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    async with make_stack(storage_url=f"file://{tmp_path}") as stack:
+        created = await stack.api.post(
+            "/v1/jobs",
+            json={"model": "fal-ai/flux/schnell", "input": {"prompt": "a fox", "num_images": 2}},
+        )
+        assert created.status_code == 201, created.text
+        job = await stack.wait_for(created.json()["id"], within=30)
+        assert job["status"] == "succeeded", job
+        assert len(job["files"]) == 2
+        stored = await stack.pool.fetchval(
+            "SELECT files FROM jobs WHERE id = $1", job_uuid(job["id"])
+        )
+        for file, copy in zip(job["files"], stored, strict=True):
+            assert file["source_url"].startswith(stack.fal_url)
+            assert file["url"].startswith(f"{stack.service_url}/files/")
+            assert "mirror_error" not in file or file["mirror_error"] is None
+            theirs, ours = await get(file["source_url"]), await get(file["url"])
+            assert ours.status_code == 200
+            assert ours.content == theirs.content  # byte for byte
+            assert ours.headers["content-type"] == "image/png"
+            assert file["sha256"] == hashlib.sha256(theirs.content).hexdigest() == copy["sha256"]
+            # In the store, under the key Postgres names.
+            assert (tmp_path / copy["key"]).read_bytes() == theirs.content
+            thumbnail = await get(file["thumbnail_url"])
+            assert thumbnail.headers["content-type"] == THUMBNAIL_TYPE
+            assert 0 < len(thumbnail.content) < len(theirs.content)
+        # The webhook's body carries our URLs, not fal's.
+        event_files = await _succeeded_event_files(stack, job["id"])
+        assert [f["source_url"] for f in event_files] == [f["source_url"] for f in job["files"]]
+        assert all(f["url"].startswith(f"{stack.service_url}/files/") for f in event_files)
+
+
+async def test_a_file_that_cannot_be_copied_does_not_hold_the_job_and_is_filled_in_later(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    # A bound below any image: every copy fails, quickly and for a stated reason.
+    async with make_stack(storage_url=f"file://{tmp_path}", mirror_max_file_bytes=1024) as stack:
+        job_id = await stack.create_job("a fox")
+        job = await stack.wait_for(job_id, within=60)
+        assert job["status"] == "succeeded", job
+        (file,) = job["files"]
+        assert file["url"] == file["source_url"]  # fal's, for now
+        assert "larger than 1024 bytes" in file["mirror_error"]
+        retry_at = await stack.pool.fetchval(
+            "SELECT mirror_retry_at FROM jobs WHERE id = $1", job_uuid(job_id)
+        )
+        assert retry_at is not None
+
+        # The operator lifts the bound; the retry, brought forward, copies it.
+        stack.app.state.worker.ctx.settings.mirror_max_file_bytes = 50 * 1024 * 1024
+        await stack.pool.execute(
+            "UPDATE jobs SET mirror_retry_at = now() WHERE id = $1", job_uuid(job_id)
+        )
+
+        async def copied() -> bool:
+            current = (await stack.api.get(f"/v1/jobs/{job_id}")).json()
+            return current["files"][0].get("mirror_error") is None
+
+        await until(copied)
+        (file,) = (await stack.api.get(f"/v1/jobs/{job_id}")).json()["files"]
+        assert file["url"].startswith(f"{stack.service_url}/files/")
+        assert (await get(file["url"])).content == (await get(file["source_url"])).content
+        assert (
+            await stack.pool.fetchval(
+                "SELECT mirror_retry_at FROM jobs WHERE id = $1", job_uuid(job_id)
+            )
+            is None
+        )
+
+
+async def test_fals_copy_expires_and_ours_stays(make_stack: StackFactory, tmp_path: Path) -> None:
+    async with make_stack(storage_url=f"file://{tmp_path}", fal_media_ttl_seconds=2) as stack:
+        job = await stack.wait_for(await stack.create_job("a fox"), within=30)
+        (file,) = job["files"]
+
+        async def fals_is_gone() -> bool:
+            return (await get(file["source_url"])).status_code == 404
+
+        await until(fals_is_gone)
+        ours = await get(file["url"])
+        assert ours.status_code == 200
+        assert ours.content.startswith(b"\x89PNG")
