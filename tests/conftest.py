@@ -30,6 +30,7 @@ from app.db.migrate import upgrade_to_head
 from app.db.pool import Pool, asyncpg_dsn, create_pool
 from app.main import create_app
 from app.settings import Settings
+from tests.moto import BUCKET, CREDENTIALS, MotoServer
 from tests.stack import make_stack
 from tests.support import Tenant, http_client
 
@@ -148,3 +149,14 @@ async def other_tenant(app: FastAPI, pool: Pool) -> AsyncIterator[Tenant]:
 async def anonymous(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with http_client(app) as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    """An S3-compatible server (moto_server) on loopback for the session, with one bucket."""
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in CREDENTIALS.items():
+            env.setenv(name, value)
+        with MotoServer() as server:
+            server.create_bucket(BUCKET)
+            yield server

@@ -23,6 +23,10 @@ CREDENTIALS = {
 }
 
 
+# The bucket the session's moto_server holds; tests share it, each under a prefix of its own.
+BUCKET = "falrelay-tests"
+
+
 class MotoServer:
     def __init__(self) -> None:
         self.url = f"http://127.0.0.1:{free_port()}"

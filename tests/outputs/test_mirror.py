@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 
 from app.outputs.mirror import THUMBNAIL_TYPE
+from tests.moto import BUCKET, REGION, MotoServer
 from tests.stack import Stack, StackFactory
 from tests.support import job_uuid
 
@@ -126,3 +129,34 @@ async def test_fals_copy_expires_and_ours_stays(make_stack: StackFactory, tmp_pa
         ours = await get(file["url"])
         assert ours.status_code == 200
         assert ours.content.startswith(b"\x89PNG")
+
+
+async def test_outputs_mirror_to_an_s3_bucket(make_stack: StackFactory, moto: MotoServer) -> None:
+    prefix = f"mirror-{secrets.token_hex(4)}"
+    async with make_stack(storage_url=f"s3://{BUCKET}/{prefix}", s3_endpoint_url=moto.url) as stack:
+        created = await stack.api.post(
+            "/v1/jobs",
+            json={
+                "model": "fal-ai/kling-video/v2.1/standard/image-to-video",
+                "input": {"prompt": "waves", "image_url": "https://images.example/sea.png"},
+            },
+        )
+        assert created.status_code == 201, created.text
+        job = await stack.wait_for(created.json()["id"], within=60)
+        assert job["status"] == "succeeded", job
+        (video,) = job["files"]
+        assert video["kind"] == "video"
+        theirs = await get(video["source_url"])
+        # The bytes in the bucket, read with S3's own API, are the bytes fal served.
+        copy = (
+            await stack.pool.fetchval("SELECT files FROM jobs WHERE id = $1", job_uuid(job["id"]))
+        )[0]
+        s3 = boto3.client("s3", endpoint_url=moto.url, region_name=REGION)
+        stored = s3.get_object(Bucket=BUCKET, Key=f"{prefix}/{copy['key']}")
+        assert stored["Body"].read() == theirs.content
+        assert stored["ContentType"] == "video/mp4"
+        # Our URL (presigned) serves them too.
+        assert video["url"].startswith(moto.url)
+        ours = await get(video["url"])
+        assert ours.status_code == 200
+        assert ours.content == theirs.content

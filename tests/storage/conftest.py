@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,20 +15,8 @@ from app.settings import Settings
 from app.storage import ObjectStore, open_store
 from app.storage.filesystem import FileStore
 from app.storage.s3 import S3ObjectStore
-from tests.moto import CREDENTIALS, MotoServer
+from tests.moto import BUCKET, MotoServer
 from tests.servers import LiveServer
-
-BUCKET = "falrelay-tests"
-
-
-@pytest.fixture(scope="session")
-def moto() -> Iterator[MotoServer]:
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in CREDENTIALS.items():
-            env.setenv(name, value)
-        with MotoServer() as server:
-            server.create_bucket(BUCKET)
-            yield server
 
 
 @pytest.fixture
