@@ -77,6 +77,16 @@ async def test_every_file_is_copied_before_the_job_succeeds(
         event_files = await _succeeded_event_files(stack, job["id"])
         assert [f["source_url"] for f in event_files] == [f["source_url"] for f in job["files"]]
         assert all(f["url"].startswith(f"{stack.service_url}/files/") for f in event_files)
+        # The console's gallery shows the thumbnails, never the full images.
+        key = stack.api.headers["Authorization"].removeprefix("Bearer ")
+        async with httpx.AsyncClient(base_url=stack.service_url) as browser:
+            signed_in = await browser.post("/console/login", data={"key": key})
+            assert signed_in.status_code == 303, signed_in.text
+            gallery = (await browser.get("/console/jobs")).text
+        thumbnail_path = job["files"][0]["thumbnail_url"].removeprefix(stack.service_url)
+        full_path = job["files"][0]["url"].removeprefix(stack.service_url)
+        assert thumbnail_path.replace("&", "&amp;") in gallery
+        assert full_path.replace("&", "&amp;") not in gallery
 
 
 async def test_a_file_that_cannot_be_copied_does_not_hold_the_job_and_is_filled_in_later(
