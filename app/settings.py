@@ -186,6 +186,26 @@ class Settings(BaseSettings):
     # one per claim, so a minute is far beyond any healthy iteration.
     loop_stall_seconds: float = Field(default=60.0, gt=0)
 
+    # Retention (app.lifecycle): a finished job (succeeded, failed, canceled) is deleted this
+    # many days after it finished, with its events, deliveries, attempts and mirrored files.
+    # "off" (or 0) keeps everything. 30 days is far past the webhook retry schedule (about 28
+    # hours) and keeps a month of jobs in the console and /v1/usage; client_spend (money) is
+    # never purged.
+    retention_days: float | None = Field(default=30.0, gt=0)
+    # Jobs deleted per transaction: a batch holds its row locks for milliseconds.
+    retention_batch_size: int = Field(default=500, ge=1, le=10_000)
+    # How long the retention loop sleeps once nothing is left to purge.
+    retention_interval_seconds: float = Field(default=60.0, gt=0)
+
+    @field_validator("retention_days", mode="before")
+    @classmethod
+    def _off_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "off", "none", "0"):
+            return None
+        if isinstance(value, int | float) and value == 0:
+            return None
+        return value
+
     @model_validator(mode="after")
     def _leases_outlive_calls(self) -> Settings:
         # A submission is one fal call; a reconciliation two (status, then result).

@@ -43,6 +43,8 @@ DELETE FROM console_sessions WHERE id IN (
 )
 """
 
+COUNT_EXPIRED = "SELECT count(*) FROM console_sessions WHERE expires_at <= $1"
+
 
 @dataclass(frozen=True, slots=True)
 class StoredSession:
@@ -78,3 +80,9 @@ async def delete_session(pool: Pool, session_id: uuid.UUID) -> None:
 async def delete_expired(pool: Pool, now: datetime, *, limit: int) -> int:
     status: str = await pool.execute(DELETE_EXPIRED, now, limit)
     return int(status.split()[-1])
+
+
+async def count_expired(pool: Pool, now: datetime) -> int:
+    """Sessions `delete_expired` would remove (`falrelay purge --dry-run`)."""
+    value: int = await pool.fetchval(COUNT_EXPIRED, now)
+    return value

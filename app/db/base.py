@@ -39,6 +39,7 @@ def import_models() -> MetaData:
     from app.events import models as _events  # noqa: F401
     from app.fal import models as _fal  # noqa: F401
     from app.jobs import models as _jobs  # noqa: F401
+    from app.lifecycle import models as _lifecycle  # noqa: F401
     from app.webhooks import models as _webhooks  # noqa: F401
 
     return Base.metadata

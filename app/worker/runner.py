@@ -22,6 +22,7 @@ import asyncpg
 
 from app.catalog.registry import CATALOG, REFRESH_SECONDS
 from app.db.wakeup import Listener, Topic, Wakeup
+from app.lifecycle.retention import Retention
 from app.services import Services, open_services
 from app.settings import Settings
 from app.webhooks.delivery import make_session
@@ -143,6 +144,15 @@ class Worker:
             self._refresh_catalog,
             stall_after=REFRESH_SECONDS + self.supervisor.stall_after,
         )
+        # Retention and the outbox of files to delete (app.lifecycle); idle, it sleeps.
+        retention = Retention(
+            self.ctx.pool,
+            self.ctx.settings,
+            self.ctx.store,
+            pause=self.supervisor.pause,
+            now=self.ctx.now,
+        )
+        self.supervisor.start("retention", retention.iterate, stall_after=retention.stall_after)
         listener = self._listener
         if listener is not None:
             self.supervisor.start("listen", listener.iterate)

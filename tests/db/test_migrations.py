@@ -23,6 +23,7 @@ TABLES = {
     "console_sessions",
     "client_spend",
     "models",
+    "file_deletions",
 }
 
 
