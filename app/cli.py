@@ -286,12 +286,12 @@ def cmd_dev(args: argparse.Namespace) -> None:
         if key != saved_key:
             key_file.write_text(key + "\n")
             key_file.chmod(0o600)
-        _run(_serve_dev(args, database_url, key))
+        _run(_serve_dev(args, database_url, key, files=data_dir / "files"))
     finally:
         postgres.stop()
 
 
-async def _serve_dev(args: argparse.Namespace, database_url: str, key: str) -> None:
+async def _serve_dev(args: argparse.Namespace, database_url: str, key: str, *, files: Path) -> None:
     """API, workers and the fake fal (mounted at /fakefal) in one process, wired to each other
     over real HTTP on this machine."""
     from app.catalog import CATALOG
@@ -314,7 +314,7 @@ async def _serve_dev(args: argparse.Namespace, database_url: str, key: str) -> N
         fal_cdn_url=f"{base}/fakefal",
         fal_key="dev-key-for-the-fake-fal",
         fal_user_id=fake.config.user_id,
-        storage_url=(Path(args.data_dir).resolve() / "files").as_uri(),
+        storage_url=files.as_uri(),
         log_format=os.environ.get("FALRELAY_LOG_FORMAT", "text"),
     )
     app = create_app(settings, run_worker=True)
@@ -403,6 +403,19 @@ def build_parser() -> argparse.ArgumentParser:
     from app.catalog import command as models_command
 
     models_command.add_arguments(models)
+
+    purge = commands.add_parser(
+        "purge",
+        help="delete jobs finished before --older-than, with their events, deliveries and files",
+    )
+    from app.lifecycle import command as purge_command
+
+    purge_command.add_arguments(purge)
+
+    jobs = commands.add_parser("jobs", help="jobs through the API: `delete`")
+    from app.jobs import command as jobs_command
+
+    jobs_command.add_arguments(jobs)
 
     openapi = commands.add_parser("openapi", help="print the OpenAPI document")
     openapi.set_defaults(func=cmd_openapi)

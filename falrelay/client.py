@@ -163,6 +163,11 @@ class Jobs:
     def cancel(self, job_id: str) -> Job:
         return self._transport.call(operations.cancel_job(job_id))
 
+    def delete(self, job_id: str) -> None:
+        """Delete a finished job with its events, deliveries and files. NotFoundError for an
+        unknown id; ConflictError while it is unfinished (cancel it first)."""
+        self._transport.call(operations.delete_job(job_id))
+
     def events(
         self, job_id: str, *, last_event_id: str | None = None
     ) -> Generator[JobEvent, None, None]:
@@ -451,6 +456,10 @@ class AsyncJobs:
 
     async def cancel(self, job_id: str) -> Job:
         return await self._transport.call(operations.cancel_job(job_id))
+
+    async def delete(self, job_id: str) -> None:
+        """See `Jobs.delete`."""
+        await self._transport.call(operations.delete_job(job_id))
 
     def events(
         self, job_id: str, *, last_event_id: str | None = None

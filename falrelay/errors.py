@@ -72,8 +72,8 @@ class NotFoundError(APIError):
 
 
 class ConflictError(APIError):
-    """409: e.g. cancelling a finished job, or an Idempotency-Key whose first use is still
-    in flight."""
+    """409: e.g. cancelling a finished job, deleting an unfinished one, or an Idempotency-Key
+    whose first use is still in flight."""
 
 
 class PayloadTooLargeError(APIError):

@@ -160,6 +160,12 @@ def cancel_job(job_id: str) -> Operation[Job]:
     return Operation("POST", f"/v1/jobs/{_segment(job_id)}/cancel", _model(Job))
 
 
+def delete_job(job_id: str) -> Operation[None]:
+    # Not resent after an ambiguous failure: the second send would answer 404 for a job the
+    # first one deleted.
+    return Operation("DELETE", f"/v1/jobs/{_segment(job_id)}", _nothing)
+
+
 def job_events(job_id: str, last_event_id: str | None) -> Operation[None]:
     headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
     if last_event_id:

@@ -28,6 +28,8 @@ from app.jobs.service import (
     JobNotCancelable,
     QueuedJobsLimitReached,
 )
+from app.lifecycle import purge
+from app.lifecycle.purge import JobNotFinished
 from app.pagination import MAX_PAGE_SIZE
 from app.timestamps import Timestamp
 
@@ -85,7 +87,9 @@ async def create_job(
     headers: dict[str, str] = {}
     wait = service.wait_seconds(prefer)
     if wait is not None:
-        job = await service.wait_until_finished(runtime.pool, principal.client_id, job, wait)
+        job = await service.wait_until_finished(
+            runtime.pool, runtime.watcher, principal.client_id, job, wait
+        )
         headers["Preference-Applied"] = f"wait={wait:g}"
     view = job_view(job)
     headers["Location"] = f"/v1/jobs/{view['id']}"
@@ -144,6 +148,17 @@ async def cancel_job(job_id: str, principal: PrincipalDep, runtime: RuntimeDep) 
     return JSONBytes(job_view(row))
 
 
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    responses=error_responses(Unauthorized, NotFound, JobNotFinished),
+)
+async def delete_job(job_id: str, principal: PrincipalDep, runtime: RuntimeDep) -> Response:
+    """Delete a finished job with its events, deliveries and files; an unfinished one is 409."""
+    await purge.delete_job(runtime.pool, runtime.store, principal.client_id, job_id)
+    return Response(status_code=204)
+
+
 @router.get(
     "/{job_id}/events",
     response_class=StreamingResponse,
@@ -177,6 +192,7 @@ async def job_events(
         job_id,
         last_event_id_header or last_event_id,
         stopping=lambda: bool(getattr(request.app.state, "draining", False)),
+        watcher=runtime.watcher,
     )
     # no-cache: a stream is never replayed from a cache; X-Accel-Buffering: nginx would
     # otherwise hold events back until its buffer fills.

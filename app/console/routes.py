@@ -34,6 +34,8 @@ from app.jobs import service as jobs_service
 from app.jobs.models import JobStatus
 from app.jobs.schemas import job_view
 from app.jobs.service import FalUnreachable, JobNotCancelable
+from app.lifecycle import purge
+from app.lifecycle.purge import JobNotFinished
 from app.pagination import decode_cursor, page_of
 from app.webhooks import deliveries, endpoints
 from app.webhooks.models import DeliveryStatus
@@ -200,6 +202,21 @@ async def cancel_job(
         session.flash(request, response, "error", exc.detail or exc.title)
     else:
         session.flash(request, response, "ok", "The job was canceled.")
+    return response
+
+
+@router.post("/jobs/{job_id}/delete")
+async def delete_job(
+    request: Request, runtime: RuntimeDep, user: SessionDep, form: CheckedFormDep, job_id: str
+) -> Response:
+    try:
+        await purge.delete_job(runtime.pool, runtime.store, user.client_id, job_id)
+    except JobNotFinished as exc:
+        response = see_other(f"{ROOT}/jobs/{job_id}")
+        session.flash(request, response, "error", exc.detail or exc.title)
+        return response
+    response = see_other(f"{ROOT}/jobs")
+    session.flash(request, response, "ok", f"Job {job_id} was deleted, with its files.")
     return response
 
 

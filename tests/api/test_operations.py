@@ -77,6 +77,7 @@ def test_operation_ids_are_the_handler_names(app: FastAPI) -> None:
         "cancel_job",
         "create_job",
         "create_webhook_endpoint",
+        "delete_job",
         "delete_webhook_endpoint",
         "fal_callback",
         "get_delivery",
