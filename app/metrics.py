@@ -59,6 +59,12 @@ LOOP_RESTARTS = Counter(
     "Long-running loops restarted after a failure or a stall, by loop",
     ["loop"],
 )
+# Retention, `falrelay purge` and job deletions (app.lifecycle): rows by table, and "files".
+DELETED = Counter(
+    "falrelay_deleted_total",
+    "Rows and stored files deleted by retention, purges and job deletions, by kind",
+    ["kind"],
+)
 QUEUE_DEPTH = Gauge("falrelay_queue_depth", "Rows due now, by queue", ["queue"])
 QUEUE_OLDEST = Gauge(
     "falrelay_queue_oldest_due_seconds", "Age of the oldest row due, by queue", ["queue"]

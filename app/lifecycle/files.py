@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from app.db.pool import Pool
 from app.lifecycle import repository
+from app.metrics import DELETED
 from app.storage import InvalidKey, check_key
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ async def delete_held(pool: Pool, store: ObjectDeleter, keys: Sequence[str]) -> 
             await repository.files_failed(pool, chunk, repr(exc)[:500])
             continue
         await repository.files_deleted(pool, chunk)
+        DELETED.labels("files").inc(len(chunk))
         deleted += len(chunk)
     return deleted
 

@@ -25,6 +25,7 @@ from app.jobs.models import JobStatus
 from app.jobs.schemas import JOB_ID_PREFIX
 from app.lifecycle import files, repository
 from app.lifecycle.files import ObjectDeleter
+from app.metrics import DELETED
 
 # Expired console sessions deleted per statement.
 SESSIONS_BATCH = 1000
@@ -86,9 +87,16 @@ async def _delete_locked(
     return removed, now_keys
 
 
+def _counted(removed: Removed) -> None:
+    """After the commit: the rows are gone."""
+    for kind in ("jobs", "events", "deliveries", "delivery_attempts"):
+        DELETED.labels(kind).inc(getattr(removed, kind))
+
+
 async def _delete_files(
     pool: Pool, store: ObjectDeleter | None, removed: Removed, keys: list[str]
 ) -> None:
+    _counted(removed)
     if store is None or not keys:
         return
     gone = await files.delete_held(pool, store, keys)
@@ -121,7 +129,9 @@ async def purge_sessions(pool: Pool, now: datetime) -> int:
     # Imported here: the app.console package loads its routes, which import this module.
     from app.console.repository import delete_expired
 
-    return await delete_expired(pool, now, limit=SESSIONS_BATCH)
+    deleted = await delete_expired(pool, now, limit=SESSIONS_BATCH)
+    DELETED.labels("console_sessions").inc(deleted)
+    return deleted
 
 
 async def purge(

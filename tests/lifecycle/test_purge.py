@@ -11,6 +11,8 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from prometheus_client import REGISTRY
+
 from app.db.pool import Pool, create_pool
 from app.lifecycle import files, purge
 from app.lifecycle.purge import Removed
@@ -47,6 +49,10 @@ def expected(seeded: Seeded, *, files_deleted: int) -> Removed:
     )
 
 
+def deleted_total(kind: str) -> float:
+    return REGISTRY.get_sample_value("falrelay_deleted_total", {"kind": kind}) or 0.0
+
+
 def all_keys(job_ids: list[uuid.UUID]) -> set[str]:
     return {key for job_id in job_ids for key in keys_of(job_id)}
 
@@ -68,6 +74,7 @@ async def test_purge_leaves_no_orphan_rows_or_files_and_keeps_the_rest(
         assert before_old[table], table  # the seed made real work
     before_kept = await hanging_off(db, seeded.kept)
     counts = await table_counts(db)
+    metered = {kind: deleted_total(kind) for kind in ("jobs", "events", "files")}
 
     removed = await purge.purge(
         db, cutoff(), now=datetime.now(UTC), batch_size=2, store=store, copy_lease_seconds=LEASE
@@ -76,6 +83,10 @@ async def test_purge_leaves_no_orphan_rows_or_files_and_keeps_the_rest(
     keys = all_keys(seeded.old_with_files)
     assert removed == expected(seeded, files_deleted=len(keys))
     assert sorted(store.deleted) == sorted(keys)  # each once
+    # At least ours: other tests in this process count too.
+    assert deleted_total("jobs") - metered["jobs"] >= removed.jobs
+    assert deleted_total("events") - metered["events"] >= removed.events
+    assert deleted_total("files") - metered["files"] >= len(keys)
     # Nothing of the purged jobs is left, in any table that leads to `jobs`.
     after_old = await hanging_off(db, seeded.old)
     assert after_old == {table: set() for table in before_old}
