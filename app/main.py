@@ -14,8 +14,10 @@ from app.api.ratelimit import RateLimitHeaders
 from app.api.runtime import Runtime
 from app.auth.service import KeyResolver
 from app.clients.limits import LimitDefaults
+from app.db.pool import Pool
 from app.errors import install_handlers
 from app.fal.signatures import JwksCache, SignatureVerifier
+from app.jobs.watch import JobWatcher
 from app.services import open_services
 from app.settings import Settings
 from app.worker.runner import running_worker
@@ -34,6 +36,15 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
+@asynccontextmanager
+async def _watching(pool: Pool) -> AsyncIterator[JobWatcher]:
+    watcher = JobWatcher(pool)
+    try:
+        yield watcher
+    finally:
+        await watcher.aclose()
+
+
 def create_app(settings: Settings | None = None, *, run_worker: bool = False) -> FastAPI:
     """The API; with `run_worker`, the submission and reconciliation workers run in the same
     process and event loop (`falrelay serve`)."""
@@ -41,7 +52,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_services(settings) as services:
+        async with open_services(settings) as services, _watching(services.pool) as watcher:
             app.state.runtime = Runtime(
                 settings=settings,
                 pool=services.pool,
@@ -58,6 +69,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
                 ),
                 wakeup=services.wakeup,
                 callback_urls=services.callback_urls,
+                watcher=watcher,
                 store=services.store,
             )
             if not run_worker:

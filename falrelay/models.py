@@ -69,6 +69,13 @@ class File(_Model):
     duration: float | None = None  # seconds, for video and audio
     file_name: str | None = None
     file_size: int | None = None
+    # When the service copies outputs to its own storage: `url` is its copy (a signed URL that
+    # expires; read the job again for a fresh one), `source_url` fal's, `sha256` of the bytes,
+    # `thumbnail_url` a small WebP of an image; `mirror_error` says why a copy is missing.
+    source_url: str | None = None
+    sha256: str | None = None
+    thumbnail_url: str | None = None
+    mirror_error: str | None = None
 
 
 class JobError(_Model):

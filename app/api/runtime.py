@@ -9,6 +9,7 @@ from app.fal.callback_urls import CallbackUrlSource
 from app.fal.client import FalClient
 from app.fal.signatures import SignatureVerifier
 from app.fal.storage import FalStorage
+from app.jobs.watch import JobWatcher
 from app.settings import Settings
 from app.storage import ObjectStore
 
@@ -25,5 +26,7 @@ class Runtime:
     fal_signatures: SignatureVerifier
     wakeup: Wakeup
     callback_urls: CallbackUrlSource
+    # The one poller that wakes event streams and `Prefer: wait` requests (app.jobs.watch).
+    watcher: JobWatcher
     # The operator's store for owned outputs (app.outputs); None: outputs are fal's URLs.
     store: ObjectStore | None = None

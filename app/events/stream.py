@@ -1,8 +1,9 @@
 """A job's events as Server-Sent Events: replayed from the events table, then followed.
 
 The stream holds no database connection while it waits. It reads what is new with one short
-indexed query, sends it, and sleeps; a thousand open streams cost the database a few thousand
-index lookups a second, never a thousand connections. The stream ends right after the job's
+indexed query when the process's job watcher (app.jobs.watch) says the job moved, so a thousand
+open streams of quiet jobs cost the database the watcher's few queries a second, not a
+thousand connections or a thousand reads. The stream ends right after the job's
 terminal event, when the process starts draining, or when the database cannot be read: the
 client reconnects with `Last-Event-ID` and misses nothing.
 """
@@ -10,6 +11,7 @@ client reconnects with `Last-Event-ID` and misses nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -27,6 +29,7 @@ from app.events import repository
 from app.events.models import TERMINAL_EVENT_TYPES
 from app.jobs import repository as jobs
 from app.jobs.schemas import JOB_ID_PREFIX
+from app.jobs.watch import JobWatcher
 from app.webhooks.schemas import EVENT_ID_PREFIX
 
 log = logging.getLogger(__name__)
@@ -38,14 +41,13 @@ class UnknownLastEventId(BadRequest):
 
 
 MEDIA_TYPE = "text/event-stream"
-# How soon a new event is seen, and how soon a client whose stream ended comes back.
-POLL_SECONDS = 0.25
-IDLE_POLL_SECONDS = 1.0
-IDLE_AFTER_SECONDS = 60.0
+# How soon a client whose stream ended comes back.
 # Comment lines keep proxies from closing a quiet stream and show us a departed client.
 HEARTBEAT_SECONDS = 15.0
 RETRY = b"retry: 1000\n\n"
 HEARTBEAT = b": keep-alive\n\n"
+# How soon a stream waiting on the watcher notices that the process is draining.
+STOP_CHECK_SECONDS = 1.0
 
 
 def frame(row: asyncpg.Record | dict[str, Any]) -> bytes:
@@ -62,6 +64,7 @@ async def open_job_stream(
     last_event_id: str | None,
     *,
     stopping: Callable[[], bool],
+    watcher: JobWatcher,
 ) -> AsyncIterator[bytes]:
     """The client's job's event stream, resumed after `last_event_id`. Raises before the
     stream starts, so a wrong id is a problem+json answer and not a broken stream."""
@@ -77,7 +80,7 @@ async def open_job_stream(
         after, seen_type = seen
         if seen_type in TERMINAL_EVENT_TYPES:
             return _ended()
-    return job_events(pool, job_id, after, stopping=stopping)
+    return job_events(pool, job_id, after, stopping=stopping, watcher=watcher)
 
 
 async def _ended() -> AsyncIterator[bytes]:
@@ -90,31 +93,33 @@ async def job_events(
     after: tuple[datetime, uuid.UUID],
     *,
     stopping: Callable[[], bool],
+    watcher: JobWatcher,
 ) -> AsyncIterator[bytes]:
-    """Frames of the job's events after `after`, until its terminal event."""
+    """Frames of the job's events after `after`, until its terminal event. The stream reads
+    only when the process's one poller says the job moved, and sends heartbeats meanwhile."""
     yield RETRY
-    now = time.monotonic()
-    last_event = last_write = now
-    while True:
-        try:
-            rows = await repository.list_after(pool, job_id, after)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("event stream of job %s ended: database unavailable: %r", job_id, exc)
-            return
-        for row in rows:
-            yield frame(row)
-            if row["type"] in TERMINAL_EVENT_TYPES:
+    last_write = time.monotonic()
+    async with watcher.watch(job_id) as changed:
+        while True:
+            changed.clear()  # before the read: a change after it wakes the wait below
+            try:
+                rows = await repository.list_after(pool, job_id, after)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("event stream of job %s ended: database unavailable: %r", job_id, exc)
                 return
-            after = (row["created_at"], row["id"])
-        now = time.monotonic()
-        if rows:
-            last_event = last_write = now
+            for row in rows:
+                yield frame(row)
+                last_write = time.monotonic()
+                if row["type"] in TERMINAL_EVENT_TYPES:
+                    return
+                after = (row["created_at"], row["id"])
             if len(rows) == repository.PAGE_SIZE:
                 continue  # more may be waiting behind a full page
-        if stopping():
-            return
-        if now - last_write >= HEARTBEAT_SECONDS:
-            yield HEARTBEAT
-            last_write = now
-        idle = now - last_event >= IDLE_AFTER_SECONDS
-        await asyncio.sleep(IDLE_POLL_SECONDS if idle else POLL_SECONDS)
+            while not changed.is_set():
+                if stopping():
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), timeout=STOP_CHECK_SECONDS)
+                if not changed.is_set() and time.monotonic() - last_write >= HEARTBEAT_SECONDS:
+                    yield HEARTBEAT
+                    last_write = time.monotonic()

@@ -11,9 +11,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from app import ids
 from app.catalog import CATALOG, DEFAULT_MODEL_ID
 from app.catalog.files import output_files
-from app.outputs import links
 from app.catalog.spec import MAX_MODEL_ID_LENGTH
 from app.jobs.models import PRIORITY_NAMES, JobStatus
+from app.outputs import links
 
 JOB_ID_PREFIX = "job"
 MAX_URL_LENGTH = 2048

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import time
@@ -15,7 +16,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from app import ids
+from app import ids, tracing
 from app.billing import service as billing
 from app.catalog import CATALOG, InputInvalid
 from app.db.pool import Pool
@@ -33,6 +34,7 @@ from app.fal.storage import FalStorage
 from app.jobs import file_inputs, lifecycle, repository
 from app.jobs.models import PRIORITIES, JobStatus
 from app.jobs.schemas import JOB_ID_PREFIX, JobCreate
+from app.jobs.watch import JobWatcher
 from app.pagination import Page, decode_cursor, page_of
 from app.webhooks import ssrf
 
@@ -136,6 +138,8 @@ async def _prepare(
         priority=PRIORITIES[request.priority],
         start_timeout=request.start_timeout,
         unit_price_usd=spec.price.price_of_unit(model_input),
+        # The request's span: the parent of everything that happens to the job later.
+        trace_context=tracing.current_traceparent(),
     )
     fingerprint_input = file_inputs.digest_data_uris(model_input, spec) if uploads else model_input
     return Prepared(job, fingerprint_input, uploads)
@@ -306,7 +310,6 @@ async def list_jobs(
 
 
 MAX_WAIT_SECONDS = 60.0
-_WAIT_POLL = (0.05, 0.1, 0.2, 0.25)  # then every 0.25 s
 
 
 # RFC 7240 makes `wait` a delta-seconds (digits); a fraction is allowed as a courtesy. Not
@@ -332,21 +335,22 @@ def wait_seconds(prefer: str | None) -> float | None:
 
 
 async def wait_until_finished(
-    pool: Pool, client_id: uuid.UUID, job: asyncpg.Record, seconds: float
+    pool: Pool, watcher: JobWatcher, client_id: uuid.UUID, job: asyncpg.Record, seconds: float
 ) -> asyncpg.Record:
     """The job once it is terminal, or as it stands after `seconds`.
 
-    Polls with short reads and holds no connection in between: a waiting request costs the
-    database a primary-key lookup every quarter second at most, not a connection."""
+    Holds no connection while it waits, and reads the job only when the process's job watcher
+    says it moved: a waiting request costs the database nothing of its own."""
     if not 0.0 <= seconds <= MAX_WAIT_SECONDS:  # also false for NaN
         seconds = MAX_WAIT_SECONDS if seconds > 0 else 0.0
     deadline = time.monotonic() + seconds
-    polls = 0
-    while not JobStatus(job["status"]).is_terminal:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        await asyncio.sleep(min(_WAIT_POLL[min(polls, len(_WAIT_POLL) - 1)], left))
-        polls += 1
-        job = await repository.get(pool, client_id, job["id"]) or job
+    async with watcher.watch(job["id"]) as changed:
+        while not JobStatus(job["status"]).is_terminal:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=left)
+            changed.clear()
+            job = await repository.get(pool, client_id, job["id"]) or job
     return job

@@ -106,7 +106,8 @@ async def _copy_with_retries(
             await asyncio.sleep(4 ** (quick - 1))
         attempts += 1
         try:
-            return {**await _copy(store, http, job_id, position, file, limits), "attempts": attempts}
+            copied = await _copy(store, http, job_id, position, file, limits)
+            return {**copied, "attempts": attempts}
         except CopyFailed as exc:
             error = str(exc)
         except httpx.HTTPError as exc:
@@ -195,9 +196,9 @@ def _content_type(declared: Any, served: str, url: str) -> str:
     """The file's type: what fal's output declares, which what fal serves must agree with
     (same major type: an `image/png` that arrives as `text/html` is an error page)."""
     declared = declared.lower() if isinstance(declared, str) and "/" in declared else None
-    if declared and served and served != "application/octet-stream":
-        if declared.split("/")[0] != served.split("/")[0]:
-            raise CopyFailed(f"fal's output says {declared}, but the file is {served}")
+    comparable = declared and served and served != "application/octet-stream"
+    if comparable and declared.split("/")[0] != served.split("/")[0]:
+        raise CopyFailed(f"fal's output says {declared}, but the file is {served}")
     return declared or served or mimetypes.guess_type(url)[0] or "application/octet-stream"
 
 

@@ -74,6 +74,10 @@ def test_the_services_files_are_taken_as_listed() -> None:
         "duration": 4.5,
         "file_name": "fox.wav",
         "file_size": 800,
+        "source_url": None,
+        "sha256": None,
+        "thumbnail_url": None,
+        "mirror_error": None,
     }
     # A kind this SDK does not know yet still parses.
     later = {**listed, "url": "https://v3.fal.media/files/fox.glb", "kind": "mesh"}
