@@ -7,7 +7,19 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from app import __version__, console
-from app.api import callbacks, files, health, jobs, models, openapi, outbound, usage, webhooks
+from app.api import (
+    callbacks,
+    docs,
+    files,
+    health,
+    home,
+    jobs,
+    models,
+    openapi,
+    outbound,
+    usage,
+    webhooks,
+)
 from app.api.limits import BodySizeLimit
 from app.api.observe import Observe
 from app.api.ratelimit import RateLimitHeaders
@@ -85,6 +97,9 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        # /docs and /redoc are app.api.docs's: FastAPI's load their scripts from a CDN.
+        docs_url=None,
+        redoc_url=None,
         openapi_tags=[
             {"name": "jobs", "description": "Create, read, list and cancel generation jobs."},
             {
@@ -113,6 +128,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(files.router)
     app.include_router(health.router)
     app.include_router(console.router)
+    app.include_router(docs.router)
+    app.include_router(home.router)
     outbound.document(app)
     openapi.install(app)
     return app
