@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from app.api.deps import PrincipalDep, RuntimeDep
-from app.api.responses import JSONBytes, page_response
+from app.api.responses import ETAG_HEADER, JSONBytes, page_response, strong_etag
 from app.api.usage import default_budget
 from app.billing.service import BudgetExceeded
 from app.errors import (
@@ -31,6 +31,7 @@ from app.jobs.service import (
 from app.lifecycle import purge
 from app.lifecycle.purge import JobNotFinished
 from app.pagination import MAX_PAGE_SIZE
+from app.storage.ranges import none_match
 from app.timestamps import Timestamp
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -128,11 +129,36 @@ async def list_jobs(
 @router.get(
     "/{job_id}",
     response_model=JobRead,
-    responses=error_responses(Unauthorized, NotFound),
+    responses={
+        200: {"headers": {"ETag": ETAG_HEADER}},
+        304: {
+            "description": "Not modified: `If-None-Match` names the job's current `ETag`. No body.",
+            "headers": {"ETag": ETAG_HEADER},
+        },
+        **error_responses(Unauthorized, NotFound),
+    },
 )
-async def get_job(job_id: str, principal: PrincipalDep, runtime: RuntimeDep) -> Response:
-    """One job, as it stands now."""
-    return JSONBytes(job_view(await service.get_job(runtime.pool, principal.client_id, job_id)))
+async def get_job(
+    job_id: str,
+    principal: PrincipalDep,
+    runtime: RuntimeDep,
+    if_none_match: Annotated[
+        str | None,
+        Header(
+            alias="If-None-Match",
+            description="The `ETag` of the copy you hold: a 304 with no body while it is current.",
+        ),
+    ] = None,
+) -> Response:
+    """One job, as it stands now. Poll with `If-None-Match`: the answer is a bodiless 304 until
+    the job changes."""
+    response = JSONBytes(job_view(await service.get_job(runtime.pool, principal.client_id, job_id)))
+    # From the bytes sent, not updated_at: a file URL's signature renews on its own schedule.
+    etag = strong_etag(response.body)
+    if none_match(if_none_match, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    response.headers["ETag"] = etag
+    return response
 
 
 @router.post(
