@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
+import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
@@ -270,17 +273,46 @@ def _configured(settings: Settings) -> Settings:
     return settings
 
 
+def _port_taken(host: str, port: int) -> bool:
+    """Whether something listens on host:port already: checked before the embedded Postgres
+    starts, so that a second `falrelay dev` says so in one line."""
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return False  # uvicorn explains a bad host
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False
+
+
 def cmd_dev(args: argparse.Namespace) -> None:
     from app import logs
     from app.db import embedded
 
     logs.configure(fmt="json" if os.environ.get("FALRELAY_LOG_FORMAT") == "json" else "text")
+    if _port_taken(args.host, args.port):
+        print(
+            f"falrelay dev: port {args.port} on {args.host} is already in use (another falrelay "
+            "dev?); stop it, or choose another with --port",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     key_file = data_dir / "dev-api-key"
     saved_key = key_file.read_text().strip() if key_file.exists() else None
-    print(f"starting the embedded Postgres in {data_dir / 'pgdata'} ...", file=sys.stderr)
-    postgres = embedded.start(data_dir / "pgdata")
+    pgdata = data_dir / "pgdata"
+    shown = f"./{pgdata.relative_to(Path.cwd())}" if pgdata.is_relative_to(Path.cwd()) else pgdata
+    print(f"starting the embedded Postgres in {shown} ...", file=sys.stderr)
+    # The migrations' own lines (one per revision on a first start) are noise here too.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    postgres = embedded.start(pgdata)
     try:
         database_url, key = asyncio.run(_prepare_dev(postgres, saved_key))
         if key != saved_key:

@@ -6,6 +6,7 @@ needs installing and no port can clash.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,9 @@ class EmbeddedPostgres:
 
 def start(pgdata: Path, *, cleanup_mode: str | None = "stop") -> EmbeddedPostgres:
     """initdb on first use (about a second), then start; a running server is shared."""
+    # pgserver logs every command it runs with all of its output (initdb's forty lines, pg_ctl's,
+    # each exit) at INFO; its warnings and errors still show. Callers say what is happening.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; harmless here.
         warnings.simplefilter("ignore")
