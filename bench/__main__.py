@@ -21,6 +21,7 @@ from bench.benchmarks import (
     fanout,
     intake,
     memory,
+    mirror,
     queue,
     scale,
     validation,
@@ -42,6 +43,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "delivery-fairness": delivery_fairness.run,
     "fairness": fairness.run,
     "validation": validation.run,
+    "mirror": mirror.run,
 }
 
 

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = [
     "intake", "e2e", "fanout", "queue", "scale", "memory", "fairness", "delivery-fairness",
     "validation",
+    "mirror",
 ]  # fmt: skip
 REPORT_KEYS = {
     "name", "title", "date", "mode", "command", "machine", "baseline", "goal", "goal_met",
@@ -76,7 +77,7 @@ def test_each_benchmark_writes_its_report(results: Path, name: str) -> None:
         assert figure["value"] is not None, figure
 
 
-@pytest.mark.parametrize("name", ["intake", "fanout", "scale", "validation"])
+@pytest.mark.parametrize("name", ["intake", "fanout", "scale", "validation", "mirror"])
 def test_baselines_run_beside_falrelay(results: Path, name: str) -> None:
     headline = _report(results, name)["figures"][0]
     assert headline["baseline"] is not None
@@ -105,3 +106,20 @@ def test_validation_paths_agree_and_the_api_timed_them(results: Path) -> None:
     # Both apis timed validation inside themselves, in their one load run.
     for path in ("schema", "pydantic"):
         assert details["in_api_us_per_call"][path][0]["calls"] > 0, path
+
+
+def test_mirror_checked_every_copy_of_every_way(results: Path) -> None:
+    report = _report(results, "mirror")
+    files = report["settings"]["files"]
+    runs = report["details"]["runs"]
+    # Every workload, store and way ran; each copied the whole set and checked every copy
+    # against the source (a mismatch fails the benchmark run itself).
+    assert len(runs) == len(files) * len(report["settings"]["stores"]) * 3
+    for key, measured in runs.items():
+        workload, _, way = key.split("/")
+        for run in measured:
+            assert run["copies_checked"] == files[workload], key
+            assert run["bytes_copied"] > 0, key
+            assert run["peak_rss_mib"] >= run["rss_before_mib"], key
+            if workload == "png" and way != "naive":
+                assert run["thumbnails"] == files[workload], key
