@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from app import __version__, console
+from app import __version__, console, tracing
 from app.api import (
     callbacks,
     docs,
@@ -132,6 +132,9 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(home.router)
     outbound.document(app)
     openapi.install(app)
+    # Spans for the routes when the OTEL_* variables ask for traces (app.tracing); else nothing.
+    tracing.start_from_env()
+    tracing.instrument_app(app)
     return app
 
 

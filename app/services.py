@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import asyncpg
 import httpx
 
+from app import tracing
 from app.catalog.registry import CATALOG
 from app.db.availability import UNAVAILABLE
 from app.db.pool import Pool, create_pool
@@ -50,6 +51,8 @@ def fal_http_client(settings: Settings) -> httpx.AsyncClient:
 
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    # Every role opens these (a worker alone too): tracing starts here if OTEL_* asks for it.
+    tracing.start_from_env()
     pool = await create_pool(
         settings.require_database_url(),
         min_size=settings.db_pool_min_size,

@@ -11,6 +11,9 @@ import enum
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
+
+from app import tracing
 from app.db.pool import Pool
 from app.db.wakeup import Wakeup
 from app.fal import outcomes
@@ -19,6 +22,7 @@ from app.fal.urls import request_urls
 from app.jobs import lifecycle
 from app.jobs import repository as jobs_sql
 from app.jobs.models import JobStatus
+from app.jobs.schemas import job_id as public_job_id
 
 # A job adopted from a result is finished by the same callback a moment later; the reconciler
 # looks only if that never happens.
@@ -45,6 +49,31 @@ async def apply(
     row = await pool.fetchrow(jobs_sql.SELECT_FOR_CALLBACK, job_id)
     if row is None:
         return CallbackOutcome.UNKNOWN_JOB
+    # With tracing on, a span of the job's trace (app.tracing), its parent the job's POST
+    # /v1/jobs, as the submission's is. Not a child of this HTTP request's span: that one's
+    # parent is whatever fal sent (nothing), and it began before the job was known, so it stays
+    # a trace of its own, linked from here. The job's state changes below are this span's.
+    with tracing.job_span(
+        "fal callback",
+        row["trace_context"],
+        attributes={"falrelay.job.id": public_job_id(job_id), "fal.request_id": webhook.request_id},
+        link_current=True,
+    ) as span:
+        outcome = await _apply(pool, job_id, row, webhook, queue_url, wakeup, mirror=mirror)
+        tracing.set_attributes(span, {"falrelay.callback.outcome": outcome.value})
+        return outcome
+
+
+async def _apply(
+    pool: Pool,
+    job_id: uuid.UUID,
+    row: asyncpg.Record,
+    webhook: FalWebhook,
+    queue_url: str,
+    wakeup: Wakeup,
+    *,
+    mirror: bool,
+) -> CallbackOutcome:
     if row["fal_request_id"] not in (None, webhook.request_id):
         return CallbackOutcome.OTHER_REQUEST
     if JobStatus(row["status"]).is_terminal:

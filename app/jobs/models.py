@@ -103,6 +103,9 @@ class Job(CreatedAtMixin, Base):
     # when a copy that failed is tried again (NULL: nothing left to copy).
     files: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
     mirror_retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Tracing (app.tracing): the W3C traceparent of the POST /v1/jobs that made the job, parent
+    # of the spans of its submission, fal's callback and its deliveries; NULL with tracing off.
+    trace_context: Mapped[str | None] = mapped_column(Text)
 
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -20,8 +20,8 @@ JOB_COLUMNS = (
 
 INSERT_JOB = f"""
 INSERT INTO jobs (id, client_id, model, input, metadata, callback_url, estimated_cost_usd,
-                  priority, start_timeout, unit_price_usd)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                  priority, start_timeout, unit_price_usd, trace_context)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 RETURNING {JOB_COLUMNS}
 """
 
@@ -30,8 +30,8 @@ RETURNING {JOB_COLUMNS}
 INSERT_JOB_IDEMPOTENT = f"""
 INSERT INTO jobs (id, client_id, model, input, metadata, callback_url,
                   idempotency_key, request_fingerprint, estimated_cost_usd, priority, start_timeout,
-                  unit_price_usd)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                  unit_price_usd, trace_context)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING {JOB_COLUMNS}
 """
@@ -71,6 +71,8 @@ class NewJob:
     start_timeout: float | None = None
     # The price of one billable unit for this input, fixed at acceptance.
     unit_price_usd: Decimal | None = None
+    # The W3C traceparent of the request that made it (app.tracing); None with tracing off.
+    trace_context: str | None = None
 
 
 async def insert(conn: Pool | Connection, job: NewJob) -> asyncpg.Record:
@@ -86,6 +88,7 @@ async def insert(conn: Pool | Connection, job: NewJob) -> asyncpg.Record:
         job.priority,
         job.start_timeout,
         job.unit_price_usd,
+        job.trace_context,
     )
     assert row is not None
     return row
@@ -109,6 +112,7 @@ async def insert_idempotent(
         job.priority,
         job.start_timeout,
         job.unit_price_usd,
+        job.trace_context,
     )
 
 
@@ -328,7 +332,7 @@ WHERE id = $1 AND status IN ('queued', 'submitted', 'running')
 RETURNING status
 """
 
-SELECT_FOR_CALLBACK = "SELECT status, fal_request_id, model FROM jobs WHERE id = $1"
+SELECT_FOR_CALLBACK = "SELECT status, fal_request_id, model, trace_context FROM jobs WHERE id = $1"
 
 SELECT_FOR_CANCEL = """
 SELECT status, fal_cancel_url, fal_request_id FROM jobs WHERE id = $1 AND client_id = $2

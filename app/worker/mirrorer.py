@@ -12,7 +12,7 @@ import logging
 
 import asyncpg
 
-from app import logs
+from app import logs, tracing
 from app.db.availability import retry_while_unavailable
 from app.jobs import lifecycle
 from app.jobs.models import JobStatus
@@ -25,7 +25,16 @@ log = logging.getLogger(__name__)
 
 
 async def mirror(ctx: WorkerContext, job: asyncpg.Record) -> None:
-    logs.job_id.set(public_job_id(job["id"]))
+    public_id = public_job_id(job["id"])
+    logs.job_id.set(public_id)
+    # A span of the job's trace (app.tracing), between fal's answer and `job.succeeded`.
+    with tracing.job_span(
+        "mirror job", job.get("trace_context"), attributes={"falrelay.job.id": public_id}
+    ):
+        await _mirror(ctx, job)
+
+
+async def _mirror(ctx: WorkerContext, job: asyncpg.Record) -> None:
     files: list[dict[str, object]] | None = None
     if ctx.store is None or ctx.downloads is None:
         # Mirroring was switched off while this job waited: it succeeds with fal's URLs.

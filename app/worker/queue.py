@@ -78,7 +78,7 @@ SET locked_until = now() + make_interval(secs => $2), attempts = attempts + 1
 -- it costs nothing.
 WHERE id = ANY(ARRAY(SELECT id FROM picked)) AND status = 'queued'
   AND (locked_until IS NULL OR locked_until <= now())
-RETURNING id, model, input, attempts, priority, start_timeout
+RETURNING id, model, input, attempts, priority, start_timeout, trace_context
 """
 
 CLAIM_SUBMISSIONS_TIMEOUTS = """
@@ -98,7 +98,7 @@ WHERE id IN (
     LIMIT $1
     FOR UPDATE SKIP LOCKED)
 RETURNING id, client_id, status, fal_request_id, fal_status_url, fal_response_url,
-          fal_cancel_url, submitted_at, polls
+          fal_cancel_url, submitted_at, polls, trace_context
 """
 
 # Owned outputs (app.outputs): jobs whose output arrived and awaits its copy, and succeeded
@@ -114,7 +114,7 @@ WHERE id IN (
     ORDER BY next_attempt_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED)
-RETURNING id, client_id, model, status, output, files, billable_units
+RETURNING id, client_id, model, status, output, files, billable_units, trace_context
 """
 
 CLAIM_MIRROR_RETRIES = """
@@ -126,7 +126,7 @@ WHERE id IN (
     ORDER BY mirror_retry_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED)
-RETURNING id, client_id, model, status, output, files, billable_units
+RETURNING id, client_id, model, status, output, files, billable_units, trace_context
 """
 
 
@@ -191,7 +191,7 @@ async def claim_mirrors(pool: Pool, limit: int, lease: float) -> list[asyncpg.Re
 # The circuit breaker (app.webhooks.retry_policy): an endpoint whose breaker is open has its
 # deliveries skipped (left pending, attempts not spent); half-open (breaker_open_until passed),
 # one at a time: the Deliverer treats such a target as capped at one in flight.
-CLAIM_DELIVERIES = """
+_CLAIM_DELIVERIES = """
 WITH flight AS (
     SELECT f.client_id, f.n FROM unnest($4::uuid[], $5::int[]) AS f(client_id, n)
 ),
@@ -241,12 +241,21 @@ SELECT c.id, c.client_id, c.event_id, c.endpoint_id, c.attempt_count,
        COALESCE(c.endpoint_id::text, c.url) AS target,
        COALESCE(e.url, c.url) AS target_url, e.enabled AS endpoint_enabled,
        e.breaker_open_until IS NOT NULL AS probing,
-       e.secrets AS endpoint_secrets, cl.webhook_secrets AS client_secrets, ev.payload
+       e.secrets AS endpoint_secrets, cl.webhook_secrets AS client_secrets,
+       ev.payload{trace_column}
 FROM claimed c
 JOIN events ev ON ev.id = c.event_id
 JOIN clients cl ON cl.id = c.client_id
-LEFT JOIN webhook_endpoints e ON e.id = c.endpoint_id
+LEFT JOIN webhook_endpoints e ON e.id = c.endpoint_id{trace_join}
 """
+# With tracing on (app.tracing), each delivery is a span of its job's trace: the job's stored
+# context comes along, by primary key (a ping has no job). Read through events → jobs at claim
+# time rather than copied onto every event or delivery row: nothing is written for it, and
+# with tracing off the claim is the statement it was.
+CLAIM_DELIVERIES = _CLAIM_DELIVERIES.format(trace_column="", trace_join="")
+CLAIM_DELIVERIES_TRACED = _CLAIM_DELIVERIES.format(
+    trace_column=", j.trace_context", trace_join="\nLEFT JOIN jobs j ON j.id = ev.job_id"
+)
 
 # Claimed beyond a target's cap: handed back untouched.
 RELEASE_DELIVERIES = """
@@ -349,12 +358,14 @@ async def claim_deliveries(
     capacity: int,
     reserve: int,
     fair_share: bool = True,
+    traced: bool = False,
 ) -> list[asyncpg.Record]:
     """Lease up to `limit` due deliveries, skipping `saturated` targets, by fair share between
     clients over `capacity` slots (`in_flight` per client here, `reserve` held back for
-    clients with none), or first due first with `fair_share` off."""
+    clients with none), or first due first with `fair_share` off. `traced`: each row also
+    has its job's `trace_context`."""
     return await pool.fetch(
-        CLAIM_DELIVERIES,
+        CLAIM_DELIVERIES_TRACED if traced else CLAIM_DELIVERIES,
         limit,
         lease,
         saturated,

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import asyncpg
 
-from app import logs
+from app import logs, tracing
 from app.db.availability import retry_while_unavailable
 from app.fal import outcomes
 from app.fal.client import FalRequestUnknown, FalUnavailable
@@ -27,11 +27,20 @@ async def reconcile(ctx: WorkerContext, job: asyncpg.Record) -> None:
 
     A database outage while recording repeats the step (asking fal again is harmless) until
     the claim's lease is nearly over, rather than leaving the job leased until it runs out."""
-    logs.job_id.set(public_job_id(job["id"]))
+    public_id = public_job_id(job["id"])
+    logs.job_id.set(public_id)
     lease = ctx.settings.reconcile_lease_seconds
-    await retry_while_unavailable(
-        lambda: _reconcile(ctx, job), for_seconds=lease - backoff.LEASE_MARGIN_SECONDS, rng=ctx.rng
-    )
+    # A span of the job's trace (app.tracing): each look at fal is one, with its calls inside.
+    with tracing.job_span(
+        "reconcile job",
+        job.get("trace_context"),
+        attributes={"falrelay.job.id": public_id, "falrelay.reconcile.poll": job["polls"]},
+    ):
+        await retry_while_unavailable(
+            lambda: _reconcile(ctx, job),
+            for_seconds=lease - backoff.LEASE_MARGIN_SECONDS,
+            rng=ctx.rng,
+        )
 
 
 async def _reconcile(ctx: WorkerContext, job: asyncpg.Record) -> None:

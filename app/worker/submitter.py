@@ -7,7 +7,7 @@ import time
 
 import asyncpg
 
-from app import logs
+from app import logs, tracing
 from app.db.availability import retry_while_unavailable
 from app.fal.client import (
     FalUnavailable,
@@ -31,7 +31,25 @@ async def submit(ctx: WorkerContext, job: asyncpg.Record) -> None:
     """Send one claimed job to fal, then record fal's answer. The recording rides out a
     database outage for as long as the claim's lease lasts: fal has the request by then, and
     giving up would leave the job leased, and sent again, only when the lease runs out."""
-    logs.job_id.set(public_job_id(job["id"]))
+    public_id = public_job_id(job["id"])
+    logs.job_id.set(public_id)
+    # A span of the job's trace, child of its POST /v1/jobs (app.tracing): the fal call and the
+    # queries recording its answer are its children.
+    with tracing.job_span(
+        "submit job",
+        job.get("trace_context"),
+        attributes={
+            "falrelay.job.id": public_id,
+            "falrelay.model": job["model"],
+            "falrelay.submit.attempt": job["attempts"],
+        },
+    ) as span:
+        answer = await _submit(ctx, job)
+        if not isinstance(answer, Submitted):
+            tracing.set_error(span, type(answer).__name__, str(answer))
+
+
+async def _submit(ctx: WorkerContext, job: asyncpg.Record) -> Submitted | SubmitError:
     claimed_at = time.monotonic()
     webhook_url = await ctx.callback_url(public_job_id(job["id"]))
     answer: Submitted | SubmitError
@@ -51,6 +69,7 @@ async def submit(ctx: WorkerContext, job: asyncpg.Record) -> None:
         for_seconds=lease_left - backoff.LEASE_MARGIN_SECONDS,
         rng=ctx.rng,
     )
+    return answer
 
 
 async def _record(ctx: WorkerContext, job: asyncpg.Record, answer: Submitted | SubmitError) -> None:
