@@ -15,20 +15,22 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
-# Dependencies first, in a layer of their own: it is rebuilt only when pyproject.toml changes.
-# Empty stand-ins for the packages and the readme let the build backend resolve the project.
-COPY pyproject.toml ./
-RUN mkdir app migrations \
-    && touch README.md app/__init__.py migrations/__init__.py \
-    && pip install --no-cache-dir . \
-    && rm -rf README.md app migrations
+# Dependencies first, in a layer of their own, exactly as requirements.lock pins them, every file
+# checked against its hash: two builds of one commit install the same bytes, and the layer is
+# rebuilt only when the lock changes. The lock holds the runtime dependencies and the `otel`
+# extra, nothing for tests or lint; deploy/README.md says how to refresh it.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 
-# Then falrelay itself, replacing the stand-ins (a regular install, not editable: the runtime
-# stage gets /opt/venv alone, no source tree).
-COPY README.md ./
+# Then falrelay itself, resolving nothing (a regular install, not editable: the runtime stage
+# gets /opt/venv alone, no source tree). `pip check` fails the build when pyproject.toml asks
+# for something the lock does not hold.
+COPY pyproject.toml README.md ./
 COPY app ./app
+COPY falrelay ./falrelay
 COPY migrations ./migrations
-RUN pip install --no-cache-dir --no-deps --force-reinstall . \
+RUN pip install --no-cache-dir --no-deps . \
+    && pip check \
     && falrelay --help > /dev/null
 
 
