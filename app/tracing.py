@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
@@ -58,6 +59,7 @@ class _State:
         self.provider = provider
         self.tracer = tracer
         self.asyncpg = asyncpg  # the AsyncPGInstrumentor, to undo at uninstall
+        self.apps: weakref.WeakSet[Any] = weakref.WeakSet()  # instrumented, to undo too
 
 
 _state: _State | None = None
@@ -169,13 +171,18 @@ def install(*exporters: SpanExporter, batch: bool = True) -> None:
 
 
 def uninstall() -> None:
-    """Tracing off: spans still buffered are exported, instrumentation is undone. An app
-    instrumented at its creation stays so; make a new one."""
+    """Tracing off: spans still buffered are exported, and the instrumentation is undone
+    (asyncpg's, and that of the apps `instrument_app` wrapped)."""
     global _state
     state, _state = _state, None
     if state is None:
         return
     state.asyncpg.uninstrument()
+    if state.apps:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        for app in list(state.apps):
+            FastAPIInstrumentor.uninstrument_app(app)
     state.provider.shutdown()
 
 
@@ -201,6 +208,7 @@ def instrument_app(app: Any) -> None:
         or DEFAULT_EXCLUDED_URLS,
         exclude_spans=["receive", "send"],
     )
+    _state.apps.add(app)
 
 
 _URL_ATTRIBUTES = ("http.target", "http.url", "url.full", "url.path", "url.query")

@@ -84,6 +84,10 @@ async def test_a_job_is_one_trace_from_its_post_to_its_delivery(
         )
         token = (await stack.callback_url(job_id)).rsplit("/", 1)[1]
 
+    # Off again, the app is as it was without tracing (other tests build theirs afresh).
+    tracing.uninstall()
+    assert not getattr(stack.app, "_is_instrumented_by_opentelemetry", True)
+
     spans = exported.get_finished_spans()
     (intake,) = named(spans, "POST /v1/jobs")
     assert intake.kind is SpanKind.SERVER
