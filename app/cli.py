@@ -8,6 +8,7 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -243,6 +244,17 @@ async def _prepare_dev(postgres: EmbeddedPostgres, saved_key: str | None) -> tup
         await pool.close()
 
 
+def _invoked_as() -> str:
+    """This program as the user can type it again: `falrelay` when that is what PATH finds, else
+    its path (`.venv/bin/falrelay` from a checkout whose venv is not activated)."""
+    program = sys.argv[0]
+    if Path(program).name != "falrelay" or shutil.which("falrelay") == program:
+        return "falrelay"
+    if Path(program).resolve().is_relative_to(Path.cwd()):
+        return os.path.relpath(program)
+    return program
+
+
 def _dev_banner(base: str, key: str, database_url: str) -> str:
     return "\n".join(
         [
@@ -260,7 +272,7 @@ def _dev_banner(base: str, key: str, database_url: str) -> str:
             "    -H 'Content-Type: application/json' \\",
             """    -d '{"input": {"prompt": "a red fox in snow", "aspect_ratio": "16:9"}}'""",
             "Then GET /v1/jobs/<id>: once it has succeeded, open output.images[0].url.",
-            "Or: falrelay submit 'a red fox in snow' --aspect-ratio 16:9 --out fox.png",
+            f"Or: {_invoked_as()} submit 'a red fox in snow' --aspect-ratio 16:9 --out fox.png",
             "",
         ]
     )

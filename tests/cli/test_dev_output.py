@@ -4,6 +4,7 @@ and pg_ctl output), and one line, and a non-zero exit, when its port is taken.""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -34,6 +35,16 @@ def test_a_first_start_says_one_line_and_a_second_on_the_same_port_one_more(
         assert _noise(before_banner) == []
         postgres_lines = [line for line in before_banner if "Postgres" in line]
         assert postgres_lines == ["starting the embedded Postgres in ./.falrelay/pgdata ..."]
+        # The banner's own example names this program as it can be run again from here (the
+        # venv is not activated in this shell).
+        assert first.proc.stdout is not None
+        while not first.output[-1].startswith("Or: "):  # the banner is printed at once
+            line = first.proc.stdout.readline()
+            assert line, "falrelay dev ended:\n" + "".join(first.output)
+            first.output.append(line)
+        example = first.output[-1]
+        program = example.split()[1]
+        assert program == falrelay()[0] or shutil.which(program), example
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("FALRELAY_")}
         second = subprocess.run(
