@@ -51,6 +51,9 @@ class Client(CreatedAtMixin, Base):
     monthly_budget_usd: Mapped[Decimal | None] = mapped_column(Numeric(14, 4))
     # A client's share of contended capacity relative to the others (fair share).
     weight: Mapped[int] = mapped_column(Integer, server_default="1", nullable=False)
+    # Its jobs in `queued`, kept by triggers on jobs (migration 0015): the queued-jobs cap
+    # reads this, not a count.
+    queued_jobs: Mapped[int] = mapped_column(Integer, server_default="0", nullable=False)
 
     __table_args__ = (
         CheckConstraint("requests_per_second > 0", name="requests_per_second_positive"),

@@ -44,15 +44,9 @@ WHERE client_id = $1 AND idempotency_key = $2
 SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND client_id = $2"
 
 # The queued-jobs cap. Creates of one client take turns on its clients row (FOR NO KEY UPDATE:
-# the jobs' foreign-key checks take KEY SHARE, which it does not block); the count is a
-# statement of its own, so its snapshot includes every job a previous holder committed. The
-# LIMIT keeps it at most `cap` index entries long.
-LOCK_CLIENT = "SELECT 1 FROM clients WHERE id = $1 FOR NO KEY UPDATE"
-COUNT_QUEUED_UP_TO = """
-SELECT count(*) FROM (
-    SELECT 1 FROM jobs WHERE client_id = $1 AND status = 'queued' LIMIT $2
-) AS queued
-"""
+# the jobs' foreign-key checks take KEY SHARE, which it does not block), where triggers keep its
+# count of queued jobs (migration 0015): the check is one indexed row, however deep the queue.
+QUEUED_JOBS_LOCKED = "SELECT queued_jobs FROM clients WHERE id = $1 FOR NO KEY UPDATE"
 
 SELECT_STATUS = "SELECT status FROM jobs WHERE id = $1 AND client_id = $2"
 
@@ -132,8 +126,7 @@ async def count_unfinished(pool: Pool, client_id: uuid.UUID) -> dict[str, int]:
 async def queue_has_room(conn: Connection, client_id: uuid.UUID, cap: int) -> bool:
     """Whether one more queued job fits under `cap`; holds the client's turn until the caller's
     transaction ends, so concurrent creates cannot all see the last free place."""
-    await conn.execute(LOCK_CLIENT, client_id)
-    queued: int = await conn.fetchval(COUNT_QUEUED_UP_TO, client_id, cap)
+    queued: int = await conn.fetchval(QUEUED_JOBS_LOCKED, client_id)
     return queued < cap
 
 
