@@ -31,6 +31,10 @@ class Services:
     settings: Settings
     pool: Pool
     fal_http: httpx.AsyncClient
+    # Output files read from fal's CDN while they are copied (app.outputs): httpx's own pool,
+    # which streams a body as it arrives. The fal client's transport reads each answer whole,
+    # right for small JSON, not for a 40 MB video (bench/README.md, mirror).
+    downloads: httpx.AsyncClient
     fal: FalClient
     fal_storage: FalStorage
     wakeup: Wakeup
@@ -49,6 +53,17 @@ def fal_http_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
+def downloads_client(settings: Settings) -> httpx.AsyncClient:
+    """For output files copied from fal's CDN: httpx's own pool, which streams a body as it
+    arrives, with a timeout per read rather than for the whole body (a large file over a slow
+    link is fine)."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.fal_timeout_seconds, connect=FAL_CONNECT_TIMEOUT),
+        follow_redirects=True,
+        headers={"User-Agent": "falrelay"},
+    )
+
+
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     # Every role opens these (a worker alone too): tracing starts here if OTEL_* asks for it.
@@ -60,6 +75,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         statement_cache_size=settings.db_statement_cache_size,
     )
     fal_http = fal_http_client(settings)
+    downloads = downloads_client(settings)
     key = settings.fal_key.get_secret_value() if settings.fal_key else None
     wakeup = Wakeup(pool)
     store: ObjectStore | None = None
@@ -76,6 +92,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             settings=settings,
             pool=pool,
             fal_http=fal_http,
+            downloads=downloads,
             fal=FalClient(
                 fal_http,
                 queue_url=settings.fal_queue_url,
@@ -94,4 +111,5 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             await store.aclose()
         await wakeup.aclose()
         await fal_http.aclose()
+        await downloads.aclose()
         await pool.close()

@@ -218,7 +218,7 @@ async def running_worker(services: Services) -> AsyncIterator[Worker]:
         wakeup=services.wakeup,
         callback_urls=services.callback_urls,
         store=services.store,
-        downloads=services.fal_http,
+        downloads=services.downloads,
     )
     session = make_session(
         concurrency=settings.delivery_concurrency,
