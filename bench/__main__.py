@@ -22,6 +22,7 @@ from bench.benchmarks import (
     intake,
     memory,
     mirror,
+    purge,
     queue,
     scale,
     validation,
@@ -43,6 +44,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "delivery-fairness": delivery_fairness.run,
     "fairness": fairness.run,
     "validation": validation.run,
+    "purge": purge.run,
     "mirror": mirror.run,
 }
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = [
     "intake", "e2e", "fanout", "queue", "scale", "memory", "fairness", "delivery-fairness",
-    "validation",
+    "validation", "purge",
     "mirror",
 ]  # fmt: skip
 REPORT_KEYS = {
@@ -106,6 +106,13 @@ def test_validation_paths_agree_and_the_api_timed_them(results: Path) -> None:
     # Both apis timed validation inside themselves, in their one load run.
     for path in ("schema", "pydantic"):
         assert details["in_api_us_per_call"][path][0]["calls"] > 0, path
+
+
+def test_purge_removed_every_old_job_and_left_intakes(results: Path) -> None:
+    details = _report(results, "purge")["details"]
+    assert details["removed"]["jobs"] == details["removed"]["events"] // 3 > 0
+    assert details["old_jobs_left"] == details["outbox_left"] == 0
+    assert details["jobs_stored_by_intake"] >= details["intake_201s_measured"] > 0
 
 
 def test_mirror_checked_every_copy_of_every_way(results: Path) -> None:
