@@ -120,6 +120,7 @@ async def _prepare(
                 for issue in exc.issues
             ]
         ) from exc
+    _check_unicode(model_input)
     uploads = file_inputs.check(
         spec,
         model_input,
@@ -143,6 +144,43 @@ async def _prepare(
     )
     fingerprint_input = file_inputs.digest_data_uris(model_input, spec) if uploads else model_input
     return Prepared(job, fingerprint_input, uploads)
+
+
+def _check_unicode(model_input: dict[str, Any]) -> None:
+    """A JSON string may escape half a UTF-16 pair (`"\\ud800"`): valid JSON, but no Unicode
+    text, so neither Postgres nor fal could take it. One encode finds it; only then is the
+    input walked, to point at the field."""
+    try:
+        orjson.dumps(model_input)
+    except TypeError:
+        path = _surrogate_at(model_input, ["body", "input"])
+        msg = "is not valid Unicode text (it holds a lone UTF-16 surrogate)"
+        raise ValidationFailed(
+            [ValidationIssue(loc=path or ["body", "input"], msg=msg, type="unicode")]
+        ) from None
+
+
+def _surrogate_at(value: Any, path: list[str | int]) -> list[str | int] | None:
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return path
+        return None
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, item in items:
+        if isinstance(key, str) and _surrogate_at(key, path) is not None:
+            return path
+        found = _surrogate_at(item, [*path, key])
+        if found is not None:
+            return found
+    return None
 
 
 def _fingerprint(job: repository.NewJob, model_input: dict[str, Any]) -> bytes:

@@ -40,10 +40,12 @@ async def test_if_none_match_with_the_current_etag_is_a_304_with_no_body(tenant:
 async def test_a_stale_etag_gets_the_new_job_and_its_new_etag(tenant: Tenant, pool: Pool) -> None:
     job_id = await _create(tenant)
     before = await tenant.http.get(f"/v1/jobs/{job_id}")
+    # A request id of this job's own: the session's database is shared, and the column unique.
     await pool.execute(
-        "UPDATE jobs SET status = 'submitted', fal_request_id = 'req-1', submitted_at = now() "
+        "UPDATE jobs SET status = 'submitted', fal_request_id = $2, submitted_at = now() "
         "WHERE id = $1",
         job_uuid(job_id),
+        f"req-{job_id}",
     )
     after = await tenant.http.get(
         f"/v1/jobs/{job_id}", headers={"If-None-Match": before.headers["etag"]}

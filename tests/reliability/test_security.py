@@ -457,7 +457,8 @@ HOSTILE_BODIES = {
     "NaN": b'{"input": {"prompt": "a", "seed": NaN}}',
     "a huge number": b'{"input": {"prompt": "a", "seed": 1' + b"0" * 5000 + b"}}",
     "duplicate keys": b'{"input": {"prompt": "a"}, "input": 3}',
-    "oversized": b'{"input": {"prompt": "' + b"a" * 70_000 + b'"}}',
+    # Above every route's bound, job creation's (which takes file inputs) included.
+    "oversized": b'{"input": {"prompt": "' + b"a" * Settings().max_job_body_bytes + b'"}}',
     "empty": b"",
 }
 
