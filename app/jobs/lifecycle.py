@@ -199,8 +199,10 @@ async def mark_mirrored(
 
 async def set_mirrored_files(
     pool: Pool, job_id: uuid.UUID, files: list[dict[str, Any]], *, retry_at: datetime | None
-) -> None:
-    await pool.execute(sql.SET_MIRRORED_FILES, job_id, files, retry_at)
+) -> bool:
+    """False when the job is gone (deleted while its copy was retried)."""
+    status: str = await pool.execute(sql.SET_MIRRORED_FILES, job_id, files, retry_at)
+    return status.endswith(" 1")
 
 
 async def mark_failed(

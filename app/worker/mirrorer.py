@@ -9,6 +9,7 @@ copy runs with no transaction open; recording is one statement.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import asyncpg
 
@@ -17,6 +18,7 @@ from app.db.availability import retry_while_unavailable
 from app.jobs import lifecycle
 from app.jobs.models import JobStatus
 from app.jobs.schemas import job_id as public_job_id
+from app.lifecycle.files import discard
 from app.outputs.mirror import Limits, mirror_files, retry_at_seconds
 from app.worker import backoff
 from app.worker.context import WorkerContext
@@ -57,7 +59,11 @@ async def _mirror(ctx: WorkerContext, job: asyncpg.Record) -> None:
     async def record() -> None:
         if job["status"] == JobStatus.SUCCEEDED:
             assert files is not None
-            await lifecycle.set_mirrored_files(ctx.pool, job["id"], files, retry_at=retry_at)
+            kept = await lifecycle.set_mirrored_files(ctx.pool, job["id"], files, retry_at=retry_at)
+            if not kept and ctx.store is not None:
+                # The job was deleted while this retry copied: nothing refers to what it
+                # wrote, so it goes the way a deleted job's files go.
+                await discard(ctx.pool, ctx.store, _new_keys(job["files"], files))
         else:
             await lifecycle.mark_mirrored(
                 ctx.pool,
@@ -73,3 +79,19 @@ async def _mirror(ctx: WorkerContext, job: asyncpg.Record) -> None:
         for_seconds=ctx.settings.mirror_lease_seconds - backoff.LEASE_MARGIN_SECONDS,
         rng=ctx.rng,
     )
+
+
+def _new_keys(before: list[dict[str, Any]] | None, after: list[dict[str, Any]]) -> list[str]:
+    """The objects this pass wrote: keys in `after` that `before` did not hold."""
+    held = {
+        key
+        for entry in before or []
+        for key in (entry.get("key"), entry.get("thumbnail_key"))
+        if key
+    }
+    return [
+        key
+        for entry in after
+        for key in (entry.get("key"), entry.get("thumbnail_key"))
+        if key and key not in held
+    ]

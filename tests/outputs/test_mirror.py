@@ -15,7 +15,12 @@ import boto3
 import httpx
 import pytest
 
+from app.fal.client import FalClient
 from app.outputs.mirror import THUMBNAIL_TYPE
+from app.services import downloads_client
+from app.storage import open_store
+from app.worker import mirrorer
+from app.worker.context import WorkerContext
 from tests.moto import BUCKET, REGION, MotoServer
 from tests.stack import Stack, StackFactory
 from tests.support import job_uuid
@@ -170,3 +175,37 @@ async def test_outputs_mirror_to_an_s3_bucket(make_stack: StackFactory, moto: Mo
         ours = await get(video["url"])
         assert ours.status_code == 200
         assert ours.content == theirs.content
+
+
+async def test_a_copy_that_lands_after_its_job_was_deleted_is_removed(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    async with make_stack(storage_url=f"file://{tmp_path}", mirror_max_file_bytes=1024) as stack:
+        job_id = await stack.create_job("a fox")
+        job = await stack.wait_for(job_id, within=60)
+        assert job["files"][0]["mirror_error"]
+        # A retry has claimed the job (its row as the claim returns it) when the client deletes
+        # it; the retry's copy then lands with nothing left to refer to it.
+        claimed = await stack.pool.fetchrow(
+            "SELECT id, client_id, model, status, output, files, billable_units FROM jobs "
+            "WHERE id = $1",
+            job_uuid(job_id),
+        )
+        deleted = await stack.api.delete(f"/v1/jobs/{job_id}")
+        assert deleted.status_code == 204, deleted.text
+        # The retry's step, run here (in this test's event loop) as a worker runs it.
+        settings = stack.settings.model_copy(update={"mirror_max_file_bytes": 50 * 1024 * 1024})
+        store = await open_store(settings, stack.pool)
+        assert store is not None
+        async with downloads_client(settings) as downloads:
+            ctx = WorkerContext(
+                pool=stack.pool,
+                fal=FalClient(downloads, queue_url=stack.fal_url, key=None),
+                settings=settings,
+                store=store,
+                downloads=downloads,
+            )
+            await mirrorer.mirror(ctx, claimed)
+        await store.aclose()
+        assert not list((tmp_path / "jobs").glob(f"{job_uuid(job_id)}/*"))
+        assert await stack.pool.fetchval("SELECT count(*) FROM file_deletions") == 0
