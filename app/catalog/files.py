@@ -56,10 +56,12 @@ def _walk(
             _walk(root, items, item, kind, found, depth + 1)
 
 
-def _resolved(root: Mapping[str, Any], schema: Any) -> Mapping[str, Any]:
+def _resolved(root: Mapping[str, Any], schema: Any, depth: int = 0) -> Mapping[str, Any]:
     """The schema to read: `$ref` followed; for `anyOf`/`oneOf`/`allOf`, the branch that
-    names a file kind if one does (fal writes optional files as `anyOf: [File, null]`)."""
-    for _ in range(MAX_DEPTH):
+    names a file kind if one does (fal writes optional files as `anyOf: [File, null]`). The
+    depth is shared by refs and branches alike: a schema that refers to itself ends here."""
+    while depth < MAX_DEPTH:
+        depth += 1
         if not isinstance(schema, Mapping):
             return {}
         ref = schema.get("$ref")
@@ -69,7 +71,7 @@ def _resolved(root: Mapping[str, Any], schema: Any) -> Mapping[str, Any]:
         for key in ("anyOf", "oneOf", "allOf"):
             branches = schema.get(key)
             if isinstance(branches, list):
-                resolved = [_resolved(root, branch) for branch in branches]
+                resolved = [_resolved(root, branch, depth) for branch in branches]
                 for branch in resolved:
                     if _file_kind(branch):
                         return branch

@@ -9,6 +9,7 @@ An import of a shipped model's id replaces the shipped entry.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -49,6 +50,8 @@ class Catalog:
         # The pool the imported entries were read from. A process has one; a test run has
         # many services on many databases in turn, and each must see only its own imports.
         self._source: Pool | None = None
+        # The read in flight, with its event loop and pool (a test run has several of each).
+        self._refreshing: tuple[asyncio.AbstractEventLoop, Pool, asyncio.Task[None]] | None = None
 
     def get(self, model_id: str) -> ModelSpec | None:
         return self._imported.get(model_id) or shipped_models().get(model_id)
@@ -64,6 +67,17 @@ class Catalog:
         return time.monotonic() - self._refreshed_at
 
     async def refresh(self, pool: Pool) -> None:
+        # One read at a time: a burst of requests naming unknown models waits for the read
+        # in flight rather than each reading the whole table.
+        loop = asyncio.get_running_loop()
+        running = self._refreshing
+        if running is None or running[:2] != (loop, pool) or running[2].done():
+            running = (loop, pool, loop.create_task(self._refresh(pool)))
+            self._refreshing = running
+        # Shielded: a caller that goes away (a cancelled request) leaves the read to the rest.
+        await asyncio.shield(running[2])
+
+    async def _refresh(self, pool: Pool) -> None:
         rows = await repository.all_documents(pool)
         imported: dict[str, ModelSpec] = {}
         for model_id, document in rows:

@@ -7,6 +7,7 @@ rule and its typical run time. Nothing about a model is code, so adding one is a
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -248,8 +249,11 @@ def _issues(validator: jsonschema.protocols.Validator, data: Any) -> list[InputI
     """Every reason `data` does not fit, each pointing at its field. Messages never repeat the
     value back: an input may carry a secret, or a megabyte."""
     issues = []
-    errors = sorted(validator.iter_errors(data), key=lambda error: list(error.absolute_path))
-    for error in errors[:MAX_ISSUES]:
+    # Lazily, and only the first few: an array of a million bad items must not become a
+    # million error objects on the event loop.
+    first = itertools.islice(validator.iter_errors(data), MAX_ISSUES)
+    errors = sorted(first, key=lambda error: [str(part) for part in error.absolute_path])
+    for error in errors:
         path = list(error.absolute_path)
         message = _message(error, path)  # may extend the path to the field it names
         issues.append(InputIssue(tuple(path), message, str(error.validator)))

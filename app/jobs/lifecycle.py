@@ -198,7 +198,11 @@ async def mark_mirrored(
 
 
 async def set_mirrored_files(
-    pool: Pool, job_id: uuid.UUID, files: list[dict[str, Any]], *, retry_at: datetime | None
+    pool: Pool,
+    job_id: uuid.UUID,
+    files: list[dict[str, Any]] | None,
+    *,
+    retry_at: datetime | None,
 ) -> bool:
     """False when the job is gone (deleted while its copy was retried)."""
     status: str = await pool.execute(sql.SET_MIRRORED_FILES, job_id, files, retry_at)

@@ -281,6 +281,7 @@ SET status = 'failed', error = $2, fal_request_id = COALESCE(fal_request_id, $3)
     next_attempt_at = NULL, locked_until = NULL
 WHERE id = $1 AND status = ANY($4::text[])
   AND (fal_request_id IS NULL OR $3::text IS NULL OR fal_request_id = $3)
+  AND output IS NULL  -- fal's answer is in: the job is its files' copy's to finish
 RETURNING {TRANSITION_COLUMNS}
 """
 
@@ -289,7 +290,7 @@ UPDATE jobs
 SET status = 'canceled', cost_usd = 0, completed_at = clock_timestamp(),
     updated_at = clock_timestamp(),
     next_attempt_at = NULL, locked_until = NULL
-WHERE id = $1 AND client_id = $2 AND status = ANY($3::text[])
+WHERE id = $1 AND client_id = $2 AND status = ANY($3::text[]) AND output IS NULL
 RETURNING {TRANSITION_COLUMNS}
 """
 
@@ -306,6 +307,7 @@ RESCHEDULE = """
 UPDATE jobs SET next_attempt_at = now() + make_interval(secs => $2), locked_until = NULL,
     last_error = $3, updated_at = now()
 WHERE id = $1 AND status = $4
+  AND output IS NULL  -- a reconcile claim taken before fal's callback: the mirror's lease stays
 """
 
 # An ambiguous submit: the job stays claimed until `$2`, giving fal's callback time to claim it

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -39,10 +40,16 @@ class JobWatcher:
     async def watch(self, job_id: uuid.UUID) -> AsyncIterator[asyncio.Event]:
         """An event set whenever the job changes (clear it before each wait)."""
         changed = asyncio.Event()
+        # Set from the start: the waiter's first wait returns at once and it reads, so a change
+        # made before it registered (and already seen by the poller) is never missed.
+        changed.set()
         self._waiters.setdefault(job_id, set()).add(changed)
         self._someone_waits.set()
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="job-watcher")
+            # A context of its own, not the first waiter's request's (its trace, its log ids).
+            self._task = asyncio.create_task(
+                self._run(), name="job-watcher", context=contextvars.Context()
+            )
         try:
             yield changed
         finally:

@@ -43,7 +43,12 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class CopyFailed(Exception):
-    """Why a file could not be copied; the message is kept on the job as `mirror_error`."""
+    """Why a file could not be copied; the message is kept on the job as `mirror_error`.
+    `final`: trying again cannot help (a file fal returned inline)."""
+
+    def __init__(self, message: str, *, final: bool = False) -> None:
+        super().__init__(message)
+        self.final = final
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +78,8 @@ async def mirror_files(
     entries: list[dict[str, Any]] = []
     for position, file in enumerate(found):
         earlier = done[position] if position < len(done) else None
-        if earlier is not None and earlier.get("key"):
-            entries.append(earlier)  # copied by an earlier pass
+        if earlier is not None and (earlier.get("key") or earlier.get("final")):
+            entries.append(earlier)  # copied by an earlier pass, or never to be
             continue
         attempts = int(earlier.get("attempts", 0)) if earlier else 0
         entries.append(
@@ -85,7 +90,7 @@ async def mirror_files(
 
 def retry_at_seconds(entries: list[dict[str, Any]]) -> float | None:
     """When the job's failed copies are next due, in seconds from now; None if none failed."""
-    failed = [entry for entry in entries if not entry.get("key")]
+    failed = [entry for entry in entries if not entry.get("key") and not entry.get("final")]
     if not failed:
         return None
     return min(retry_delay(int(entry.get("attempts", 1))) for entry in failed)
@@ -110,8 +115,15 @@ async def _copy_with_retries(
             return {**copied, "attempts": attempts}
         except CopyFailed as exc:
             error = str(exc)
+            if exc.final:
+                return {"key": None, "error": error, "attempts": attempts, "final": True}
         except httpx.HTTPError as exc:
             error = f"fal's file could not be read: {type(exc).__name__}"
+        except Exception as exc:
+            # Anything else (an unusable URL, the store refusing, a full disk) is this file's
+            # failure, never the pass's: the job must still succeed with the others.
+            log.exception("copy of output file %d failed", position)
+            error = f"the copy failed: {type(exc).__name__}"
         log.warning("copy of output file %d failed (%s)", position, error)
     return {"key": None, "error": error, "attempts": attempts}
 
@@ -126,7 +138,9 @@ async def _copy(
 ) -> dict[str, Any]:
     url: str = file["url"]
     if url.startswith("data:"):
-        raise CopyFailed("fal returned the file inline (a data: URI); there is nothing to copy")
+        raise CopyFailed(
+            "fal returned the file inline (a data: URI); there is nothing to copy", final=True
+        )
     declared_type = file.get("content_type")
     declared_size = file.get("file_size")
     async with http.stream("GET", url) as response:

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from app import logs, tracing
+from app.catalog import CATALOG
 from app.db.availability import retry_while_unavailable
 from app.jobs import lifecycle
 from app.jobs.models import JobStatus
@@ -37,11 +38,14 @@ async def mirror(ctx: WorkerContext, job: asyncpg.Record) -> None:
 
 
 async def _mirror(ctx: WorkerContext, job: asyncpg.Record) -> None:
-    files: list[dict[str, object]] | None = None
+    files: list[dict[str, Any]] | None = job["files"]
     if ctx.store is None or ctx.downloads is None:
-        # Mirroring was switched off while this job waited: it succeeds with fal's URLs.
+        # Mirroring was switched off while this job waited: it succeeds with fal's URLs (and
+        # the copies it has), and nothing is retried.
         pass
     else:
+        # This process may not have read a model imported moments ago.
+        await CATALOG.lookup(ctx.pool, job["model"])
         files = await mirror_files(
             ctx.store,
             ctx.downloads,
@@ -51,16 +55,15 @@ async def _mirror(ctx: WorkerContext, job: asyncpg.Record) -> None:
             job["files"],
             Limits(max_file_bytes=ctx.settings.mirror_max_file_bytes),
         )
-    wait = None if files is None else retry_at_seconds(files)
+    wait = None if files is None or ctx.store is None else retry_at_seconds(files)
     retry_at = None if wait is None else ctx.after(wait)
     if wait is not None:
         log.warning("some output files could not be copied; trying again in %g s", wait)
 
     async def record() -> None:
         if job["status"] == JobStatus.SUCCEEDED:
-            assert files is not None
             kept = await lifecycle.set_mirrored_files(ctx.pool, job["id"], files, retry_at=retry_at)
-            if not kept and ctx.store is not None:
+            if not kept and ctx.store is not None and files is not None:
                 # The job was deleted while this retry copied: nothing refers to what it
                 # wrote, so it goes the way a deleted job's files go.
                 await discard(ctx.pool, ctx.store, _new_keys(job["files"], files))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import tracemalloc
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,25 @@ def test_an_unusable_entry_is_refused_with_the_reason(change: Any, complaint: st
     change(document)
     with pytest.raises(EntryInvalid, match=complaint):
         from_document(document)
+
+
+def test_a_huge_refused_array_is_explained_by_its_first_faults_only() -> None:
+    document = copy.deepcopy(shipped_models()[KONTEXT].document())
+    document["input_schema"]["properties"]["image_urls"] = {
+        "type": "array",
+        "items": {"type": "string"},
+    }
+    spec = from_document(document)
+    hostile = {"prompt": "p", "image_url": "https://x/y.png", "image_urls": [1] * 200_000}
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputInvalid) as caught:
+            spec.normalise_input(hostile)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Bounded: a few issues, found without first making an error object of every bad item
+    # (which took about 700 MB for these 200,000).
+    assert 0 < len(caught.value.issues) <= 20
+    assert caught.value.issues[0].path == ("image_urls", 0)
+    assert peak < 50 * 1024 * 1024

@@ -209,3 +209,17 @@ async def test_a_copy_that_lands_after_its_job_was_deleted_is_removed(
         await store.aclose()
         assert not list((tmp_path / "jobs").glob(f"{job_uuid(job_id)}/*"))
         assert await stack.pool.fetchval("SELECT count(*) FROM file_deletions") == 0
+
+
+async def test_a_store_that_fails_never_holds_the_job(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    # Where the job's files would go is a file: every write fails with an OSError (the kind a
+    # full disk or a refusing bucket gives), not a copy error.
+    (tmp_path / "jobs").write_bytes(b"")
+    async with make_stack(storage_url=f"file://{tmp_path}") as stack:
+        job = await stack.wait_for(await stack.create_job("a fox"), within=60)
+        assert job["status"] == "succeeded", job
+        (file,) = job["files"]
+        assert file["url"] == file["source_url"]
+        assert file["mirror_error"].startswith("the copy failed: ")
