@@ -22,12 +22,12 @@ from app.api import (
 )
 from app.api.limits import BodySizeLimit
 from app.api.observe import Observe
+from app.api.problems import install_handlers
 from app.api.ratelimit import RateLimitHeaders
 from app.api.runtime import Runtime
 from app.auth.service import KeyResolver
 from app.clients.limits import LimitDefaults
 from app.db.pool import Pool
-from app.errors import install_handlers
 from app.fal.signatures import JwksCache, SignatureVerifier
 from app.jobs.watch import JobWatcher
 from app.services import open_services

@@ -9,8 +9,9 @@ from starlette.responses import Response
 
 from app import ids
 from app.api.deps import RuntimeDep
+from app.api.problems import error_responses
 from app.api.responses import JSONBytes
-from app.errors import AppError, BadRequest, NotFound, error_responses
+from app.errors import AppError, BadRequest, NotFound
 from app.fal import callbacks
 from app.fal.outcomes import FalWebhook
 from app.fal.signatures import InvalidSignature

@@ -5,8 +5,9 @@ from fastapi.responses import PlainTextResponse
 from starlette.responses import Response
 
 from app.api.deps import RuntimeDep
+from app.api.problems import error_responses
 from app.api.responses import JSONBytes
-from app.errors import ServiceUnavailable, Unauthorized, error_responses
+from app.errors import ServiceUnavailable, Unauthorized
 from app.health import NotReady, check_alive, check_ready
 from app.metrics import render as render_metrics
 from app.metrics import scrape_allowed

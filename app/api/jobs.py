@@ -6,17 +6,11 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from app.api.deps import PrincipalDep, RuntimeDep
+from app.api.problems import error_responses
 from app.api.responses import ETAG_HEADER, JSONBytes, page_response, strong_etag
 from app.api.usage import default_budget
 from app.billing.service import BudgetExceeded
-from app.errors import (
-    BadRequest,
-    NotFound,
-    PayloadTooLarge,
-    Unauthorized,
-    ValidationFailed,
-    error_responses,
-)
+from app.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized, ValidationFailed
 from app.events import stream
 from app.events.stream import UnknownLastEventId
 from app.jobs import service

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import BadRequest, PayloadTooLarge, problem_response
+from app.api.problems import problem_response
+from app.errors import BadRequest, PayloadTooLarge
 
 
 class BodySizeLimit:

@@ -7,9 +7,10 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from app.api.deps import PrincipalDep, RuntimeDep
+from app.api.problems import error_responses
 from app.api.responses import JSONBytes
 from app.catalog import CATALOG
-from app.errors import Unauthorized, error_responses
+from app.errors import Unauthorized
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

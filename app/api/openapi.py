@@ -9,9 +9,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from app.api.problems import PROBLEM_JSON
 from app.api.ratelimit import RATE_LIMIT_HEADERS, RATE_LIMITED
 from app.catalog import shipped_models
-from app.errors import PROBLEM_JSON, Problem
+from app.errors import Problem
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PROBLEM_JSON
+from app.api.problems import PROBLEM_JSON
 
 STATE_KEY = "rate_limit_headers"
 

@@ -9,10 +9,11 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from app.api.deps import PrincipalDep, RuntimeDep
+from app.api.problems import error_responses
 from app.api.responses import JSONBytes
 from app.billing.usage import Usage, usage
 from app.catalog.pricing import usd_text
-from app.errors import Unauthorized, ValidationFailed, error_responses
+from app.errors import Unauthorized, ValidationFailed
 from app.settings import Settings
 from app.timestamps import Timestamp
 

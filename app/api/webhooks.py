@@ -8,8 +8,9 @@ from starlette.responses import Response
 
 from app import ids
 from app.api.deps import PrincipalDep, RuntimeDep
+from app.api.problems import error_responses
 from app.api.responses import JSONBytes, page_response
-from app.errors import NotFound, Unauthorized, ValidationFailed, error_responses
+from app.errors import NotFound, Unauthorized, ValidationFailed
 from app.jobs import service as jobs_service
 from app.pagination import MAX_PAGE_SIZE
 from app.webhooks import deliveries, endpoints
