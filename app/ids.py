@@ -10,6 +10,12 @@ import os
 import time
 import uuid
 
+# Every prefix, here and nowhere else: a public id names its kind at a glance.
+JOB_ID_PREFIX = "job"
+EVENT_ID_PREFIX = "evt"
+ENDPOINT_ID_PREFIX = "ep"
+DELIVERY_ID_PREFIX = "dlv"
+
 
 def uuid7() -> uuid.UUID:
     """RFC 9562 UUIDv7: 48 bits of Unix milliseconds, then 74 random bits."""

@@ -15,7 +15,7 @@ from app.errors import AppError, BadRequest, NotFound
 from app.fal import callbacks
 from app.fal.outcomes import FalWebhook
 from app.fal.signatures import InvalidSignature
-from app.jobs.schemas import JOB_ID_PREFIX
+from app.ids import JOB_ID_PREFIX
 from app.metrics import FAL_CALLBACKS
 
 log = logging.getLogger(__name__)

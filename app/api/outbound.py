@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Header
 from pydantic import BaseModel, Field
 
+from app.events.types import SUMMARIES, JobEventType, PingEventType
 from app.jobs.schemas import JobRead
 
 HEADERS_DOC = (
@@ -22,13 +23,13 @@ HEADERS_DOC = (
 
 
 class JobEvent(BaseModel):
-    type: Literal["job.submitted", "job.running", "job.succeeded", "job.failed", "job.canceled"]
+    type: JobEventType
     timestamp: datetime
     data: JobRead
 
 
 class PingEvent(BaseModel):
-    type: Literal["ping"]
+    type: PingEventType
     timestamp: datetime
     data: dict[str, Any] = Field(examples=[{"endpoint_id": "ep_...", "message": "..."}])
 
@@ -52,15 +53,8 @@ async def ping_event(
 
 
 def document(app: FastAPI) -> None:
-    events: list[tuple[str, str, Callable[..., Awaitable[None]]]] = [
-        ("job.submitted", "fal accepted the job", job_event),
-        ("job.running", "fal is running the job", job_event),
-        ("job.succeeded", "the job has its output", job_event),
-        ("job.failed", "the job failed; `data.error` says why", job_event),
-        ("job.canceled", "the job was canceled", job_event),
-        ("ping", "a test event (POST /v1/webhook-endpoints/{id}/test)", ping_event),
-    ]
-    for name, summary, handler in events:
+    for name, summary in SUMMARIES.items():
+        handler: Callable[..., Awaitable[None]] = ping_event if name == "ping" else job_event
         app.webhooks.post(
             name,
             summary=summary,

@@ -11,6 +11,7 @@ from app.api.deps import PrincipalDep, RuntimeDep
 from app.api.problems import error_responses
 from app.api.responses import JSONBytes, page_response
 from app.errors import NotFound, Unauthorized, ValidationFailed
+from app.ids import DELIVERY_ID_PREFIX
 from app.jobs import service as jobs_service
 from app.pagination import MAX_PAGE_SIZE
 from app.webhooks import deliveries, endpoints
@@ -140,7 +141,9 @@ async def test_webhook_endpoint(
         wakeup=runtime.wakeup,
         now=datetime.now(UTC),
     )
-    row, _ = await deliveries.get(runtime.pool, principal.client_id, ids.encode("dlv", delivery_id))
+    row, _ = await deliveries.get(
+        runtime.pool, principal.client_id, ids.encode(DELIVERY_ID_PREFIX, delivery_id)
+    )
     return JSONBytes(delivery_view(row), status_code=202)
 
 

@@ -6,7 +6,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from app import ids
-from app.jobs.schemas import JOB_ID_PREFIX
+from app.ids import JOB_ID_PREFIX
 
 MAX_TERMS = 10
 

@@ -1,25 +1,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import ForeignKey, Index, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, CreatedAtMixin
-
-EventType = Literal[
-    "job.submitted", "job.running", "job.succeeded", "job.failed", "job.canceled", "ping"
-]
-EVENT_TYPES: tuple[EventType, ...] = (
-    "job.submitted",
-    "job.running",
-    "job.succeeded",
-    "job.failed",
-    "job.canceled",
-)
-TERMINAL_EVENT_TYPES: tuple[EventType, ...] = ("job.succeeded", "job.failed", "job.canceled")
 
 
 class Event(CreatedAtMixin, Base):

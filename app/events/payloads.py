@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from app.events.models import EventType
+from app.events.types import EventType
 
 
 def event_body(event_type: EventType, at: datetime, data: dict[str, Any]) -> dict[str, Any]:

@@ -26,11 +26,10 @@ from app import ids
 from app.db.pool import Pool
 from app.errors import BadRequest, NotFound
 from app.events import repository
-from app.events.models import TERMINAL_EVENT_TYPES
+from app.events.types import TERMINAL_EVENT_TYPES
+from app.ids import EVENT_ID_PREFIX, JOB_ID_PREFIX
 from app.jobs import repository as jobs
-from app.jobs.schemas import JOB_ID_PREFIX
 from app.jobs.watch import JobWatcher
-from app.webhooks.schemas import EVENT_ID_PREFIX
 
 log = logging.getLogger(__name__)
 

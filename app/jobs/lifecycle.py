@@ -19,8 +19,8 @@ from app import ids
 from app.billing import service as billing
 from app.db.pool import Connection, Pool
 from app.db.wakeup import Wakeup
-from app.events.models import EventType
 from app.events.payloads import event_body
+from app.events.types import EventType
 from app.fal.client import Submitted
 from app.fal.outcomes import Outcome, Succeeded
 from app.jobs import repository as sql

@@ -12,10 +12,10 @@ from app import ids
 from app.catalog import CATALOG, DEFAULT_MODEL_ID
 from app.catalog.files import output_files
 from app.catalog.spec import MAX_MODEL_ID_LENGTH
+from app.ids import JOB_ID_PREFIX
 from app.jobs.models import PRIORITY_NAMES, JobStatus
 from app.outputs import links
 
-JOB_ID_PREFIX = "job"
 MAX_URL_LENGTH = 2048
 MAX_METADATA_KEYS = 50
 # fal's official clients refuse a start timeout of 1 s or less; a day is far beyond any queue

@@ -31,9 +31,10 @@ from app.errors import (
 )
 from app.fal.client import FalClient, FalUnavailable
 from app.fal.storage import FalStorage
+from app.ids import JOB_ID_PREFIX
 from app.jobs import file_inputs, lifecycle, repository
 from app.jobs.models import PRIORITIES, JobStatus
-from app.jobs.schemas import JOB_ID_PREFIX, JobCreate
+from app.jobs.schemas import JobCreate
 from app.jobs.watch import JobWatcher
 from app.pagination import Page, decode_cursor, page_of
 from app.webhooks import ssrf

@@ -21,8 +21,8 @@ import asyncpg
 from app import ids
 from app.db.pool import Connection, Pool
 from app.errors import Conflict, NotFound
+from app.ids import JOB_ID_PREFIX
 from app.jobs.models import JobStatus
-from app.jobs.schemas import JOB_ID_PREFIX
 from app.lifecycle import files, repository
 from app.lifecycle.files import ObjectDeleter
 from app.metrics import DELETED

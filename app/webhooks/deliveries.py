@@ -11,10 +11,10 @@ from app import ids
 from app.db.pool import Pool
 from app.db.wakeup import Wakeup
 from app.errors import NotFound
+from app.ids import DELIVERY_ID_PREFIX
 from app.pagination import Page, decode_cursor, page_of
 from app.webhooks import repository
 from app.webhooks.models import DeliveryStatus
-from app.webhooks.schemas import DELIVERY_ID_PREFIX
 
 
 def _uuid(public_id: str) -> uuid.UUID:

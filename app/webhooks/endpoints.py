@@ -14,9 +14,10 @@ from app.db.pool import Pool
 from app.db.wakeup import Wakeup
 from app.errors import Conflict, NotFound, ValidationFailed, ValidationIssue
 from app.events.payloads import event_body
+from app.ids import ENDPOINT_ID_PREFIX
 from app.pagination import Page, decode_cursor, page_of
 from app.webhooks import fanout, repository, signing, ssrf
-from app.webhooks.schemas import ENDPOINT_ID_PREFIX, EndpointCreate, EndpointUpdate
+from app.webhooks.schemas import EndpointCreate, EndpointUpdate
 
 
 def _not_found(public_id: str) -> NotFound:

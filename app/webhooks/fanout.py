@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from app.db.pool import Connection
-from app.events.models import TERMINAL_EVENT_TYPES, EventType
+from app.events.types import TERMINAL_EVENT_TYPES, EventType
 
 RECORD_EVENT = """
 WITH event AS (

@@ -1,23 +1,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from app.events.models import EVENT_TYPES, TERMINAL_EVENT_TYPES, EventType
+from app.events.types import JOB_EVENT_TYPES, TERMINAL_EVENT_TYPES, EventType, JobEventType
 from app.jobs.schemas import WebhookURL
 from app.timestamps import Timestamp
 from app.webhooks.models import DeliveryStatus
 
-ENDPOINT_ID_PREFIX = "ep"
-DELIVERY_ID_PREFIX = "dlv"
-EVENT_ID_PREFIX = "evt"
 MAX_GRACE_SECONDS = 7 * 24 * 3600
-
-JobEventType = Literal[
-    "job.submitted", "job.running", "job.succeeded", "job.failed", "job.canceled"
-]
 
 
 def _distinct(values: list[JobEventType]) -> list[JobEventType]:
@@ -28,7 +21,7 @@ def _distinct(values: list[JobEventType]) -> list[JobEventType]:
 
 EventTypes = Annotated[
     list[JobEventType],
-    Field(min_length=1, max_length=len(EVENT_TYPES)),
+    Field(min_length=1, max_length=len(JOB_EVENT_TYPES)),
     AfterValidator(_distinct),
 ]
 Description = Annotated[str, StringConstraints(max_length=500)]
@@ -39,7 +32,7 @@ class EndpointCreate(BaseModel):
 
     url: WebhookURL
     event_types: EventTypes = Field(
-        default_factory=lambda: list(TERMINAL_EVENT_TYPES),  # type: ignore[arg-type]
+        default_factory=lambda: list(TERMINAL_EVENT_TYPES),
         description="Default: the three terminal events.",
     )
     description: Description | None = None

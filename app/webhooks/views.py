@@ -8,8 +8,7 @@ from typing import Any
 import asyncpg
 
 from app import ids
-from app.jobs.schemas import JOB_ID_PREFIX
-from app.webhooks.schemas import DELIVERY_ID_PREFIX, ENDPOINT_ID_PREFIX, EVENT_ID_PREFIX
+from app.ids import DELIVERY_ID_PREFIX, ENDPOINT_ID_PREFIX, EVENT_ID_PREFIX, JOB_ID_PREFIX
 
 
 def endpoint_view(row: asyncpg.Record) -> dict[str, Any]:

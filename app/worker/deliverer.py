@@ -18,11 +18,11 @@ import orjson
 
 from app import ids, logs, tracing
 from app.db.availability import UNAVAILABLE
+from app.ids import DELIVERY_ID_PREFIX, EVENT_ID_PREFIX
 from app.metrics import DELIVERIES, DELIVERY_LATENCY
 from app.webhooks import endpoints, retry_policy, signing
 from app.webhooks.delivery import AttemptResult, send
 from app.webhooks.models import DeliveryStatus
-from app.webhooks.schemas import DELIVERY_ID_PREFIX, EVENT_ID_PREFIX
 from app.worker import queue
 from app.worker.context import WorkerContext
 

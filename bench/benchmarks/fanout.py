@@ -29,8 +29,8 @@ import orjson
 from app import ids
 from app.db.pool import create_pool
 from app.db.wakeup import CHANNEL
+from app.ids import EVENT_ID_PREFIX
 from app.webhooks import repository, signing
-from app.webhooks.schemas import EVENT_ID_PREFIX
 from bench.benchmarks.common import chosen_experiments, connect, wait_until
 from bench.context import Context, CpuMeter, create_api_key, start_receiver, start_worker
 from bench.processes import Process, Processes

@@ -21,8 +21,8 @@ import asyncpg
 
 from app import ids
 from app.errors import NotFound
+from app.ids import JOB_ID_PREFIX
 from app.jobs import service
-from app.jobs.schemas import JOB_ID_PREFIX
 from app.pagination import encode_cursor
 from bench.benchmarks.common import check_errors, connect, load_summary
 from bench.benchmarks.rows import insert_finished_jobs

@@ -21,8 +21,8 @@ from app.db.pool import Pool
 from app.fakefal import FakeFal
 from app.fakefal.failures import Failure
 from app.fakefal.store import FakeRequest
+from app.ids import EVENT_ID_PREFIX
 from app.webhooks import signing
-from app.webhooks.schemas import EVENT_ID_PREFIX
 from tests.reliability.receivers import FaultyReceiver
 
 TERMINAL = ("succeeded", "failed", "canceled")

@@ -30,7 +30,7 @@ import pytest
 
 from app.auth import service as auth_service
 from app.db.pool import asyncpg_dsn, create_pool
-from app.events.models import EVENT_TYPES, TERMINAL_EVENT_TYPES
+from app.events.types import JOB_EVENT_TYPES, TERMINAL_EVENT_TYPES
 from app.fakefal import FakeFal, FakeFalConfig
 from tests.reliability.chaos import Disruptions, Subscription, audit
 from tests.reliability.postgres import DisposablePostgres
@@ -54,7 +54,7 @@ FAST_FORWARD_BEYOND = 10.0
 
 SUBSCRIBERS = {
     # path: (event types, first-arrival fates)
-    "/steady": (EVENT_TYPES, Fates()),
+    "/steady": (JOB_EVENT_TYPES, Fates()),
     "/flaky": (TERMINAL_EVENT_TYPES, Fates(fail=0.15, throttle=0.05, hang=0.1)),
     "/outage": (("job.submitted", *TERMINAL_EVENT_TYPES), Fates(fail=0.05)),
 }

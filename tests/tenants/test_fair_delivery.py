@@ -12,7 +12,7 @@ import pytest
 
 from app import ids
 from app.auth import service as auth_service
-from app.webhooks.schemas import ENDPOINT_ID_PREFIX
+from app.ids import ENDPOINT_ID_PREFIX
 from tests.e2e.test_deliveries import register, until
 from tests.receivers import Answer, Receiver
 from tests.servers import LiveServer
