@@ -12,10 +12,10 @@ from app.api.deps import RuntimeDep
 from app.api.problems import error_responses
 from app.api.responses import JSONBytes
 from app.errors import AppError, BadRequest, NotFound
-from app.fal import callbacks
 from app.fal.outcomes import FalWebhook
 from app.fal.signatures import InvalidSignature
 from app.ids import JOB_ID_PREFIX
+from app.jobs import callbacks
 from app.metrics import FAL_CALLBACKS
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,7 @@ from app.api.responses import ETAG_HEADER, JSONBytes, page_response, strong_etag
 from app.api.usage import default_budget
 from app.billing.service import BudgetExceeded
 from app.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized, ValidationFailed
-from app.events import stream
-from app.events.stream import UnknownLastEventId
-from app.jobs import service
+from app.jobs import service, stream
 from app.jobs.models import JobStatus
 from app.jobs.schemas import IdempotencyKey, JobCreate, JobPage, JobRead, job_view
 from app.jobs.service import (
@@ -22,6 +20,7 @@ from app.jobs.service import (
     JobNotCancelable,
     QueuedJobsLimitReached,
 )
+from app.jobs.stream import UnknownLastEventId
 from app.lifecycle import purge
 from app.lifecycle.purge import JobNotFinished
 from app.pagination import MAX_PAGE_SIZE

@@ -3,10 +3,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import asyncpg
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app import ids
 from app.catalog import CATALOG, DEFAULT_MODEL_ID
@@ -15,8 +14,8 @@ from app.catalog.spec import MAX_MODEL_ID_LENGTH
 from app.ids import JOB_ID_PREFIX
 from app.jobs.models import PRIORITY_NAMES, JobStatus
 from app.outputs import links
+from app.webhooks.schemas import WebhookURL
 
-MAX_URL_LENGTH = 2048
 MAX_METADATA_KEYS = 50
 # fal's official clients refuse a start timeout of 1 s or less; a day is far beyond any queue
 # wait worth waiting for.
@@ -42,27 +41,12 @@ StartTimeout = Annotated[
 ]
 
 
-def _webhook_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an absolute http:// or https:// URL")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("must not carry credentials; verify the webhook signature instead")
-    if parts.fragment:
-        raise ValueError("must not have a #fragment")
-    return value
-
-
 # Whether the catalog holds the model is checked by the service, against this process's
 # catalog (which imports can grow at run time), not by the schema.
 ModelId = Annotated[
     str,
     StringConstraints(min_length=1, max_length=MAX_MODEL_ID_LENGTH),
     Field(description="A fal model id from GET /v1/models.", examples=[DEFAULT_MODEL_ID]),
-]
-# A URL falrelay will POST webhooks to (a job's callback_url, an endpoint's url).
-WebhookURL = Annotated[
-    str, StringConstraints(max_length=MAX_URL_LENGTH), AfterValidator(_webhook_url)
 ]
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=40)]
 MetadataValue = Annotated[str, StringConstraints(max_length=500)]

@@ -2,15 +2,33 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from app.events.types import JOB_EVENT_TYPES, TERMINAL_EVENT_TYPES, EventType, JobEventType
-from app.jobs.schemas import WebhookURL
 from app.timestamps import Timestamp
 from app.webhooks.models import DeliveryStatus
 
 MAX_GRACE_SECONDS = 7 * 24 * 3600
+MAX_URL_LENGTH = 2048
+
+
+def _webhook_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry credentials; verify the webhook signature instead")
+    if parts.fragment:
+        raise ValueError("must not have a #fragment")
+    return value
+
+
+# A URL falrelay will POST webhooks to (a job's callback_url, an endpoint's url).
+WebhookURL = Annotated[
+    str, StringConstraints(max_length=MAX_URL_LENGTH), AfterValidator(_webhook_url)
+]
 
 
 def _distinct(values: list[JobEventType]) -> list[JobEventType]:

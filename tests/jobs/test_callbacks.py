@@ -11,10 +11,9 @@ import pytest
 from app.auth import service as auth_service
 from app.db.pool import Pool
 from app.db.wakeup import Wakeup
-from app.fal import callbacks
 from app.fal.outcomes import FalWebhook
 from app.fal.urls import request_urls
-from app.jobs import lifecycle
+from app.jobs import callbacks, lifecycle
 from app.jobs import service as jobs_service
 from app.jobs.schemas import JobCreate
 
