@@ -35,16 +35,6 @@ WHERE s.token_hash = $1 AND s.expires_at > $2 AND k.revoked_at IS NULL
 
 DELETE_SESSION = "DELETE FROM console_sessions WHERE id = $1"
 
-# Bounded, so that a login after a long quiet spell does not pay for every session that
-# expired meanwhile; the next logins take the rest.
-DELETE_EXPIRED = """
-DELETE FROM console_sessions WHERE id IN (
-    SELECT id FROM console_sessions WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2
-)
-"""
-
-COUNT_EXPIRED = "SELECT count(*) FROM console_sessions WHERE expires_at <= $1"
-
 
 @dataclass(frozen=True, slots=True)
 class StoredSession:
@@ -75,14 +65,3 @@ async def find_session(pool: Pool, token_hash: bytes, now: datetime) -> StoredSe
 
 async def delete_session(pool: Pool, session_id: uuid.UUID) -> None:
     await pool.execute(DELETE_SESSION, session_id)
-
-
-async def delete_expired(pool: Pool, now: datetime, *, limit: int) -> int:
-    status: str = await pool.execute(DELETE_EXPIRED, now, limit)
-    return int(status.split()[-1])
-
-
-async def count_expired(pool: Pool, now: datetime) -> int:
-    """Sessions `delete_expired` would remove (`falrelay purge --dry-run`)."""
-    value: int = await pool.fetchval(COUNT_EXPIRED, now)
-    return value

@@ -31,6 +31,7 @@ from app.api.deps import RuntimeDep
 from app.auth import keys
 from app.console import repository
 from app.db.pool import Pool
+from app.lifecycle import repository as lifecycle
 
 PATH = "/console"
 SESSION_COOKIE = "falrelay_console"
@@ -89,7 +90,7 @@ async def open_session(pool: Pool, key: str, now: datetime) -> Session | None:
         return None
     # Logins tidy up after the sessions nobody logged out of (only after a good key, so that
     # guessing keys costs the database nothing more than a lookup).
-    await repository.delete_expired(pool, now, limit=EXPIRED_PER_LOGIN)
+    await lifecycle.delete_expired_sessions(pool, now, limit=EXPIRED_PER_LOGIN)
     return Session(session_id, client_id, token)
 
 

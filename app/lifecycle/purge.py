@@ -126,10 +126,7 @@ async def purge_batch(
 
 async def purge_sessions(pool: Pool, now: datetime) -> int:
     """One batch of expired console sessions."""
-    # Imported here: the app.console package loads its routes, which import this module.
-    from app.console.repository import delete_expired
-
-    deleted = await delete_expired(pool, now, limit=SESSIONS_BATCH)
+    deleted = await repository.delete_expired_sessions(pool, now, limit=SESSIONS_BATCH)
     DELETED.labels("console_sessions").inc(deleted)
     return deleted
 
@@ -180,15 +177,13 @@ async def purge(
 
 async def count(pool: Pool, completed_before: datetime, *, now: datetime) -> Removed:
     """What `purge` would remove, changing nothing (`falrelay purge --dry-run`)."""
-    from app.console.repository import count_expired  # see purge_sessions
-
     rows, file_keys = await repository.count_finished(pool, completed_before)
     return Removed(
         jobs=rows.jobs,
         events=rows.events,
         deliveries=rows.deliveries,
         delivery_attempts=rows.delivery_attempts,
-        console_sessions=await count_expired(pool, now),
+        console_sessions=await repository.count_expired_sessions(pool, now),
         files=file_keys,
     )
 

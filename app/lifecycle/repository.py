@@ -1,5 +1,5 @@
-"""SQL of the data lifecycle: deleting finished jobs with everything that references them, and
-the outbox of their files.
+"""SQL of the data lifecycle: deleting finished jobs with everything that references them, the
+outbox of their files, and expired console sessions.
 
 Children are deleted before the jobs, each table by its own index on the job (the foreign keys
 cascade too, but a cascade runs one trigger query per parent row and reports no counts).
@@ -112,6 +112,17 @@ WHERE key = ANY($1::text[])
 """
 COUNT_FILES_PENDING = "SELECT count(*) FROM file_deletions"
 
+# Expired console sessions, a bounded batch: the purge takes them batch after batch, and each
+# console login takes a few (so that a login after a long quiet spell does not pay for every
+# session that expired meanwhile).
+DELETE_EXPIRED_SESSIONS = """
+DELETE FROM console_sessions WHERE id IN (
+    SELECT id FROM console_sessions WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2
+)
+"""
+
+COUNT_EXPIRED_SESSIONS = "SELECT count(*) FROM console_sessions WHERE expires_at <= $1"
+
 
 @dataclass(frozen=True, slots=True)
 class RowsDeleted:
@@ -181,4 +192,15 @@ async def files_failed(pool: Pool, keys: Sequence[str], error: str) -> None:
 
 async def count_files_pending(pool: Pool) -> int:
     value: int = await pool.fetchval(COUNT_FILES_PENDING)
+    return value
+
+
+async def delete_expired_sessions(pool: Pool, now: datetime, *, limit: int) -> int:
+    status: str = await pool.execute(DELETE_EXPIRED_SESSIONS, now, limit)
+    return int(status.split()[-1])
+
+
+async def count_expired_sessions(pool: Pool, now: datetime) -> int:
+    """Sessions `delete_expired_sessions` would remove (`falrelay purge --dry-run`)."""
+    value: int = await pool.fetchval(COUNT_EXPIRED_SESSIONS, now)
     return value
