@@ -24,7 +24,7 @@ class Event(CreatedAtMixin, Base):
     )
     # None for a `ping` (an endpoint's test event).
     job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
-    type: Mapped[str] = mapped_column(Text, nullable=False)
+    type: Mapped[str] = mapped_column(Text, nullable=False)  # an `app.events.types.EventType`
     # The webhook body, fixed when the event happens: {"type", "timestamp", "data": job}.
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
 

@@ -1,4 +1,5 @@
-"""Reading a job's events back: the SSE stream replays and follows them from here."""
+"""Reading a job's events back: the SSE stream (`app.jobs.stream`) replays and follows
+them from here."""
 
 from __future__ import annotations
 
