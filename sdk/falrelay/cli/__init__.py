@@ -66,7 +66,9 @@ def build_parser(
     """The parser for `command` alone when it is the SDK's own (no entry point is read), else
     for every command installed; `server`: the entry points, when the caller has read them."""
     parser = argparse.ArgumentParser(
-        prog="falrelay", description="A durable jobs API in front of fal.ai's queue."
+        prog="falrelay",
+        description="A durable jobs API in front of fal.ai's queue.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the epilog's lines as written
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     own = OWN_COMMANDS.get(command or "")
@@ -83,9 +85,12 @@ def build_parser(
     for add in OWN_COMMANDS.values():
         add(commands)
     if not server:
-        parser.epilog = (
-            f"The server's commands ({', '.join(SERVER_COMMANDS)}) come with the server: "
-            f"{SERVER_INSTALL}."
+        parser.epilog = "\n".join(
+            [
+                "The server's commands come with the server, falrelay-server:",
+                f"  {', '.join(SERVER_COMMANDS)}",
+                f"  ({SERVER_INSTALL})",
+            ]
         )
     return parser
 
