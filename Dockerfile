@@ -22,14 +22,15 @@ WORKDIR /src
 COPY requirements.lock ./
 RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 
-# Then falrelay itself, resolving nothing (a regular install, not editable: the runtime stage
-# gets /opt/venv alone, no source tree). `pip check` fails the build when pyproject.toml asks
-# for something the lock does not hold.
+# Then falrelay itself, resolving nothing: the SDK (sdk/, which owns the `falrelay` command) and
+# the server (the root, which adds its commands to it). Regular installs, not editable: the
+# runtime stage gets /opt/venv alone, no source tree. `pip check` fails the build when either
+# pyproject.toml asks for something the lock does not hold.
 COPY pyproject.toml README.md ./
+COPY sdk ./sdk
 COPY app ./app
-COPY falrelay ./falrelay
 COPY migrations ./migrations
-RUN pip install --no-cache-dir --no-deps . \
+RUN pip install --no-cache-dir --no-deps ./sdk . \
     && pip check \
     && falrelay --help > /dev/null
 

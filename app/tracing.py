@@ -97,7 +97,7 @@ def start_from_env() -> bool:
     except ImportError:
         log.error(
             "OTEL_* variables ask for traces, but OpenTelemetry is not installed: "
-            "install falrelay with its `otel` extra (pip install 'falrelay[otel]'); "
+            "install falrelay with its `otel` extra (pip install 'falrelay-server[otel]'); "
             "tracing stays off"
         )
         return False

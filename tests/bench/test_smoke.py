@@ -94,7 +94,7 @@ def test_queue_runs_procrastinate_beside_falrelay(results: Path) -> None:
     report = _report(results, "queue")
     if importlib.util.find_spec("procrastinate") is None:
         assert any("procrastinate is not installed" in n for n in report["notes"])
-        pytest.skip("procrastinate is not installed (pip install -e '.[bench]')")
+        pytest.skip("procrastinate is not installed (pip install -e ./sdk -e '.[bench]')")
     assert report["figures"][0]["baseline"] is not None
 
 

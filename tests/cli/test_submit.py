@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from app.catalog import DEFAULT_MODEL_ID
-from app.submit import (
-    UsageError,
+from falrelay import File, Job
+from falrelay.cli.connection import UsageError
+from falrelay.cli.submit import (
     add_arguments,
     build_input,
     directory_paths,
@@ -27,7 +28,6 @@ from app.submit import (
     keep_text,
     output_paths,
 )
-from falrelay import File, Job
 from falrelay.files import files_of
 from tests.sdk.support import key_of
 from tests.servers import free_port

@@ -38,7 +38,9 @@ Doc = dict[str, Any]
 def tool(name: str) -> Path:
     path = Path(sys.executable).with_name(name)
     if not path.exists():
-        pytest.fail(f"{name} is not installed next to {sys.executable}: pip install -e '.[deploy]'")
+        pytest.fail(
+            f"{name} is not installed next to {sys.executable}: pip install -e ./sdk -e '.[deploy]'"
+        )
     return path
 
 

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
+from app.cli.fakefal import add_arguments, config_from_args
 from app.fakefal import FakeFalConfig
-from app.fakefal.command import add_arguments, config_from_args
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from pydantic import ValidationError
 
+from app.cli import command
 from app.fakefal.config import FakeFalConfig
 from app.fakefal.server import FakeFal
+
+if TYPE_CHECKING:
+    from falrelay.cli import Commands
 
 # (flag, type, nargs, help): one per knob of FakeFalConfig.
 _KNOBS: list[tuple[str, type, str | None, str]] = [
@@ -37,6 +41,14 @@ _KNOBS: list[tuple[str, type, str | None, str]] = [
     ("models", str, "*", "model ids served beyond falrelay's catalog (owner/app[/path])"),
     ("storage_max_bytes", int, None, "bytes of uploaded files kept (oldest dropped first)"),
 ]
+
+
+def add_fakefal(commands: Commands) -> None:
+    fakefal = commands.add_parser(
+        "fakefal", help="the built-in fake fal on its own, for tests, demos and load runs"
+    )
+    add_arguments(fakefal)
+    fakefal.set_defaults(func=run)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +78,7 @@ def config_from_args(args: argparse.Namespace) -> FakeFalConfig:
         raise SystemExit(f"falrelay fakefal: invalid settings\n{exc}") from None
 
 
+@command
 def run(args: argparse.Namespace) -> None:
     fake = FakeFal(config_from_args(args))
     base = f"http://{args.host}:{args.port}"

@@ -12,12 +12,17 @@ import argparse
 import re
 import sys
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
+from app.cli import command
 from app.db.pool import Pool, run_with_pool
 from app.lifecycle import purge
 from app.lifecycle.retention import REST
 from app.settings import Settings
 from app.storage import open_store
+
+if TYPE_CHECKING:
+    from falrelay.cli import Commands
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -31,6 +36,14 @@ def parse_duration(text: str) -> timedelta:
             f"{text!r} is not a duration: a number and a unit, e.g. 30d, 12h, 90m"
         )
     return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+
+
+def add_purge(commands: Commands) -> None:
+    purge = commands.add_parser(
+        "purge",
+        help="delete jobs finished before --older-than, with their events, deliveries and files",
+    )
+    add_arguments(purge)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run)
 
 
+@command
 def run(args: argparse.Namespace) -> None:
     settings = Settings()
     now = datetime.now(UTC)

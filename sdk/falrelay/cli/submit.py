@@ -23,21 +23,18 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import httpx
+from falrelay.cli import connection
+from falrelay.cli.connection import UsageError
 
-from falrelay import APIConnectionError, APIError, AsyncClient, FalrelayError, File, Job
-from falrelay.files import data_uri, files_of, suffix_for
+# httpx and the client are imported where they are used: `falrelay submit --help` needs neither.
+if TYPE_CHECKING:
+    import httpx
 
-DEFAULT_URL = "http://127.0.0.1:8000"
-# Where `falrelay dev` (run from this directory with its default --data-dir) keeps its key.
-DEV_KEY_FILE = Path(".falrelay") / "dev-api-key"
+    from falrelay import AsyncClient, File, Job
+
 DEFAULT_TIMEOUT = 600.0
-
-
-class UsageError(Exception):
-    """Exit 2 with this message."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,11 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"how long --wait waits (default {DEFAULT_TIMEOUT:g})",
     )
-    parser.add_argument("--url", help=f"the service (default: FALRELAY_URL, else {DEFAULT_URL})")
-    parser.add_argument(
-        "--key",
-        help=f"API key (default: FALRELAY_API_KEY, else ./{DEV_KEY_FILE} from falrelay dev)",
-    )
+    connection.add_arguments(parser)
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -107,6 +100,8 @@ def _pair(text: str) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> None:
+    from falrelay import APIConnectionError, APIError, FalrelayError
+
     try:
         code = asyncio.run(submit(args))
     except UsageError as exc:
@@ -118,7 +113,7 @@ def run(args: argparse.Namespace) -> None:
             _err(f"  (request id {exc.request_id})")
         code = 2
     except APIConnectionError as exc:
-        _err(f"falrelay: no answer from {_url(args)}: {exc}")
+        _err(f"falrelay: no answer from {connection.service_url(args)}: {exc}")
         _err("  Is the service running there? Start one with `falrelay dev`, or pass --url.")
         code = 2
     except FalrelayError as exc:
@@ -132,9 +127,13 @@ CONVENIENCE_FIELDS = ("aspect_ratio", "resolution", "seed", "reasoning")
 
 
 async def submit(args: argparse.Namespace) -> int:
+    from falrelay import AsyncClient
+    from falrelay.files import files_of
+
     job_input = build_input(args)
     waiting = args.wait or args.out is not None
-    async with AsyncClient(_key(args), base_url=_url(args)) as client:
+    key = connection.api_key(args)
+    async with AsyncClient(key, base_url=connection.service_url(args)) as client:
         if args.model is not None and args.input:
             schema = await _input_schema(client, args.model)
             if schema is not None:
@@ -174,6 +173,8 @@ def build_input(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _input_schema(client: AsyncClient, model: str) -> dict[str, Any] | None:
+    from falrelay import APIError
+
     try:
         models = await client.models.list()
     except APIError:
@@ -222,6 +223,8 @@ def input_value(text: str) -> Any:
     """`@PATH`: the local file as a data: URI. Else the text as JSON when it parses as JSON
     (numbers, booleans, null, objects, arrays, "quoted strings"), else the text itself."""
     if text.startswith("@"):
+        from falrelay.files import data_uri
+
         path = Path(text[1:]).expanduser()
         if not path.is_file():
             raise UsageError(f"{text!r}: no file {str(path)!r} to send")
@@ -338,6 +341,8 @@ def output_paths(out: Path, count: int) -> list[Path]:
 def directory_paths(directory: Path, job_id: str, files: list[File]) -> list[Path]:
     """JOB_ID-1.png, JOB_ID-2.mp4, ...: numbered in the output's order, each with its own
     type's suffix."""
+    from falrelay.files import suffix_for
+
     return [directory / f"{job_id}-{n}{suffix_for(file)}" for n, file in enumerate(files, 1)]
 
 
@@ -349,6 +354,8 @@ def save_paths(job: Job, files: list[File], out: Path, into_directory: bool) -> 
 
 
 async def download(job: Job, files: list[File], out: Path, into_directory: bool) -> list[Path]:
+    import httpx
+
     if not files:
         _err(f"falrelay: {job.id} has no files to save")
         return []
@@ -361,6 +368,10 @@ async def download(job: Job, files: list[File], out: Path, into_directory: bool)
 
 
 async def _save(http: httpx.AsyncClient, url: str, path: Path) -> None:
+    import httpx
+
+    from falrelay import FalrelayError
+
     if url.startswith("data:"):
         # fal's sync mode sends the bytes in the output itself.
         await asyncio.to_thread(path.write_bytes, _data_uri_bytes(url))
@@ -383,6 +394,8 @@ async def _save(http: httpx.AsyncClient, url: str, path: Path) -> None:
 
 
 def _data_uri_bytes(url: str) -> bytes:
+    from falrelay import FalrelayError
+
     header, sep, payload = url.partition(",")
     if not sep:
         raise FalrelayError("a data: URI without data")
@@ -411,6 +424,8 @@ def _report(job: Job, saved: list[Path], *, waiting: bool, as_json: bool) -> Non
             lines = [str(path) for path in saved]
         else:
             # No --out: where the files are; a model without files: its output.
+            from falrelay.files import files_of
+
             files = files_of(job)
             lines = [file.url for file in files] or [
                 json.dumps(job.output, indent=2, ensure_ascii=False)
@@ -428,20 +443,3 @@ def _out(line: str) -> None:
 
 def _err(line: str) -> None:
     sys.stderr.write(line + "\n")
-
-
-def _url(args: argparse.Namespace) -> str:
-    url: str = args.url or os.environ.get("FALRELAY_URL") or DEFAULT_URL
-    return url
-
-
-def _key(args: argparse.Namespace) -> str:
-    key: str | None = args.key or os.environ.get("FALRELAY_API_KEY")
-    if key:
-        return key
-    if DEV_KEY_FILE.is_file():
-        return DEV_KEY_FILE.read_text().strip()
-    raise UsageError(
-        f"no API key: pass --key, set FALRELAY_API_KEY, or run `falrelay dev` here "
-        f"(it writes ./{DEV_KEY_FILE})"
-    )

@@ -10,14 +10,18 @@ import argparse
 import sys
 from collections.abc import Callable, Coroutine
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from app.cli import command
 from app.clients import service
 from app.clients.limits import LimitDefaults
 from app.db.pool import Pool, run_with_pool
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from falrelay.cli import Commands
 
 # A value that puts a limit back to the setting's default.
 DEFAULT = "default"
@@ -81,6 +85,13 @@ _LIMIT_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
 ]
 
 
+def add_clients(commands: Commands) -> None:
+    clients = commands.add_parser(
+        "clients", help="clients (tenants): their limits and usage (`limits`, `show`, `list`)"
+    )
+    add_arguments(clients)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="clients_command", required=True, metavar="COMMAND")
     limits = commands.add_parser(
@@ -114,6 +125,7 @@ def _with_pool(work: Callable[[Pool], Coroutine[Any, Any, Any]]) -> Any:
         raise SystemExit(1) from None
 
 
+@command
 def cmd_limits(args: argparse.Namespace) -> None:
     changes: dict[str, Any] = {}
     for flag, _, _ in _LIMIT_FLAGS:
@@ -134,10 +146,12 @@ def cmd_limits(args: argparse.Namespace) -> None:
     sys.stderr.write(f"limits set; running processes apply them within {seconds:g} s\n")
 
 
+@command
 def cmd_show(args: argparse.Namespace) -> None:
     defaults = LimitDefaults.from_settings(Settings())
     _print(_with_pool(lambda pool: service.show(pool, args.name, defaults)))
 
 
+@command
 def cmd_list(args: argparse.Namespace) -> None:
     _print(_with_pool(service.list_all))

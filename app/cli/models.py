@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -23,8 +23,19 @@ from app.catalog.files import KINDS
 from app.catalog.pricing import PriceUnit
 from app.catalog.registry import shipped_models
 from app.catalog.spec import EntryInvalid, ModelSpec, from_document
+from app.cli import command
 from app.db.pool import Pool, run_with_pool
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from falrelay.cli import Commands
+
+
+def add_models(commands: Commands) -> None:
+    models = commands.add_parser(
+        "models", help="the model catalog: `list`, `import` a fal model, `remove`"
+    )
+    add_arguments(models)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     remove.set_defaults(func=cmd_remove)
 
 
+@command
 def cmd_list(args: argparse.Namespace) -> None:
     imported = _imported_documents()
     models = {**shipped_models(), **_specs(imported)}
@@ -87,6 +99,7 @@ def cmd_list(args: argparse.Namespace) -> None:
         sys.stderr.write("FALRELAY_DATABASE_URL is not set: imported models are not listed\n")
 
 
+@command
 def cmd_import(args: argparse.Namespace) -> None:
     raw = sys.stdin.buffer.read() if str(args.file) == "-" else args.file.read_bytes()
     try:
@@ -105,6 +118,7 @@ def cmd_import(args: argparse.Namespace) -> None:
     sys.stderr.write(f"{verb} {spec.id}{'; ' + replaced if replaced else ''}\n")
 
 
+@command
 def cmd_remove(args: argparse.Namespace) -> None:
     removed = _with_pool(lambda pool: repository.delete(pool, args.id))
     if not removed:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-# The same --url and --key resolution as `falrelay submit`.
-from app.submit import DEFAULT_URL, DEV_KEY_FILE, UsageError, _key, _url
-from falrelay import APIConnectionError, APIError, Client
+from falrelay.cli import connection
+from falrelay.cli.connection import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,22 +22,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "deliveries and mirrored files. An unfinished job is refused: cancel it first.",
     )
     delete.add_argument("ids", nargs="+", metavar="JOB_ID", help="job_...")
-    delete.add_argument("--url", help=f"the service (default: FALRELAY_URL, else {DEFAULT_URL})")
-    delete.add_argument(
-        "--key",
-        help=f"API key (default: FALRELAY_API_KEY, else ./{DEV_KEY_FILE} from falrelay dev)",
-    )
+    connection.add_arguments(delete)
     delete.set_defaults(func=cmd_delete)
 
 
 def cmd_delete(args: argparse.Namespace) -> None:
+    from falrelay import APIConnectionError, APIError, Client
+
     try:
-        key = _key(args)
+        key = connection.api_key(args)
     except UsageError as exc:
         sys.stderr.write(f"falrelay: {exc}\n")
         raise SystemExit(2) from None
+    url = connection.service_url(args)
     code = 0
-    with Client(key, base_url=_url(args)) as client:
+    with Client(key, base_url=url) as client:
         for job_id in args.ids:
             try:
                 client.jobs.delete(job_id)
@@ -46,7 +44,7 @@ def cmd_delete(args: argparse.Namespace) -> None:
                 sys.stderr.write(f"falrelay: {job_id} not deleted: {exc}\n")
                 code = 1
             except APIConnectionError as exc:
-                sys.stderr.write(f"falrelay: no answer from {_url(args)}: {exc}\n")
+                sys.stderr.write(f"falrelay: no answer from {url}: {exc}\n")
                 raise SystemExit(2) from None
             else:
                 sys.stdout.write(f"deleted {job_id}\n")

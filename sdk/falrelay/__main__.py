@@ -1,0 +1,5 @@
+"""`python -m falrelay`: the `falrelay` command."""
+
+from falrelay.cli import main
+
+main()
