@@ -1,6 +1,6 @@
 """The mirror loop's step: copy one claimed job's output files, then record it.
 
-A job arrives here two ways (app.worker.queue.claim_mirrors): its output just came from fal
+A job arrives here two ways (app.jobs.queue.claim_mirrors): its output just came from fal
 (status running), and once copied it succeeds, its `job.succeeded` carrying our URLs; or it
 succeeded earlier with some copies failed, and this is the later try that fills them in. The
 copy runs with no transaction open; recording is one statement.

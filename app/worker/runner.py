@@ -22,11 +22,12 @@ import asyncpg
 
 from app.catalog.registry import CATALOG, REFRESH_SECONDS
 from app.db.wakeup import Listener, Topic, Wakeup
+from app.jobs import queue
 from app.lifecycle.retention import Retention
 from app.services import Services, open_services
 from app.settings import Settings
 from app.webhooks.delivery import make_session
-from app.worker import mirrorer, queue, reconciler, submitter
+from app.worker import mirrorer, reconciler, submitter
 from app.worker.context import WorkerContext
 from app.worker.deliverer import Deliverer
 from app.worker.probes import ProbeServer

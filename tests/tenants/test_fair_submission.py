@@ -19,10 +19,10 @@ from app.db.pool import Pool, create_pool
 from app.db.wakeup import Wakeup
 from app.fakefal import FakeFal, FakeFalConfig
 from app.fal.client import FalClient
+from app.jobs import queue
 from app.jobs import service as jobs_service
 from app.jobs.schemas import JobCreate
 from app.settings import Settings
-from app.worker import queue
 from app.worker.context import WorkerContext
 from app.worker.runner import Worker
 from tests.servers import LiveServer

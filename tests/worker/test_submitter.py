@@ -10,10 +10,11 @@ import pytest
 from app.auth import service as auth_service
 from app.db.pool import Pool, create_pool
 from app.fal.client import FalClient
+from app.jobs import queue
 from app.jobs import service as jobs_service
 from app.jobs.schemas import JobCreate
 from app.settings import Settings
-from app.worker import queue, submitter
+from app.worker import submitter
 from app.worker.context import WorkerContext
 
 

@@ -17,13 +17,13 @@ from app.db.wakeup import Wakeup
 from app.fakefal import FakeFal, FakeFalConfig
 from app.fal.client import FalClient
 from app.ids import uuid7
+from app.jobs import queue
 from app.jobs import service as jobs_service
 from app.jobs.schemas import JobCreate
 from app.settings import Settings
 from app.webhooks import fanout, signing
 from app.webhooks import repository as webhooks_repository
 from app.webhooks.delivery import make_session
-from app.worker import queue
 from app.worker.context import WorkerContext
 from app.worker.deliverer import Deliverer
 from app.worker.runner import Worker
