@@ -93,6 +93,16 @@ async def open_session(pool: Pool, key: str, now: datetime) -> Session | None:
     return Session(session_id, client_id, token)
 
 
+async def delete_expired(pool: Pool, now: datetime, *, limit: int) -> int:
+    """Up to `limit` expired sessions removed (app.lifecycle's purge)."""
+    return await repository.delete_expired(pool, now, limit=limit)
+
+
+async def count_expired(pool: Pool, now: datetime) -> int:
+    """Sessions `delete_expired` would remove (`falrelay purge --dry-run`)."""
+    return await repository.count_expired(pool, now)
+
+
 async def close_session(pool: Pool, user: Session) -> None:
     await repository.delete_session(pool, user.id)
 

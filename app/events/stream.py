@@ -27,7 +27,7 @@ from app.db.pool import Pool
 from app.errors import BadRequest, NotFound
 from app.events import repository
 from app.events.models import TERMINAL_EVENT_TYPES
-from app.jobs import repository as jobs
+from app.jobs import service as jobs
 from app.jobs.schemas import JOB_ID_PREFIX
 from app.jobs.watch import JobWatcher
 from app.webhooks.schemas import EVENT_ID_PREFIX
@@ -69,7 +69,7 @@ async def open_job_stream(
     """The client's job's event stream, resumed after `last_event_id`. Raises before the
     stream starts, so a wrong id is a problem+json answer and not a broken stream."""
     job_id = ids.decode(JOB_ID_PREFIX, public_job_id)
-    if job_id is None or await jobs.get_status(pool, client_id, job_id) is None:
+    if job_id is None or not await jobs.job_exists(pool, client_id, job_id):
         raise NotFound(f"No job {public_job_id!r}.")
     after = repository.START
     if last_event_id:
@@ -85,6 +85,11 @@ async def open_job_stream(
 
 async def _ended() -> AsyncIterator[bytes]:
     yield RETRY
+
+
+async def first_events(pool: Pool, job_id: uuid.UUID) -> list[asyncpg.Record]:
+    """The job's first page of events, oldest first."""
+    return await repository.list_after(pool, job_id, repository.START)
 
 
 async def job_events(

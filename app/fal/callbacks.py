@@ -20,7 +20,7 @@ from app.fal import outcomes
 from app.fal.outcomes import FalWebhook
 from app.fal.urls import request_urls
 from app.jobs import lifecycle
-from app.jobs import repository as jobs_sql
+from app.jobs import service as jobs
 from app.jobs.models import JobStatus
 from app.jobs.schemas import job_id as public_job_id
 
@@ -46,7 +46,7 @@ async def apply(
     wakeup: Wakeup,
     mirror: bool = False,
 ) -> CallbackOutcome:
-    row = await pool.fetchrow(jobs_sql.SELECT_FOR_CALLBACK, job_id)
+    row = await jobs.get_for_callback(pool, job_id)
     if row is None:
         return CallbackOutcome.UNKNOWN_JOB
     # With tracing on, a span of the job's trace (app.tracing), its parent the job's POST

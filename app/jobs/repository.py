@@ -329,6 +329,11 @@ RETURNING status
 
 SELECT_FOR_CALLBACK = "SELECT status, fal_request_id, model, trace_context FROM jobs WHERE id = $1"
 
+
+async def get_for_callback(pool: Pool, job_id: uuid.UUID) -> asyncpg.Record | None:
+    return await pool.fetchrow(SELECT_FOR_CALLBACK, job_id)
+
+
 SELECT_FOR_CANCEL = """
 SELECT status, fal_cancel_url, fal_request_id FROM jobs WHERE id = $1 AND client_id = $2
 """

@@ -127,7 +127,7 @@ async def purge_batch(
 async def purge_sessions(pool: Pool, now: datetime) -> int:
     """One batch of expired console sessions."""
     # Imported here: the app.console package loads its routes, which import this module.
-    from app.console.repository import delete_expired
+    from app.console.session import delete_expired
 
     deleted = await delete_expired(pool, now, limit=SESSIONS_BATCH)
     DELETED.labels("console_sessions").inc(deleted)
@@ -180,7 +180,7 @@ async def purge(
 
 async def count(pool: Pool, completed_before: datetime, *, now: datetime) -> Removed:
     """What `purge` would remove, changing nothing (`falrelay purge --dry-run`)."""
-    from app.console.repository import count_expired  # see purge_sessions
+    from app.console.session import count_expired  # see purge_sessions
 
     rows, file_keys = await repository.count_finished(pool, completed_before)
     return Removed(
