@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from app import retry_after
+from app.retry_after import MAX_SECONDS as MAX_RETRY_AFTER
 from app.webhooks.delivery import AttemptResult
 from app.webhooks.models import DeliveryStatus
 
@@ -37,8 +37,8 @@ from app.webhooks.models import DeliveryStatus
 DELIVERY_DELAYS = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 DELIVERY_MAX_ATTEMPTS = len(DELIVERY_DELAYS) + 1
 JITTER = 0.2
-# A receiver's Retry-After is honoured up to what the server honours from anyone.
-MAX_RETRY_AFTER = retry_after.MAX_SECONDS
+# A receiver's Retry-After is honoured up to MAX_RETRY_AFTER, what the server honours from
+# anyone (app.retry_after).
 
 # Errors that are not attempts at the receiver: they say nothing of its health.
 ENDPOINT_DISABLED = "endpoint_disabled"
