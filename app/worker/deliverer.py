@@ -18,11 +18,11 @@ import orjson
 from app import ids, logs, tracing
 from app.db.availability import UNAVAILABLE
 from app.metrics import DELIVERIES, DELIVERY_LATENCY
+from app.runtime import Runtime
 from app.webhooks import endpoints, policy, queue, signing
 from app.webhooks.delivery import AttemptResult, send
 from app.webhooks.models import DeliveryStatus
 from app.webhooks.schemas import DELIVERY_ID_PREFIX, EVENT_ID_PREFIX
-from app.worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,10 @@ def _active_secrets(row: asyncpg.Record, now: datetime) -> list[str]:
 class Deliverer:
     """One per worker process: its aiohttp session, its per-target counts, its recorder."""
 
-    def __init__(self, ctx: WorkerContext, session: aiohttp.ClientSession) -> None:
-        self.ctx = ctx
+    def __init__(self, runtime: Runtime, session: aiohttp.ClientSession) -> None:
+        self.runtime = runtime
         self.session = session
-        self.per_target = ctx.settings.delivery_per_endpoint_concurrency
+        self.per_target = runtime.settings.delivery_per_endpoint_concurrency
         self._in_flight: Counter[str] = Counter()
         self._client_in_flight: Counter[uuid.UUID] = Counter()
         # Targets whose breaker is half-open: one delivery (the probe) in flight at a time,
@@ -68,19 +68,19 @@ class Deliverer:
         self._has_pending = asyncio.Event()
         self._recorded = asyncio.Event()
 
-    async def claim(self, ctx: WorkerContext, limit: int) -> list[asyncpg.Record]:
+    async def claim(self, runtime: Runtime, limit: int) -> list[asyncpg.Record]:
         saturated = [t for t, n in self._in_flight.items() if n >= self._cap(t)]
         saturated += [t for t in self._probes_unrecorded if t not in self._in_flight]
-        capacity = ctx.settings.delivery_concurrency
+        capacity = runtime.settings.delivery_concurrency
         rows = await queue.claim_deliveries(
-            ctx.pool,
+            runtime.pool,
             limit,
-            ctx.settings.delivery_lease_seconds,
+            runtime.settings.delivery_lease_seconds,
             saturated,
             in_flight=dict(self._client_in_flight),
             capacity=capacity,
             reserve=reserve(capacity),
-            fair_share=ctx.settings.delivery_fair_share,
+            fair_share=runtime.settings.delivery_fair_share,
             traced=tracing.enabled(),
         )
         taken: list[asyncpg.Record] = []
@@ -98,13 +98,13 @@ class Deliverer:
             self._client_in_flight[row["client_id"]] += 1
             taken.append(row)
         if over_cap:
-            await queue.release_deliveries(ctx.pool, over_cap)
+            await queue.release_deliveries(runtime.pool, over_cap)
         return taken
 
     def _cap(self, target: str) -> int:
         return 1 if target in self._probing else self.per_target
 
-    async def work(self, ctx: WorkerContext, row: asyncpg.Record) -> None:
+    async def work(self, runtime: Runtime, row: asyncpg.Record) -> None:
         logs.delivery_id.set(ids.encode(DELIVERY_ID_PREFIX, row["id"]))
         try:
             outcome = await self._attempt(row)
@@ -162,12 +162,12 @@ class Deliverer:
             return outcome
 
     async def _deliver(self, row: asyncpg.Record) -> queue.Outcome:
-        now = self.ctx.now()
+        now = self.runtime.now()
         secrets = _active_secrets(row, now)
         if not secrets and row["endpoint_id"] is None:
             # A client whose default secrets are not made yet (made by an earlier release):
             # make them now.
-            secrets = await endpoints.default_secrets(self.ctx.pool, row["client_id"], now)
+            secrets = await endpoints.default_secrets(self.runtime.pool, row["client_id"], now)
         if row["endpoint_id"] is not None and not row["endpoint_enabled"]:
             result = AttemptResult(duration_ms=0, error=policy.ENDPOINT_DISABLED)
         elif not secrets:
@@ -185,7 +185,7 @@ class Deliverer:
 
     def _outcome(self, row: asyncpg.Record, now: datetime, result: AttemptResult) -> queue.Outcome:
         status, next_at = policy.next_attempt(
-            result, row["attempt_count"], now=now, rng=self.ctx.rng
+            result, row["attempt_count"], now=now, rng=self.runtime.rng
         )
         DELIVERIES.labels(status.value if status != DeliveryStatus.PENDING else "retrying").inc()
         DELIVERY_LATENCY.observe(result.duration_ms / 1000)
@@ -218,7 +218,7 @@ class Deliverer:
             self._has_pending.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    self._has_pending.wait(), timeout=self.ctx.settings.worker_poll_seconds
+                    self._has_pending.wait(), timeout=self.runtime.settings.worker_poll_seconds
                 )
             return
         batch, self._pending = self._pending, []
@@ -253,11 +253,11 @@ class Deliverer:
                     log.error("could not record delivery %s: %r", sent.outcome.delivery_id, row_exc)
 
     async def _record(self, batch: list[_Sent]) -> None:
-        settings = self.ctx.settings
+        settings = self.runtime.settings
         await queue.record(
-            self.ctx.pool,
+            self.runtime.pool,
             [sent.outcome for sent in batch],
-            now=self.ctx.now(),
+            now=self.runtime.now(),
             breaker_failures=settings.delivery_breaker_failures,
             breaker_cooldown=settings.delivery_breaker_cooldown_seconds,
         )
