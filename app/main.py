@@ -24,13 +24,7 @@ from app.api.limits import BodySizeLimit
 from app.api.observe import Observe
 from app.api.problems import install_handlers
 from app.api.ratelimit import RateLimitHeaders
-from app.api.runtime import Runtime
-from app.auth.service import KeyResolver
-from app.clients.limits import LimitDefaults
-from app.db.pool import Pool
-from app.fal.signatures import JwksCache, SignatureVerifier
-from app.jobs.watch import JobWatcher
-from app.services import open_services
+from app.runtime import open_runtime
 from app.settings import Settings
 from app.worker.runner import running_worker
 
@@ -48,15 +42,6 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
-@asynccontextmanager
-async def _watching(pool: Pool) -> AsyncIterator[JobWatcher]:
-    watcher = JobWatcher(pool)
-    try:
-        yield watcher
-    finally:
-        await watcher.aclose()
-
-
 def create_app(settings: Settings | None = None, *, run_worker: bool = False) -> FastAPI:
     """The API; with `run_worker`, the submission and reconciliation workers run in the same
     process and event loop (`falrelay serve`)."""
@@ -64,30 +49,12 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_services(settings) as services, _watching(services.pool) as watcher:
-            app.state.runtime = Runtime(
-                settings=settings,
-                pool=services.pool,
-                keys=KeyResolver(
-                    services.pool,
-                    ttl=settings.api_key_cache_seconds,
-                    defaults=LimitDefaults.from_settings(settings),
-                ),
-                fal=services.fal,
-                fal_storage=services.fal_storage,
-                fal_signatures=SignatureVerifier(
-                    JwksCache(services.fal_http, settings.fal_jwks_url),
-                    user_id=settings.fal_user_id,
-                ),
-                wakeup=services.wakeup,
-                callback_urls=services.callback_urls,
-                watcher=watcher,
-                store=services.store,
-            )
+        async with open_runtime(settings) as runtime:
+            app.state.runtime = runtime
             if not run_worker:
                 yield
                 return
-            async with running_worker(services) as worker:
+            async with running_worker(runtime) as worker:
                 app.state.worker = worker
                 yield
 

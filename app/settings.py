@@ -172,7 +172,7 @@ class Settings(BaseSettings):
     # cannot delay another's webhooks. False claims first-in first-out across clients (the old
     # order), kept as a baseline for benchmarks.
     delivery_fair_share: bool = True
-    # The circuit breaker (app.webhooks.retry_policy): this many breaker failures in a row
+    # The circuit breaker (app.webhooks.policy): this many breaker failures in a row
     # (no answer, or a 5xx) open it for the cool-down, doubling per trip up to 10 minutes.
     delivery_breaker_failures: int = Field(default=5, ge=1)
     delivery_breaker_cooldown_seconds: float = Field(default=30.0, gt=0)

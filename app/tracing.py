@@ -87,7 +87,7 @@ def requested(environ: Mapping[str, str] = os.environ) -> bool:
 def start_from_env() -> bool:
     """Turn tracing on as the OTEL_* variables say, once per process (later calls change
     nothing). Every role calls it at start: the API (`create_app`) and the workers
-    (`open_services`). False when tracing stays off."""
+    (`open_runtime`). False when tracing stays off."""
     if _state is not None:
         return True
     if not requested():

@@ -10,7 +10,17 @@ import httpx
 from fastapi import FastAPI
 
 from app import ids
+from app.auth.service import KeyResolver
 from app.db.pool import Pool
+from app.db.wakeup import Wakeup
+from app.fal.callback_urls import CallbackUrlSource
+from app.fal.client import FalClient
+from app.fal.signatures import JwksCache, SignatureVerifier
+from app.fal.storage import FalStorage
+from app.jobs.watch import JobWatcher
+from app.runtime import Runtime
+from app.settings import Settings
+from app.storage import ObjectStore
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -50,3 +60,32 @@ def assert_problem(response: httpx.Response, status: int, slug: str | None = Non
     if slug is not None:
         assert body["type"].endswith("/" + slug), body
     return body
+
+
+def worker_runtime(
+    pool: Pool,
+    fal: FalClient,
+    settings: Settings,
+    *,
+    store: ObjectStore | None = None,
+    downloads: httpx.AsyncClient | None = None,
+) -> Runtime:
+    """The runtime a test's worker steps run with: its pool, fal client and settings, a wake-up
+    of this process only, and the rest built as `open_runtime` builds them, idle (the API's
+    parts open nothing until a request uses them; none does here)."""
+    http = downloads or httpx.AsyncClient()
+    return Runtime(
+        settings=settings,
+        pool=pool,
+        fal=fal,
+        fal_storage=FalStorage(
+            http, rest_url=settings.fal_rest_url, cdn_url=settings.fal_cdn_url, key=None
+        ),
+        downloads=http,
+        wakeup=Wakeup(None),
+        callback_urls=CallbackUrlSource(pool, settings.public_base_url),
+        store=store,
+        keys=KeyResolver(pool, ttl=settings.api_key_cache_seconds),
+        fal_signatures=SignatureVerifier(JwksCache(http, settings.fal_jwks_url), user_id=None),
+        watcher=JobWatcher(pool),
+    )

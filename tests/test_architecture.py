@@ -36,13 +36,14 @@ SHARED = {
     "logs",
     "metrics",
     "pagination",
+    "retry_after",
     "settings",
     "timestamps",
     "tracing",
 }
 # What serves HTTP, runs the processes or parses the command line: it imports the domain,
 # never the other way round.
-WEB = {"api", "cli", "console", "main", "http_server", "services", "worker"}
+WEB = {"api", "cli", "console", "main", "http_server", "runtime", "worker"}
 FRAMEWORKS = ("fastapi", "starlette")
 
 

@@ -6,10 +6,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.ratelimit import remember
-from app.api.runtime import Runtime
 from app.auth.service import Principal
 from app.clients import ratelimit
 from app.errors import Unauthorized
+from app.runtime import Runtime
 
 
 async def get_runtime(request: Request) -> Runtime:

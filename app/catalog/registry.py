@@ -106,3 +106,20 @@ class Catalog:
 
 
 CATALOG = Catalog()
+
+
+# The imported entries as `falrelay models` stores, removes and lists them; every process's
+# CATALOG picks a change up on its next refresh.
+async def imported_documents(pool: Pool) -> list[tuple[str, Any]]:
+    """(model id, entry document) of every imported model."""
+    return await repository.all_documents(pool)
+
+
+async def save_imported(pool: Pool, spec: ModelSpec) -> bool:
+    """Store an imported model's entry; True when it is new, False when it replaced one."""
+    return await repository.save(pool, spec.id, spec.document())
+
+
+async def remove_imported(pool: Pool, model_id: str) -> bool:
+    """Remove an imported model; False when there was none of that id."""
+    return await repository.delete(pool, model_id)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from app.catalog import fal_openapi, repository
+from app.catalog import fal_openapi, registry
 from app.catalog.files import KINDS
 from app.catalog.pricing import PriceUnit
 from app.catalog.registry import shipped_models
@@ -112,7 +112,7 @@ def cmd_import(args: argparse.Namespace) -> None:
     if args.dry_run:
         sys.stderr.write("dry run: nothing was stored\n")
         return
-    created = _with_pool(lambda pool: repository.save(pool, spec.id, spec.document()))
+    created = _with_pool(lambda pool: registry.save_imported(pool, spec))
     replaced = "replaces the shipped entry" if spec.id in shipped_models() else ""
     verb = "imported" if created else "updated"
     sys.stderr.write(f"{verb} {spec.id}{'; ' + replaced if replaced else ''}\n")
@@ -120,7 +120,7 @@ def cmd_import(args: argparse.Namespace) -> None:
 
 @command
 def cmd_remove(args: argparse.Namespace) -> None:
-    removed = _with_pool(lambda pool: repository.delete(pool, args.id))
+    removed = _with_pool(lambda pool: registry.remove_imported(pool, args.id))
     if not removed:
         shipped = " (a shipped model cannot be removed)" if args.id in shipped_models() else ""
         sys.stderr.write(f"falrelay: no imported model {args.id!r}{shipped}\n")
@@ -229,7 +229,7 @@ def _specs(documents: dict[str, Any]) -> dict[str, ModelSpec]:
 def _imported_documents() -> dict[str, Any]:
     if not Settings().database_url:
         return {}
-    rows: list[tuple[str, Any]] = _with_pool(repository.all_documents)
+    rows: list[tuple[str, Any]] = _with_pool(registry.imported_documents)
     return dict(rows)
 
 

@@ -14,8 +14,8 @@ from app.catalog.pricing import usd_text
 from app.clients import repository
 from app.clients.limits import LIMIT_NAMES, LimitDefaults, explain
 from app.db.pool import Pool
-from app.jobs import repository as jobs
-from app.webhooks import repository as webhooks
+from app.jobs import service as jobs
+from app.webhooks import endpoints
 
 
 class ClientNotFound(LookupError):
@@ -60,7 +60,7 @@ async def usage(
     month = month_start(now).date()
     spend = await month_spend(pool, client_id, month, defaults.monthly_budget_usd)
     return {
-        "endpoints": await webhooks.count_endpoints(pool, client_id),
+        "endpoints": await endpoints.count(pool, client_id),
         "queued_jobs": unfinished.get("queued", 0),
         "in_flight_jobs": unfinished.get("submitted", 0) + unfinished.get("running", 0),
         "month": month.strftime("%Y-%m"),

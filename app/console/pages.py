@@ -15,11 +15,11 @@ from fastapi import Request
 from fastapi.routing import APIRoute
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from app.api.runtime import Runtime
 from app.catalog.pricing import usd_text
 from app.console import queries, session
 from app.console.views import file_facts, seconds_text, size_text
 from app.errors import AppError
+from app.runtime import Runtime
 
 _PACKAGE = files("app.console")
 STYLESHEET = _PACKAGE.joinpath("static", "console.css").read_bytes()

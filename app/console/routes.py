@@ -28,15 +28,14 @@ from app.console.views import (
     settling,
     timeline,
 )
-from app.events import repository as events_repository
-from app.jobs import repository as jobs_repository
+from app.events import history as event_history
 from app.jobs import service as jobs_service
 from app.jobs.models import JobStatus
 from app.jobs.schemas import job_view
 from app.jobs.service import FalUnreachable, JobNotCancelable
 from app.lifecycle import purge
 from app.lifecycle.purge import JobNotFinished
-from app.pagination import decode_cursor, page_of
+from app.pagination import page_of
 from app.webhooks import deliveries, endpoints
 from app.webhooks.models import DeliveryStatus
 from app.webhooks.schemas import EndpointUpdate
@@ -122,17 +121,19 @@ async def gallery(
     if wanted.job_id is not None:
         return see_other(f"{ROOT}/jobs/{wanted.job_id}")
     status = status if status in set(JobStatus) else None
-    rows = []
+    page = page_of([], GALLERY_PAGE_SIZE)
     if wanted.error is None:
-        where = jobs_repository.ListFilter(
-            status=status,
+        page = await jobs_service.list_jobs(
+            runtime.pool,
+            user.client_id,
+            status=JobStatus(status) if status is not None else None,
+            model=None,
+            created_after=None,
+            created_before=None,
             metadata=wanted.metadata,
-            after=decode_cursor(cursor) if cursor else None,
+            limit=GALLERY_PAGE_SIZE,
+            cursor=cursor,
         )
-        rows = await jobs_repository.list_page(
-            runtime.pool, user.client_id, where, GALLERY_PAGE_SIZE + 1
-        )
-    page = page_of(rows, GALLERY_PAGE_SIZE)
     return await _page(
         request,
         runtime,
@@ -154,7 +155,7 @@ async def job_page(
 ) -> Response:
     row = await jobs_service.get_job(runtime.pool, user.client_id, job_id)
     job = job_view(row)
-    events = await events_repository.list_after(runtime.pool, row["id"], events_repository.START)
+    events = await event_history.first_page(runtime.pool, row["id"])
     page = await deliveries.list_page(
         runtime.pool,
         user.client_id,

@@ -31,7 +31,7 @@ from app.api.deps import RuntimeDep
 from app.auth import keys
 from app.console import repository
 from app.db.pool import Pool
-from app.lifecycle import repository as lifecycle
+from app.lifecycle import purge as lifecycle
 
 PATH = "/console"
 SESSION_COOKIE = "falrelay_console"
@@ -90,7 +90,7 @@ async def open_session(pool: Pool, key: str, now: datetime) -> Session | None:
         return None
     # Logins tidy up after the sessions nobody logged out of (only after a good key, so that
     # guessing keys costs the database nothing more than a lookup).
-    await lifecycle.delete_expired_sessions(pool, now, limit=EXPIRED_PER_LOGIN)
+    await lifecycle.purge_sessions(pool, now, limit=EXPIRED_PER_LOGIN)
     return Session(session_id, client_id, token)
 
 

@@ -1,5 +1,4 @@
-"""Reading a job's events back: the SSE stream (`app.jobs.stream`) replays and follows
-them from here."""
+"""The SQL that reads a job's events back (`app.events.history` is its public face)."""
 
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ LIMIT $4
 SELECT_POSITION = "SELECT created_at, type FROM events WHERE id = $1 AND job_id = $2"
 PAGE_SIZE = 100
 
-# Before every event of any job: the cursor of a stream that has seen nothing yet.
+# Before every event of any job.
 START = (datetime(1970, 1, 1, tzinfo=UTC), uuid.UUID(int=0))
 
 

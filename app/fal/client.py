@@ -27,6 +27,7 @@ import orjson
 from app import tracing
 from app.catalog.pricing import parse_units
 from app.metrics import FAL_CALLS, FAL_LATENCY
+from app.retry_after import parse_retry_after
 
 FalQueueStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
 CancelOutcome = Literal["CANCELLATION_REQUESTED", "ALREADY_COMPLETED", "NOT_FOUND", "OK"]
@@ -103,16 +104,6 @@ def _detail(response: httpx.Response) -> str:
     if isinstance(body, dict) and "detail" in body:
         return str(body["detail"])[:500]
     return str(body)[:500]
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 P = ParamSpec("P")
@@ -203,7 +194,8 @@ class FalClient:
             raise SubmitAmbiguous(f"{type(exc).__name__}: {exc}") from exc
 
         if response.status_code == 429:
-            raise SubmitNotSent("fal answered 429", retry_after=_retry_after(response))
+            wait = parse_retry_after(response.headers.get("retry-after"))
+            raise SubmitNotSent("fal answered 429", retry_after=wait)
         if response.status_code >= 500:
             if "x-fal-request-id" in response.headers:
                 raise SubmitAmbiguous(f"fal answered {response.status_code} for a request it saw")

@@ -329,6 +329,7 @@ RETURNING status
 
 SELECT_FOR_CALLBACK = "SELECT status, fal_request_id, model, trace_context FROM jobs WHERE id = $1"
 
+
 SELECT_FOR_CANCEL = """
 SELECT status, fal_cancel_url, fal_request_id FROM jobs WHERE id = $1 AND client_id = $2
 """

@@ -283,6 +283,15 @@ async def get_job(pool: Pool, client_id: uuid.UUID, public_id: str) -> asyncpg.R
     return row
 
 
+async def job_exists(pool: Pool, client_id: uuid.UUID, job_id: uuid.UUID) -> bool:
+    return await repository.get_status(pool, client_id, job_id) is not None
+
+
+async def count_unfinished(pool: Pool, client_id: uuid.UUID) -> dict[str, int]:
+    """The client's unfinished jobs by status (queued, submitted, running)."""
+    return await repository.count_unfinished(pool, client_id)
+
+
 async def cancel_job(
     pool: Pool, fal: FalClient, wakeup: Wakeup, client_id: uuid.UUID, public_id: str
 ) -> asyncpg.Record:
@@ -336,12 +345,16 @@ async def list_jobs(
     created_before: datetime | None,
     limit: int,
     cursor: str | None,
+    metadata: dict[str, str] | None = None,
 ) -> Page:
+    """A page of the client's jobs, newest first; `metadata`: only jobs whose metadata holds
+    every one of these pairs (the console's search)."""
     where = repository.ListFilter(
         status=status.value if status is not None else None,
         model=model,
         created_after=created_after,
         created_before=created_before,
+        metadata=metadata,
         after=decode_cursor(cursor) if cursor else None,
     )
     rows = await repository.list_page(pool, client_id, where, limit + 1)

@@ -25,7 +25,7 @@ import orjson
 from app import ids
 from app.db.pool import Pool
 from app.errors import BadRequest, NotFound
-from app.events import repository
+from app.events import history
 from app.events.types import TERMINAL_EVENT_TYPES
 from app.ids import EVENT_ID_PREFIX, JOB_ID_PREFIX
 from app.jobs import repository as jobs
@@ -70,10 +70,10 @@ async def open_job_stream(
     job_id = ids.decode(JOB_ID_PREFIX, public_job_id)
     if job_id is None or await jobs.get_status(pool, client_id, job_id) is None:
         raise NotFound(f"No job {public_job_id!r}.")
-    after = repository.START
+    after = history.START
     if last_event_id:
         event_id = ids.decode(EVENT_ID_PREFIX, last_event_id.strip())
-        seen = None if event_id is None else await repository.position(pool, job_id, event_id)
+        seen = None if event_id is None else await history.position(pool, job_id, event_id)
         if seen is None:
             raise UnknownLastEventId(f"{last_event_id!r} is not an event of job {public_job_id}.")
         after, seen_type = seen
@@ -102,7 +102,7 @@ async def job_events(
         while True:
             changed.clear()  # before the read: a change after it wakes the wait below
             try:
-                rows = await repository.list_after(pool, job_id, after)
+                rows = await history.list_after(pool, job_id, after)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("event stream of job %s ended: database unavailable: %r", job_id, exc)
                 return
@@ -112,7 +112,7 @@ async def job_events(
                 if row["type"] in TERMINAL_EVENT_TYPES:
                     return
                 after = (row["created_at"], row["id"])
-            if len(rows) == repository.PAGE_SIZE:
+            if len(rows) == history.PAGE_SIZE:
                 continue  # more may be waiting behind a full page
             while not changed.is_set():
                 if stopping():

@@ -124,9 +124,9 @@ async def purge_batch(
     return removed
 
 
-async def purge_sessions(pool: Pool, now: datetime) -> int:
-    """One batch of expired console sessions."""
-    deleted = await repository.delete_expired_sessions(pool, now, limit=SESSIONS_BATCH)
+async def purge_sessions(pool: Pool, now: datetime, *, limit: int = SESSIONS_BATCH) -> int:
+    """One batch of expired console sessions (a console login tidies a few too)."""
+    deleted = await repository.delete_expired_sessions(pool, now, limit=limit)
     DELETED.labels("console_sessions").inc(deleted)
     return deleted
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from app.retry_after import parse_retry_after
 from app.webhooks import ssrf
 
 RESPONSE_BODY_LIMIT = 2048
@@ -68,15 +69,6 @@ async def _read_prefix(content: aiohttp.StreamReader, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: rare for webhooks; the schedule decides then
-
-
 async def send(
     session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
 ) -> AttemptResult:
@@ -93,7 +85,9 @@ async def send(
                 duration_ms=elapsed(),
                 status_code=resp.status,
                 response_body=printable(prefix),
-                retry_after=_retry_after(resp.headers.get("Retry-After")) if throttled else None,
+                retry_after=parse_retry_after(resp.headers.get("Retry-After"))
+                if throttled
+                else None,
             )
     except aiohttp.ClientConnectorError as exc:
         refused = isinstance(exc.os_error, ssrf.RefusedAddress)

@@ -102,6 +102,10 @@ async def list_page(pool: Pool, client_id: uuid.UUID, *, limit: int, cursor: str
     return page_of(rows, limit)
 
 
+async def count(pool: Pool, client_id: uuid.UUID) -> int:
+    return await repository.count_endpoints(pool, client_id)
+
+
 async def update(
     pool: Pool,
     client_id: uuid.UUID,

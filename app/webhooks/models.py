@@ -45,7 +45,7 @@ class WebhookEndpoint(CreatedAtMixin, Base):
     disabled_reason: Mapped[str | None] = mapped_column(Text)
     # Set at the first failed attempt after a success; an endpoint failing for 5 days is disabled.
     failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # The circuit breaker (app.webhooks.retry_policy): breaker failures in a row, and until
+    # The circuit breaker (app.webhooks.policy): breaker failures in a row, and until
     # when the endpoint's deliveries are held (NULL: closed; in the past: half-open, probing).
     consecutive_failures: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     breaker_open_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -20,11 +19,10 @@ from app import ids, logs, tracing
 from app.db.availability import UNAVAILABLE
 from app.ids import DELIVERY_ID_PREFIX, EVENT_ID_PREFIX
 from app.metrics import DELIVERIES, DELIVERY_LATENCY
-from app.webhooks import endpoints, retry_policy, signing
+from app.runtime import Runtime
+from app.webhooks import endpoints, policy, queue, signing
 from app.webhooks.delivery import AttemptResult, send
 from app.webhooks.models import DeliveryStatus
-from app.worker import queue
-from app.worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +38,9 @@ def reserve(capacity: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
-    delivery_id: uuid.UUID
-    attempt_count: int
-    endpoint_id: uuid.UUID | None
-    attempted_at: datetime
-    result: AttemptResult
-    status: DeliveryStatus
-    next_attempt_at: datetime | None
-    probe_target: str | None = None  # a half-open breaker's probe: its target's state waits
+class _Sent:
+    outcome: queue.Outcome
+    probe_target: str | None  # a half-open breaker's probe: its target's state waits
 
 
 def _active_secrets(row: asyncpg.Record, now: datetime) -> list[str]:
@@ -61,34 +53,34 @@ def _active_secrets(row: asyncpg.Record, now: datetime) -> list[str]:
 class Deliverer:
     """One per worker process: its aiohttp session, its per-target counts, its recorder."""
 
-    def __init__(self, ctx: WorkerContext, session: aiohttp.ClientSession) -> None:
-        self.ctx = ctx
+    def __init__(self, runtime: Runtime, session: aiohttp.ClientSession) -> None:
+        self.runtime = runtime
         self.session = session
-        self.per_target = ctx.settings.delivery_per_endpoint_concurrency
+        self.per_target = runtime.settings.delivery_per_endpoint_concurrency
         self._in_flight: Counter[str] = Counter()
         self._client_in_flight: Counter[uuid.UUID] = Counter()
         # Targets whose breaker is half-open: one delivery (the probe) in flight at a time,
         # and none until the probe's result is committed (it decides the breaker's state).
         self._probing: set[str] = set()
         self._probes_unrecorded: Counter[str] = Counter()
-        self._pending: list[Outcome] = []
+        self._pending: list[_Sent] = []
         self._unrecorded = 0  # sent, not yet committed: pending plus the batch being written
         self._has_pending = asyncio.Event()
         self._recorded = asyncio.Event()
 
-    async def claim(self, ctx: WorkerContext, limit: int) -> list[asyncpg.Record]:
+    async def claim(self, runtime: Runtime, limit: int) -> list[asyncpg.Record]:
         saturated = [t for t, n in self._in_flight.items() if n >= self._cap(t)]
         saturated += [t for t in self._probes_unrecorded if t not in self._in_flight]
-        capacity = ctx.settings.delivery_concurrency
+        capacity = runtime.settings.delivery_concurrency
         rows = await queue.claim_deliveries(
-            ctx.pool,
+            runtime.pool,
             limit,
-            ctx.settings.delivery_lease_seconds,
+            runtime.settings.delivery_lease_seconds,
             saturated,
             in_flight=dict(self._client_in_flight),
             capacity=capacity,
             reserve=reserve(capacity),
-            fair_share=ctx.settings.delivery_fair_share,
+            fair_share=runtime.settings.delivery_fair_share,
             traced=tracing.enabled(),
         )
         taken: list[asyncpg.Record] = []
@@ -106,13 +98,13 @@ class Deliverer:
             self._client_in_flight[row["client_id"]] += 1
             taken.append(row)
         if over_cap:
-            await queue.release_deliveries(ctx.pool, over_cap)
+            await queue.release_deliveries(runtime.pool, over_cap)
         return taken
 
     def _cap(self, target: str) -> int:
         return 1 if target in self._probing else self.per_target
 
-    async def work(self, ctx: WorkerContext, row: asyncpg.Record) -> None:
+    async def work(self, runtime: Runtime, row: asyncpg.Record) -> None:
         logs.delivery_id.set(ids.encode(DELIVERY_ID_PREFIX, row["id"]))
         try:
             outcome = await self._attempt(row)
@@ -124,10 +116,10 @@ class Deliverer:
             self._client_in_flight[row["client_id"]] -= 1
             if self._client_in_flight[row["client_id"]] <= 0:
                 del self._client_in_flight[row["client_id"]]
-        if row["probing"]:
-            outcome = dataclasses.replace(outcome, probe_target=row["target"])
-            self._probes_unrecorded[row["target"]] += 1
-        self._pending.append(outcome)
+        probe_target = row["target"] if row["probing"] else None
+        if probe_target is not None:
+            self._probes_unrecorded[probe_target] += 1
+        self._pending.append(_Sent(outcome, probe_target))
         self._unrecorded += 1
         self._has_pending.set()
         # The slot is free as soon as the receiver has answered: the result is committed by
@@ -142,7 +134,7 @@ class Deliverer:
     def wake(self) -> None:
         self._has_pending.set()
 
-    async def _attempt(self, row: asyncpg.Record) -> Outcome:
+    async def _attempt(self, row: asyncpg.Record) -> queue.Outcome:
         if not tracing.enabled():
             return await self._deliver(row)
         # A span of the job's trace (app.tracing), child of its POST /v1/jobs: every attempt of
@@ -169,17 +161,17 @@ class Deliverer:
                 tracing.set_error(span, result.error or str(result.status_code), result.error)
             return outcome
 
-    async def _deliver(self, row: asyncpg.Record) -> Outcome:
-        now = self.ctx.now()
+    async def _deliver(self, row: asyncpg.Record) -> queue.Outcome:
+        now = self.runtime.now()
         secrets = _active_secrets(row, now)
         if not secrets and row["endpoint_id"] is None:
             # A client whose default secrets are not made yet (made by an earlier release):
             # make them now.
-            secrets = await endpoints.default_secrets(self.ctx.pool, row["client_id"], now)
+            secrets = await endpoints.default_secrets(self.runtime.pool, row["client_id"], now)
         if row["endpoint_id"] is not None and not row["endpoint_enabled"]:
-            result = AttemptResult(duration_ms=0, error="endpoint_disabled")
+            result = AttemptResult(duration_ms=0, error=policy.ENDPOINT_DISABLED)
         elif not secrets:
-            result = AttemptResult(duration_ms=0, error="no_signing_secret")
+            result = AttemptResult(duration_ms=0, error=policy.NO_SIGNING_SECRET)
         else:
             body = orjson.dumps(row["payload"])
             message_id = ids.encode(EVENT_ID_PREFIX, row["event_id"])
@@ -191,20 +183,10 @@ class Deliverer:
             result = await send(self.session, row["target_url"], body, headers)
         return self._outcome(row, now, result)
 
-    def _outcome(self, row: asyncpg.Record, now: datetime, result: AttemptResult) -> Outcome:
-        status, next_at = DeliveryStatus.SUCCEEDED, None
-        if not result.succeeded:
-            delay = (
-                None
-                if retry_policy.gives_up(result)
-                else retry_policy.delivery_delay(
-                    row["attempt_count"], retry_after=result.retry_after, rng=self.ctx.rng
-                )
-            )
-            if delay is None:
-                status = DeliveryStatus.FAILED
-            else:
-                status, next_at = DeliveryStatus.PENDING, now + timedelta(seconds=delay)
+    def _outcome(self, row: asyncpg.Record, now: datetime, result: AttemptResult) -> queue.Outcome:
+        status, next_at = policy.next_attempt(
+            result, row["attempt_count"], now=now, rng=self.runtime.rng
+        )
         DELIVERIES.labels(status.value if status != DeliveryStatus.PENDING else "retrying").inc()
         DELIVERY_LATENCY.observe(result.duration_ms / 1000)
         if not result.succeeded:
@@ -214,7 +196,7 @@ class Deliverer:
                 result.error or result.status_code,
                 extra={"outcome": status.value},
             )
-        return Outcome(
+        return queue.Outcome(
             delivery_id=row["id"],
             attempt_count=row["attempt_count"],
             endpoint_id=row["endpoint_id"],
@@ -236,7 +218,7 @@ class Deliverer:
             self._has_pending.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    self._has_pending.wait(), timeout=self.ctx.settings.worker_poll_seconds
+                    self._has_pending.wait(), timeout=self.runtime.settings.worker_poll_seconds
                 )
             return
         batch, self._pending = self._pending, []
@@ -246,14 +228,14 @@ class Deliverer:
             self._pending[:0] = batch
             raise
         self._unrecorded -= len(batch)
-        for outcome in batch:
-            if outcome.probe_target is not None:
-                self._probes_unrecorded[outcome.probe_target] -= 1
-                if self._probes_unrecorded[outcome.probe_target] <= 0:
-                    del self._probes_unrecorded[outcome.probe_target]
+        for sent in batch:
+            if sent.probe_target is not None:
+                self._probes_unrecorded[sent.probe_target] -= 1
+                if self._probes_unrecorded[sent.probe_target] <= 0:
+                    del self._probes_unrecorded[sent.probe_target]
         self._recorded.set()
 
-    async def _record_batch(self, batch: list[Outcome]) -> None:
+    async def _record_batch(self, batch: list[_Sent]) -> None:
         try:
             await self._record(batch)
         except UNAVAILABLE:
@@ -262,84 +244,23 @@ class Deliverer:
             # One row the database refuses must not keep the whole batch unrecorded (and
             # resent forever): record them one by one, and let only that one go.
             log.warning("recording a batch of %d failed (%r); one by one", len(batch), exc)
-            for outcome in batch:
+            for sent in batch:
                 try:
-                    await self._record([outcome])
+                    await self._record([sent])
                 except UNAVAILABLE:
                     raise
                 except asyncpg.PostgresError as row_exc:
-                    log.error("could not record delivery %s: %r", outcome.delivery_id, row_exc)
+                    log.error("could not record delivery %s: %r", sent.outcome.delivery_id, row_exc)
 
-    async def _record(self, batch: list[Outcome]) -> None:
-        now = self.ctx.now()
-        attempts = [
-            (
-                ids.uuid7(),
-                o.delivery_id,
-                o.attempted_at,
-                o.result.duration_ms,
-                o.result.status_code,
-                o.result.error,
-                o.result.response_body,
-            )
-            for o in batch
-        ]
-        updates = [
-            (
-                o.delivery_id,
-                o.attempt_count,
-                o.status.value,
-                o.next_attempt_at,
-                o.result.status_code,
-                o.result.error,
-                o.attempted_at,
-            )
-            for o in batch
-        ]
-        recovered = {o.endpoint_id for o in batch if o.result.succeeded and o.endpoint_id}
-        gone = {o.endpoint_id for o in batch if o.result.status_code == 410 and o.endpoint_id}
-        # An answer that is not a breaker failure (a 4xx, a 429) closes the breaker too.
-        answered = {
-            o.endpoint_id
-            for o in batch
-            if o.endpoint_id
-            and o.result.status_code is not None
-            and not retry_policy.breaker_failure(o.result)
-        } - recovered
-        # Per failing endpoint, its breaker failures in this batch (0: a failure that says
-        # the endpoint is up, which only continues the failing period).
-        failed: Counter[uuid.UUID] = Counter()
-        for o in batch:
-            if (
-                o.endpoint_id
-                and not o.result.succeeded
-                and retry_policy.was_sent(o.result)
-                and o.endpoint_id not in gone
-                and o.endpoint_id not in recovered
-            ):
-                failed[o.endpoint_id] += (
-                    0 if o.endpoint_id in answered else int(retry_policy.breaker_failure(o.result))
-                )
-        settings = self.ctx.settings
-        async with self.ctx.pool.acquire() as conn, conn.transaction():
-            await conn.execute(queue.RECORD_ATTEMPTS, *_columns(attempts, 7))
-            await conn.execute(queue.RECORD_DELIVERIES, *_columns(updates, 7))
-            if recovered:
-                await conn.execute(queue.ENDPOINTS_RECOVERED, list(recovered))
-            if answered:
-                await conn.execute(queue.ENDPOINTS_ANSWERED, list(answered))
-            if failed:
-                await conn.execute(
-                    queue.ENDPOINTS_FAILED,
-                    list(failed),
-                    list(failed.values()),
-                    now,
-                    settings.delivery_breaker_failures,
-                    settings.delivery_breaker_cooldown_seconds,
-                    retry_policy.MAX_COOLDOWN_SECONDS,
-                )
-            if gone:
-                await conn.execute(queue.ENDPOINTS_GONE, list(gone))
+    async def _record(self, batch: list[_Sent]) -> None:
+        settings = self.runtime.settings
+        await queue.record(
+            self.runtime.pool,
+            [sent.outcome for sent in batch],
+            now=self.runtime.now(),
+            breaker_failures=settings.delivery_breaker_failures,
+            breaker_cooldown=settings.delivery_breaker_cooldown_seconds,
+        )
 
     async def aclose(self) -> None:
         """At a drain, after the recorder loop has stopped: one last try for what is left
@@ -351,8 +272,3 @@ class Deliverer:
             await self._record_batch(batch)
         except UNAVAILABLE as exc:
             log.warning("at shutdown, %d delivery results not recorded: %r", len(batch), exc)
-
-
-def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """Rows → one list per column, for `unnest($1::..[], $2::..[], ...)`."""
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width

@@ -14,22 +14,22 @@ from app.fal.client import FalRequestUnknown, FalUnavailable
 from app.jobs import lifecycle
 from app.jobs.models import JobStatus
 from app.jobs.schemas import job_id as public_job_id
+from app.runtime import Runtime
 from app.worker import backoff
-from app.worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
 EXPIRED = "fal no longer knows this request; it keeps results for about an hour after completion"
 
 
-async def reconcile(ctx: WorkerContext, job: asyncpg.Record) -> None:
+async def reconcile(runtime: Runtime, job: asyncpg.Record) -> None:
     """Ask fal about one claimed job and record the answer: still waiting, running, or done.
 
     A database outage while recording repeats the step (asking fal again is harmless) until
     the claim's lease is nearly over, rather than leaving the job leased until it runs out."""
     public_id = public_job_id(job["id"])
     logs.job_id.set(public_id)
-    lease = ctx.settings.reconcile_lease_seconds
+    lease = runtime.settings.reconcile_lease_seconds
     # A span of the job's trace (app.tracing): each look at fal is one, with its calls inside.
     with tracing.job_span(
         "reconcile job",
@@ -37,77 +37,81 @@ async def reconcile(ctx: WorkerContext, job: asyncpg.Record) -> None:
         attributes={"falrelay.job.id": public_id, "falrelay.reconcile.poll": job["polls"]},
     ):
         await retry_while_unavailable(
-            lambda: _reconcile(ctx, job),
+            lambda: _reconcile(runtime, job),
             for_seconds=lease - backoff.LEASE_MARGIN_SECONDS,
-            rng=ctx.rng,
+            rng=runtime.rng,
         )
 
 
-async def _reconcile(ctx: WorkerContext, job: asyncpg.Record) -> None:
+async def _reconcile(runtime: Runtime, job: asyncpg.Record) -> None:
     job_id, status = job["id"], JobStatus(job["status"])
     request_id = job["fal_request_id"]
-    settings = ctx.settings
+    settings = runtime.settings
     poll_in = backoff.poll_delay(
         job["polls"],
-        webhook_mode=ctx.webhook_mode,
+        webhook_mode=runtime.webhook_mode,
         first=settings.poll_interval_seconds,
         reconcile_after=settings.reconcile_after_seconds,
     )
-    next_poll = ctx.after(poll_in)
+    next_poll = runtime.after(poll_in)
 
-    if job["submitted_at"] + timedelta(seconds=settings.job_timeout_seconds) < ctx.now():
-        await _time_out(ctx, job)
+    if job["submitted_at"] + timedelta(seconds=settings.job_timeout_seconds) < runtime.now():
+        await _time_out(runtime, job)
         return
 
     try:
-        fal_status = await ctx.fal.status(job["fal_status_url"])
+        fal_status = await runtime.fal.status(job["fal_status_url"])
         if fal_status.status == "IN_QUEUE":
             await lifecycle.reschedule(
-                ctx.pool, job_id, status=status, after=poll_in, last_error=None
+                runtime.pool, job_id, status=status, after=poll_in, last_error=None
             )
             return
         if fal_status.status == "IN_PROGRESS":
             if status == JobStatus.SUBMITTED:
                 await lifecycle.mark_running(
-                    ctx.pool, job_id, next_poll_at=next_poll, wakeup=ctx.wakeup
+                    runtime.pool, job_id, next_poll_at=next_poll, wakeup=runtime.wakeup
                 )
                 return
             await lifecycle.reschedule(
-                ctx.pool, job_id, status=status, after=poll_in, last_error=None
+                runtime.pool, job_id, status=status, after=poll_in, last_error=None
             )
             return
-        result = await ctx.fal.result(job["fal_response_url"])
+        result = await runtime.fal.result(job["fal_response_url"])
     except FalRequestUnknown:
         await lifecycle.mark_failed(
-            ctx.pool, job_id, error_type="result_unavailable", message=EXPIRED, wakeup=ctx.wakeup
+            runtime.pool,
+            job_id,
+            error_type="result_unavailable",
+            message=EXPIRED,
+            wakeup=runtime.wakeup,
         )
         return
     except FalUnavailable as exc:
         await lifecycle.reschedule(
-            ctx.pool, job_id, status=status, after=poll_in, last_error=str(exc)
+            runtime.pool, job_id, status=status, after=poll_in, last_error=str(exc)
         )
         return
     await lifecycle.finish(
-        ctx.pool,
+        runtime.pool,
         job_id,
         outcomes.from_result(result),
         fal_request_id=request_id,
-        wakeup=ctx.wakeup,
-        mirror=ctx.store is not None,
+        wakeup=runtime.wakeup,
+        mirror=runtime.store is not None,
     )
 
 
-async def _time_out(ctx: WorkerContext, job: asyncpg.Record) -> None:
-    hours = ctx.settings.job_timeout_seconds / 3600
+async def _time_out(runtime: Runtime, job: asyncpg.Record) -> None:
+    hours = runtime.settings.job_timeout_seconds / 3600
     failed = await lifecycle.mark_failed(
-        ctx.pool,
+        runtime.pool,
         job["id"],
         error_type="timeout",
         message=f"fal did not finish the job within {hours:g} h",
-        wakeup=ctx.wakeup,
+        wakeup=runtime.wakeup,
     )
     if failed is not None and job["fal_cancel_url"]:
         try:
-            await ctx.fal.cancel(job["fal_cancel_url"])
+            await runtime.fal.cancel(job["fal_cancel_url"])
         except FalUnavailable as exc:
             log.warning("could not cancel timed-out fal request %s: %s", job["fal_request_id"], exc)

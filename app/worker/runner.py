@@ -21,27 +21,27 @@ from typing import Any
 import asyncpg
 
 from app.catalog.registry import CATALOG, REFRESH_SECONDS
-from app.db.wakeup import Listener, Topic, Wakeup
+from app.db.wakeup import Listener, Topic
+from app.jobs import queue
 from app.lifecycle.retention import Retention
-from app.services import Services, open_services
+from app.runtime import Runtime, open_runtime
 from app.settings import Settings
 from app.webhooks.delivery import make_session
-from app.worker import mirrorer, queue, reconciler, submitter
-from app.worker.context import WorkerContext
+from app.worker import mirrorer, reconciler, submitter
 from app.worker.deliverer import Deliverer
 from app.worker.probes import ProbeServer
 from app.worker.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
-Claim = Callable[[WorkerContext, int], Awaitable[list[asyncpg.Record]]]
-Work = Callable[[WorkerContext, asyncpg.Record], Coroutine[Any, Any, None]]
+Claim = Callable[[Runtime, int], Awaitable[list[asyncpg.Record]]]
+Work = Callable[[Runtime, asyncpg.Record], Coroutine[Any, Any, None]]
 
 
-async def _claim_submissions(ctx: WorkerContext, limit: int) -> list[asyncpg.Record]:
-    settings = ctx.settings
+async def _claim_submissions(runtime: Runtime, limit: int) -> list[asyncpg.Record]:
+    settings = runtime.settings
     return await queue.claim_submissions(
-        ctx.pool,
+        runtime.pool,
         limit,
         settings.submit_lease_seconds,
         max_in_flight=settings.fal_max_in_flight,
@@ -50,12 +50,14 @@ async def _claim_submissions(ctx: WorkerContext, limit: int) -> list[asyncpg.Rec
     )
 
 
-async def _claim_reconciliations(ctx: WorkerContext, limit: int) -> list[asyncpg.Record]:
-    return await queue.claim_reconciliations(ctx.pool, limit, ctx.settings.reconcile_lease_seconds)
+async def _claim_reconciliations(runtime: Runtime, limit: int) -> list[asyncpg.Record]:
+    return await queue.claim_reconciliations(
+        runtime.pool, limit, runtime.settings.reconcile_lease_seconds
+    )
 
 
-async def _claim_mirrors(ctx: WorkerContext, limit: int) -> list[asyncpg.Record]:
-    return await queue.claim_mirrors(ctx.pool, limit, ctx.settings.mirror_lease_seconds)
+async def _claim_mirrors(runtime: Runtime, limit: int) -> list[asyncpg.Record]:
+    return await queue.claim_mirrors(runtime.pool, limit, runtime.settings.mirror_lease_seconds)
 
 
 @dataclass(eq=False)
@@ -82,16 +84,14 @@ class Worker:
 
     def __init__(
         self,
-        ctx: WorkerContext,
-        wakeup: Wakeup,
+        runtime: Runtime,
         *,
         listen_url: str | None,
         deliverer: Deliverer | None = None,
     ) -> None:
-        self.ctx = ctx
-        self.wakeup = wakeup
+        self.runtime = runtime
         self._deliverer = deliverer
-        settings = ctx.settings
+        settings = runtime.settings
         self._listener = (
             Listener(
                 listen_url, self._on_topic, check_every=min(10.0, settings.loop_stall_seconds / 3)
@@ -99,7 +99,7 @@ class Worker:
             if listen_url
             else None
         )
-        self.supervisor = Supervisor(stall_after=settings.loop_stall_seconds, rng=ctx.rng)
+        self.supervisor = Supervisor(stall_after=settings.loop_stall_seconds, rng=runtime.rng)
         self._queues = [
             _Queue("submit", _claim_submissions, submitter.submit, settings.worker_concurrency),
             _Queue(
@@ -119,7 +119,7 @@ class Worker:
 
     def stop(self) -> None:
         self.supervisor.stop()
-        for event in self.wakeup.local.values():
+        for event in self.runtime.wakeup.local.values():
             event.set()
         if self._deliverer is not None:
             self._deliverer.wake()
@@ -129,7 +129,7 @@ class Worker:
     async def _refresh_catalog(self) -> None:
         # Imported models reach this process's job views (the `files` of webhook payloads)
         # within a refresh period; intake re-reads on its own when a job names a new model.
-        await CATALOG.refresh(self.ctx.pool)
+        await CATALOG.refresh(self.runtime.pool)
         await self.supervisor.pause(REFRESH_SECONDS)
 
     async def run(self) -> None:
@@ -146,11 +146,11 @@ class Worker:
         )
         # Retention and the outbox of files to delete (app.lifecycle); idle, it sleeps.
         retention = Retention(
-            self.ctx.pool,
-            self.ctx.settings,
-            self.ctx.store,
+            self.runtime.pool,
+            self.runtime.settings,
+            self.runtime.store,
             pause=self.supervisor.pause,
-            now=self.ctx.now,
+            now=self.runtime.now,
         )
         self.supervisor.start("retention", retention.iterate, stall_after=retention.stall_after)
         listener = self._listener
@@ -164,27 +164,27 @@ class Worker:
                 await listener.aclose()
 
     def _on_topic(self, topic: str) -> None:
-        if topic in self.wakeup.local:
-            self.wakeup.local[topic].set()
+        if topic in self.runtime.wakeup.local:
+            self.runtime.wakeup.local[topic].set()
 
     async def _iterate(self, q: _Queue) -> None:
         """One pass: claim what free slots allow, start a step per row, then wait to be woken
         (new work, a free slot) or for the poll interval."""
-        ctx = self.ctx
-        wake = self.wakeup.local[q.topic]
+        runtime = self.runtime
+        wake = self.runtime.wakeup.local[q.topic]
         wake.clear()  # before claiming, so a wake-up during the claim is not lost
         free = q.capacity - len(q.in_flight)
         claimed: list[asyncpg.Record] = []
         if not self.supervisor.stopping and (free >= q.batch or (free > 0 and not q.in_flight)):
-            claimed = await q.claim(ctx, free)
+            claimed = await q.claim(runtime, free)
             for row in claimed:
-                task = asyncio.create_task(q.work(ctx, row))
+                task = asyncio.create_task(q.work(runtime, row))
                 q.in_flight.add(task)
                 task.add_done_callback(functools.partial(self._done, q, wake))
         if claimed and len(claimed) == free:
             return  # more may be due: claim again at once
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), timeout=ctx.settings.worker_poll_seconds)
+            await asyncio.wait_for(wake.wait(), timeout=runtime.settings.worker_poll_seconds)
 
     @staticmethod
     def _done(q: _Queue, wake: asyncio.Event, task: asyncio.Task[None]) -> None:
@@ -198,7 +198,7 @@ class Worker:
         if not q.in_flight:
             return
         _, pending = await asyncio.wait(
-            q.in_flight, timeout=self.ctx.settings.shutdown_timeout_seconds
+            q.in_flight, timeout=self.runtime.settings.shutdown_timeout_seconds
         )
         for task in pending:
             task.cancel()
@@ -208,25 +208,17 @@ class Worker:
 
 
 @asynccontextmanager
-async def running_worker(services: Services) -> AsyncIterator[Worker]:
-    """A worker running in this event loop for the duration of the block, then drained."""
-    settings = services.settings
-    ctx = WorkerContext(
-        pool=services.pool,
-        fal=services.fal,
-        settings=settings,
-        wakeup=services.wakeup,
-        callback_urls=services.callback_urls,
-        store=services.store,
-        downloads=services.downloads,
-    )
+async def running_worker(runtime: Runtime) -> AsyncIterator[Worker]:
+    """A worker running in this event loop for the duration of the block, then drained. Its
+    delivery session is its own, opened and closed here."""
+    settings = runtime.settings
     session = make_session(
         concurrency=settings.delivery_concurrency,
         timeout=settings.delivery_timeout_seconds,
         allow_private=settings.allow_private_webhook_urls,
     )
-    deliverer = Deliverer(ctx, session)
-    worker = Worker(ctx, services.wakeup, listen_url=settings.database_url, deliverer=deliverer)
+    deliverer = Deliverer(runtime, session)
+    worker = Worker(runtime, listen_url=settings.database_url, deliverer=deliverer)
     task = asyncio.create_task(worker.run(), name="worker")
     try:
         yield worker
@@ -245,11 +237,11 @@ async def run_until_signalled(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with contextlib.AsyncExitStack() as stack:
-        services = await stack.enter_async_context(open_services(settings))
+        runtime = await stack.enter_async_context(open_runtime(settings))
         probes: ProbeServer | None = None
         if settings.metrics_port is not None:
             probes = ProbeServer(
-                services.pool,
+                runtime.pool,
                 host="0.0.0.0",
                 port=settings.metrics_port,
                 metrics_token=(
@@ -259,7 +251,7 @@ async def run_until_signalled(settings: Settings) -> None:
             )
             await probes.start()
             stack.push_async_callback(probes.aclose)
-        worker = await stack.enter_async_context(running_worker(services))
+        worker = await stack.enter_async_context(running_worker(runtime))
         if probes is not None:
             probes.watch(worker.supervisor)
         log.info("worker running")

@@ -19,15 +19,15 @@ from app.fal.client import (
 from app.jobs import lifecycle
 from app.jobs.models import PRIORITIES, JobStatus
 from app.jobs.schemas import job_id as public_job_id
+from app.runtime import Runtime
 from app.worker import backoff
-from app.worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
 QUEUED = [JobStatus.QUEUED]
 SubmitError = SubmitRejected | SubmitNotSent | SubmitAmbiguous
 
 
-async def submit(ctx: WorkerContext, job: asyncpg.Record) -> None:
+async def submit(runtime: Runtime, job: asyncpg.Record) -> None:
     """Send one claimed job to fal, then record fal's answer. The recording rides out a
     database outage for as long as the claim's lease lasts: fal has the request by then, and
     giving up would leave the job leased, and sent again, only when the lease runs out."""
@@ -44,17 +44,17 @@ async def submit(ctx: WorkerContext, job: asyncpg.Record) -> None:
             "falrelay.submit.attempt": job["attempts"],
         },
     ) as span:
-        answer = await _submit(ctx, job)
+        answer = await _submit(runtime, job)
         if not isinstance(answer, Submitted):
             tracing.set_error(span, type(answer).__name__, str(answer))
 
 
-async def _submit(ctx: WorkerContext, job: asyncpg.Record) -> Submitted | SubmitError:
+async def _submit(runtime: Runtime, job: asyncpg.Record) -> Submitted | SubmitError:
     claimed_at = time.monotonic()
-    webhook_url = await ctx.callback_url(public_job_id(job["id"]))
+    webhook_url = await runtime.callback_url(public_job_id(job["id"]))
     answer: Submitted | SubmitError
     try:
-        answer = await ctx.fal.submit(
+        answer = await runtime.fal.submit(
             job["model"],
             job["input"],
             webhook_url=webhook_url,
@@ -63,42 +63,42 @@ async def _submit(ctx: WorkerContext, job: asyncpg.Record) -> Submitted | Submit
         )
     except (SubmitRejected, SubmitNotSent, SubmitAmbiguous) as exc:
         answer = exc
-    lease_left = ctx.settings.submit_lease_seconds - (time.monotonic() - claimed_at)
+    lease_left = runtime.settings.submit_lease_seconds - (time.monotonic() - claimed_at)
     await retry_while_unavailable(
-        lambda: _record(ctx, job, answer),
+        lambda: _record(runtime, job, answer),
         for_seconds=lease_left - backoff.LEASE_MARGIN_SECONDS,
-        rng=ctx.rng,
+        rng=runtime.rng,
     )
     return answer
 
 
-async def _record(ctx: WorkerContext, job: asyncpg.Record, answer: Submitted | SubmitError) -> None:
+async def _record(runtime: Runtime, job: asyncpg.Record, answer: Submitted | SubmitError) -> None:
     job_id, attempt = job["id"], job["attempts"]
-    settings = ctx.settings
+    settings = runtime.settings
     if isinstance(answer, SubmitRejected):
         await lifecycle.mark_failed(
-            ctx.pool,
+            runtime.pool,
             job_id,
             error_type="submission_rejected",
             message=str(answer),
             from_statuses=QUEUED,
-            wakeup=ctx.wakeup,
+            wakeup=runtime.wakeup,
         )
         return
     if isinstance(answer, SubmitNotSent):
         if attempt >= settings.submit_max_attempts:
             await lifecycle.mark_failed(
-                ctx.pool,
+                runtime.pool,
                 job_id,
                 error_type="submission_failed",
                 message=f"fal did not accept the job in {attempt} attempts; last: {answer}",
                 from_statuses=QUEUED,
-                wakeup=ctx.wakeup,
+                wakeup=runtime.wakeup,
             )
             return
-        delay = backoff.submit_retry_delay(attempt, retry_after=answer.retry_after, rng=ctx.rng)
+        delay = backoff.submit_retry_delay(attempt, retry_after=answer.retry_after, rng=runtime.rng)
         await lifecycle.reschedule(
-            ctx.pool, job_id, status=JobStatus.QUEUED, after=delay, last_error=str(answer)
+            runtime.pool, job_id, status=JobStatus.QUEUED, after=delay, last_error=str(answer)
         )
         return
     if isinstance(answer, SubmitAmbiguous):
@@ -107,40 +107,44 @@ async def _record(ctx: WorkerContext, job: asyncpg.Record, answer: Submitted | S
         log.warning("ambiguous submit of job %s (attempt %d): %s", job_id, attempt, answer)
         if attempt >= settings.submit_max_attempts:
             await lifecycle.mark_failed(
-                ctx.pool,
+                runtime.pool,
                 job_id,
                 error_type="submission_uncertain",
                 message=f"fal's answer to the submission was lost {attempt} times; last: {answer}",
                 from_statuses=QUEUED,
-                wakeup=ctx.wakeup,
+                wakeup=runtime.wakeup,
             )
             return
         await lifecycle.hold(
-            ctx.pool, job_id, seconds=settings.submit_lease_seconds, last_error=str(answer)
+            runtime.pool, job_id, seconds=settings.submit_lease_seconds, last_error=str(answer)
         )
         return
 
     submitted = answer
     first_poll = backoff.poll_delay(
         0,
-        webhook_mode=ctx.webhook_mode,
+        webhook_mode=runtime.webhook_mode,
         first=settings.poll_interval_seconds,
         reconcile_after=settings.reconcile_after_seconds,
     )
     recorded = await lifecycle.mark_submitted(
-        ctx.pool, job_id, submitted, next_poll_at=ctx.after(first_poll), wakeup=ctx.wakeup
+        runtime.pool,
+        job_id,
+        submitted,
+        next_poll_at=runtime.after(first_poll),
+        wakeup=runtime.wakeup,
     )
     if recorded is not None:
         return
     # The job moved on while we were at fal: canceled by its client, or finished by fal's
     # webhook for an earlier (ambiguous) submission. Keep fal's ids where the job has none; a
     # request the job will not use must not keep running (and billing) at fal.
-    state = await lifecycle.attach_fal_request(ctx.pool, job_id, submitted)
+    state = await lifecycle.attach_fal_request(runtime.pool, job_id, submitted)
     unused = state is not None and (
         state[0] == JobStatus.CANCELED or state[1] != submitted.request_id
     )
     if unused:
         try:
-            await ctx.fal.cancel(submitted.cancel_url)
+            await runtime.fal.cancel(submitted.cancel_url)
         except FalUnavailable as exc:
             log.warning("could not cancel fal request %s: %s", submitted.request_id, exc)

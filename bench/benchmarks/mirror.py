@@ -25,7 +25,7 @@ peak RSS while mirroring 50 such files at once."
 The ways it copies, in turn (ABAB across runs):
 
 - `falrelay`: one `app.outputs.mirror.mirror_files` call per job (one file each), all at once,
-  with the HTTP client the worker hands it (`app.services.downloads_client`: httpx's own
+  with the HTTP client the worker hands it (`app.runtime.downloads_client`: httpx's own
   streaming pool) and the default `FALRELAY_MIRROR_MAX_FILE_BYTES`: what the worker does.
   (Until the first run of this benchmark it was the fal client's, httpx over aiohttp's pool,
   which reads every body whole: 4.1 GB of peak growth for 50 videos, the finding that changed
@@ -33,7 +33,7 @@ The ways it copies, in turn (ABAB across runs):
 - `naive` (the baseline): each body read whole (`response.content`) with the same client,
   then `store.put_bytes`. It makes no thumbnails (mirror_files does, for each PNG).
 - `experiment: aiohttp's pool`: mirror_files with the fal client's HTTP client
-  (`app.services.fal_http_client`), the one it used before: what a client that reads bodies
+  (`app.runtime.fal_http_client`), the one it used before: what a client that reads bodies
   whole costs. No goal.
 
 The real worker copies at most FALRELAY_MIRROR_CONCURRENCY (8) jobs at once; 50 at once is the
@@ -322,7 +322,7 @@ def _output(workload: str, file: dict[str, Any]) -> dict[str, Any]:
 async def _child(spec: dict[str, Any]) -> dict[str, Any]:
 
     from app.outputs.mirror import Limits, mirror_files
-    from app.services import downloads_client, fal_http_client
+    from app.runtime import downloads_client, fal_http_client
     from app.settings import Settings
     from app.storage import open_store
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import email.utils
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -104,6 +106,15 @@ async def test_retry_after_is_kept() -> None:
     with pytest.raises(SubmitNotSent) as caught:
         await client(handler).submit(MODEL, {}, webhook_url=None)
     assert caught.value.retry_after == 7.0
+
+
+async def test_retry_after_as_an_http_date_is_kept() -> None:
+    when = email.utils.format_datetime(datetime.now(UTC) + timedelta(minutes=2), usegmt=True)
+    handler = lambda r: httpx.Response(429, headers={"retry-after": when})  # noqa: E731
+    with pytest.raises(SubmitNotSent) as caught:
+        await client(handler).submit(MODEL, {}, webhook_url=None)
+    assert caught.value.retry_after is not None
+    assert 100 < caught.value.retry_after <= 120
 
 
 async def test_rejection_carries_fals_detail() -> None:

@@ -11,14 +11,13 @@ import httpx
 
 from app.auth import service as auth_service
 from app.db.pool import Pool
-from app.db.wakeup import Wakeup
 from app.fal.client import FalClient
 from app.lifecycle.retention import Retention
 from app.settings import Settings
-from app.worker.context import WorkerContext
 from app.worker.runner import Worker
 from tests.lifecycle.conftest import Seeded
 from tests.lifecycle.support import RecordingStore, endpoint, hanging_off, keys_of, seed_job
+from tests.support import worker_runtime
 
 INTERVAL = 60.0
 
@@ -107,8 +106,7 @@ async def test_a_worker_runs_retention_from_its_start(
     async with httpx.AsyncClient() as http:
         # No job is due for fal: nothing is sent to this (discard) port.
         fal = FalClient(http, queue_url="http://127.0.0.1:9", key="k")
-        ctx = WorkerContext(pool=db, fal=fal, settings=worker_settings, store=store)
-        worker = Worker(ctx, Wakeup(None), listen_url=None)
+        worker = Worker(worker_runtime(db, fal, worker_settings, store=store), listen_url=None)
         run = asyncio.create_task(worker.run())
         try:
             deadline = time.monotonic() + 30

@@ -17,13 +17,12 @@ import pytest
 
 from app.fal.client import FalClient
 from app.outputs.mirror import THUMBNAIL_TYPE
-from app.services import downloads_client
+from app.runtime import downloads_client
 from app.storage import open_store
 from app.worker import mirrorer
-from app.worker.context import WorkerContext
 from tests.moto import BUCKET, REGION, MotoServer
 from tests.stack import Stack, StackFactory
-from tests.support import job_uuid
+from tests.support import job_uuid, worker_runtime
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +110,7 @@ async def test_a_file_that_cannot_be_copied_does_not_hold_the_job_and_is_filled_
         assert retry_at is not None
 
         # The operator lifts the bound; the retry, brought forward, copies it.
-        stack.app.state.worker.ctx.settings.mirror_max_file_bytes = 50 * 1024 * 1024
+        stack.app.state.worker.runtime.settings.mirror_max_file_bytes = 50 * 1024 * 1024
         await stack.pool.execute(
             "UPDATE jobs SET mirror_retry_at = now() WHERE id = $1", job_uuid(job_id)
         )
@@ -198,14 +197,14 @@ async def test_a_copy_that_lands_after_its_job_was_deleted_is_removed(
         store = await open_store(settings, stack.pool)
         assert store is not None
         async with downloads_client(settings) as downloads:
-            ctx = WorkerContext(
-                pool=stack.pool,
-                fal=FalClient(downloads, queue_url=stack.fal_url, key=None),
-                settings=settings,
+            runtime = worker_runtime(
+                stack.pool,
+                FalClient(downloads, queue_url=stack.fal_url, key=None),
+                settings,
                 store=store,
                 downloads=downloads,
             )
-            await mirrorer.mirror(ctx, claimed)
+            await mirrorer.mirror(runtime, claimed)
         await store.aclose()
         assert not list((tmp_path / "jobs").glob(f"{job_uuid(job_id)}/*"))
         assert await stack.pool.fetchval("SELECT count(*) FROM file_deletions") == 0

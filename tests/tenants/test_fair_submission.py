@@ -16,18 +16,16 @@ import pytest
 from app.auth import service as auth_service
 from app.catalog import DEFAULT_MODEL_ID
 from app.db.pool import Pool, create_pool
-from app.db.wakeup import Wakeup
 from app.fakefal import FakeFal, FakeFalConfig
 from app.fal.client import FalClient
+from app.jobs import queue
 from app.jobs import service as jobs_service
 from app.jobs.schemas import JobCreate
 from app.settings import Settings
-from app.worker import queue
-from app.worker.context import WorkerContext
 from app.worker.runner import Worker
 from tests.servers import LiveServer
 from tests.stack import StackFactory
-from tests.support import job_uuid
+from tests.support import job_uuid, worker_runtime
 
 IN_FLIGHT = """
 SELECT count(*) FROM jobs
@@ -190,12 +188,10 @@ async def test_two_workers_never_exceed_the_account_cap(fresh_database_url: str)
         for _ in range(2):
             pool = await create_pool(fresh_database_url, min_size=1, max_size=6)
             http = httpx.AsyncClient()
-            ctx = WorkerContext(
-                pool=pool, fal=FalClient(http, queue_url=fal_server.url, key="k"), settings=settings
-            )
+            fal = FalClient(http, queue_url=fal_server.url, key="k")
             pools.append(pool)
             https.append(http)
-            workers.append(Worker(ctx, Wakeup(None), listen_url=None))
+            workers.append(Worker(worker_runtime(pool, fal, settings), listen_url=None))
         runs = [asyncio.create_task(worker.run()) for worker in workers]
         samples = []
         deadline = time.monotonic() + 60

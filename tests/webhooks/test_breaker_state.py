@@ -7,8 +7,9 @@ import uuid
 from datetime import UTC, datetime
 
 from app.db.pool import Pool
-from app.webhooks import retry_policy
-from app.worker import queue
+from app.webhooks import policy, queue
+from app.webhooks.delivery import AttemptResult
+from app.webhooks.models import DeliveryStatus
 from tests.support import Tenant
 
 PUBLIC_URL = "https://93.184.215.14/hooks/falrelay"  # a public literal: no DNS lookup
@@ -69,16 +70,21 @@ async def test_weeks_of_failed_probes_neither_overflow_nor_grow_without_bound(
     )
     now = datetime.now(UTC)
     threshold, cooldown = 5, 30.0
-    await pool.execute(
-        queue.ENDPOINTS_FAILED,
-        [endpoint_id],
-        [1],
-        now,
-        threshold,
-        cooldown,
-        retry_policy.MAX_COOLDOWN_SECONDS,
+    # One more failed probe (a 5xx), recorded as the deliverer records a batch.
+    failed_probe = queue.Outcome(
+        delivery_id=uuid.uuid4(),
+        attempt_count=1,
+        endpoint_id=endpoint_id,
+        attempted_at=now,
+        result=AttemptResult(duration_ms=1, status_code=503),
+        status=DeliveryStatus.PENDING,
+        next_attempt_at=now,
+    )
+    await queue.record(
+        pool, [failed_probe], now=now, breaker_failures=threshold, breaker_cooldown=cooldown
     )
     failures, open_until = await _breaker(pool, endpoint_id)
     assert failures <= threshold + 20
     assert open_until is not None
-    assert (open_until - now).total_seconds() == retry_policy.MAX_COOLDOWN_SECONDS
+    assert (open_until - now).total_seconds() == policy.MAX_COOLDOWN_SECONDS
+    assert policy.cooldown(failures - threshold + 2, base=cooldown) == policy.MAX_COOLDOWN_SECONDS

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from app.webhooks import retry_policy
+from app.webhooks import policy
 from app.worker import backoff
 
 
@@ -34,16 +34,16 @@ def test_the_delivery_schedule_is_svixs_with_jitter() -> None:
     rng = random.Random(3)
     nominal = [5, 300, 1800, 7200, 18000, 36000, 36000]
     for attempt, seconds in enumerate(nominal, start=1):
-        delay = retry_policy.delivery_delay(attempt, retry_after=None, rng=rng)
+        delay = policy.delivery_delay(attempt, retry_after=None, rng=rng)
         assert delay is not None
         assert seconds * 0.8 <= delay <= seconds * 1.2
-    assert retry_policy.delivery_delay(8, retry_after=None, rng=rng) is None
+    assert policy.delivery_delay(8, retry_after=None, rng=rng) is None
 
 
 def test_retry_after_can_only_lengthen_a_delivery_delay_and_is_capped() -> None:
     rng = random.Random(3)
-    assert retry_policy.delivery_delay(1, retry_after=60, rng=rng) == 60
-    assert retry_policy.delivery_delay(1, retry_after=10**9, rng=rng) == 24 * 3600
-    short = retry_policy.delivery_delay(3, retry_after=1, rng=rng)
+    assert policy.delivery_delay(1, retry_after=60, rng=rng) == 60
+    assert policy.delivery_delay(1, retry_after=10**9, rng=rng) == 24 * 3600
+    short = policy.delivery_delay(3, retry_after=1, rng=rng)
     assert short is not None
     assert short >= 1800 * 0.8

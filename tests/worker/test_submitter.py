@@ -10,11 +10,13 @@ import pytest
 from app.auth import service as auth_service
 from app.db.pool import Pool, create_pool
 from app.fal.client import FalClient
+from app.jobs import queue
 from app.jobs import service as jobs_service
 from app.jobs.schemas import JobCreate
+from app.runtime import Runtime
 from app.settings import Settings
-from app.worker import queue, submitter
-from app.worker.context import WorkerContext
+from app.worker import submitter
+from tests.support import worker_runtime
 
 
 async def _claimed(pool: Pool) -> object:
@@ -28,11 +30,11 @@ async def _claimed(pool: Pool) -> object:
 
 def _ctx(
     pool: Pool, handler: Callable[[httpx.Request], httpx.Response], **settings: object
-) -> WorkerContext:
+) -> Runtime:
     fal = FalClient(
         httpx.AsyncClient(transport=httpx.MockTransport(handler)), queue_url="http://fal", key="k"
     )
-    return WorkerContext(pool=pool, fal=fal, settings=Settings(fal_key="k", **settings))  # type: ignore[arg-type]
+    return worker_runtime(pool, fal, Settings(fal_key="k", **settings))  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -13,22 +13,22 @@ import pytest
 
 from app.auth import service as auth_service
 from app.db.pool import Pool, create_pool
-from app.db.wakeup import Wakeup
 from app.fakefal import FakeFal, FakeFalConfig
 from app.fal.client import FalClient
 from app.ids import uuid7
+from app.jobs import queue
 from app.jobs import service as jobs_service
 from app.jobs.schemas import JobCreate
+from app.runtime import Runtime
 from app.settings import Settings
 from app.webhooks import fanout, signing
 from app.webhooks import repository as webhooks_repository
 from app.webhooks.delivery import make_session
-from app.worker import queue
-from app.worker.context import WorkerContext
 from app.worker.deliverer import Deliverer
 from app.worker.runner import Worker
 from tests.receivers import Receiver
 from tests.servers import LiveServer
+from tests.support import worker_runtime
 
 
 @pytest.fixture
@@ -75,8 +75,7 @@ async def test_two_workers_never_submit_one_job_twice(
         pool = await create_pool(fresh_database_url, min_size=1, max_size=6)
         pools.append(pool)
         fal = FalClient(http, queue_url=fal_url, key="k")
-        ctx = WorkerContext(pool=pool, fal=fal, settings=settings)
-        workers.append(Worker(ctx, Wakeup(None), listen_url=None))
+        workers.append(Worker(worker_runtime(pool, fal, settings), listen_url=None))
     runs = [asyncio.create_task(worker.run()) for worker in workers]
     deadline = time.monotonic() + 30
     while await seed_pool.fetchval("SELECT count(*) FROM jobs WHERE status <> 'succeeded'"):
@@ -166,23 +165,19 @@ async def test_two_delivery_workers_never_send_one_delivery_twice(
         async with httpx.AsyncClient() as http:
             for n in range(2):
                 pool = await create_pool(fresh_database_url, min_size=1, max_size=4)
-                ctx = WorkerContext(
-                    pool=pool,
-                    fal=FalClient(http, queue_url="http://unused", key="k"),
-                    settings=settings,
+                runtime = worker_runtime(
+                    pool, FalClient(http, queue_url="http://unused", key="k"), settings
                 )
                 session = make_session(concurrency=16, timeout=5, allow_private=True)
-                deliverer = Deliverer(ctx, session)
+                deliverer = Deliverer(runtime, session)
                 work = deliverer.work
 
-                async def counted(
-                    ctx: WorkerContext, row: Any, n: int = n, work: Any = work
-                ) -> None:
+                async def counted(runtime: Runtime, row: Any, n: int = n, work: Any = work) -> None:
                     sent[n] += 1
-                    await work(ctx, row)
+                    await work(runtime, row)
 
                 deliverer.work = counted  # type: ignore[method-assign]
-                workers.append(Worker(ctx, Wakeup(None), listen_url=None, deliverer=deliverer))
+                workers.append(Worker(runtime, listen_url=None, deliverer=deliverer))
                 closers.append((pool, session))
             runs = [asyncio.create_task(worker.run()) for worker in workers]
             deadline = time.monotonic() + 30

@@ -1,24 +1,37 @@
-"""The long-lived objects of a falrelay process, built once and closed in reverse order."""
+"""The long-lived objects of a falrelay process, built once and closed in reverse order.
+
+One `Runtime` per process, whatever its role: the API reads it in its dependencies
+(app.api.deps, from `app.state.runtime`), the worker's loops take it as the first argument of
+every step (app.worker). `open_runtime` owns what it opens (the pool, the HTTP clients, the
+store, the watcher) and closes it; the worker opens and closes its own delivery session
+(app.worker.runner).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
 
 from app import tracing
+from app.auth.service import KeyResolver
 from app.catalog.registry import CATALOG
+from app.clients.limits import LimitDefaults
 from app.db.availability import UNAVAILABLE
 from app.db.pool import Pool, create_pool
 from app.db.wakeup import Wakeup
 from app.fal.callback_urls import CallbackUrlSource
 from app.fal.client import FalClient
+from app.fal.signatures import JwksCache, SignatureVerifier
 from app.fal.storage import FalStorage
 from app.fal.transport import AiohttpTransport
+from app.jobs.watch import JobWatcher
 from app.outputs import links
 from app.settings import FAL_CONNECT_TIMEOUT, Settings
 from app.storage import ObjectStore, open_store
@@ -26,20 +39,46 @@ from app.storage import ObjectStore, open_store
 log = logging.getLogger(__name__)
 
 
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass(frozen=True, slots=True)
-class Services:
+class Runtime:
+    """What a process builds once and every request and worker step shares. `now` and `rng`
+    are fields so that tests need no sleeping."""
+
     settings: Settings
     pool: Pool
-    fal_http: httpx.AsyncClient
+    fal: FalClient
+    fal_storage: FalStorage
     # Output files read from fal's CDN while they are copied (app.outputs): httpx's own pool,
     # which streams a body as it arrives. The fal client's transport reads each answer whole,
     # right for small JSON, not for a 40 MB video (bench/README.md, mirror).
     downloads: httpx.AsyncClient
-    fal: FalClient
-    fal_storage: FalStorage
     wakeup: Wakeup
     callback_urls: CallbackUrlSource
+    # The operator's store for owned outputs (app.outputs); None: outputs are fal's URLs.
     store: ObjectStore | None
+    # The API's: API keys (cached), fal's webhook signatures, and the one poller that wakes
+    # event streams and `Prefer: wait` requests (app.jobs.watch; idle until a request waits).
+    keys: KeyResolver
+    fal_signatures: SignatureVerifier
+    watcher: JobWatcher
+    now: Callable[[], datetime] = utcnow
+    rng: random.Random = field(default_factory=random.Random)
+
+    def after(self, seconds: float) -> datetime:
+        return self.now() + timedelta(seconds=seconds)
+
+    @property
+    def webhook_mode(self) -> bool:
+        """fal posts its results to us (a public base URL is set); else we poll for them."""
+        return bool(self.settings.public_base_url)
+
+    async def callback_url(self, public_job_id: str) -> str | None:
+        """Where fal should post the job's result; None in poll mode."""
+        return (await self.callback_urls.get()).for_job(public_job_id)
 
 
 def fal_http_client(settings: Settings) -> httpx.AsyncClient:
@@ -65,7 +104,7 @@ def downloads_client(settings: Settings) -> httpx.AsyncClient:
 
 
 @asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Services]:
+async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     # Every role opens these (a worker alone too): tracing starts here if OTEL_* asks for it.
     tracing.start_from_env()
     pool = await create_pool(
@@ -78,6 +117,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     downloads = downloads_client(settings)
     key = settings.fal_key.get_secret_value() if settings.fal_key else None
     wakeup = Wakeup(pool)
+    watcher = JobWatcher(pool)
     store: ObjectStore | None = None
     try:
         try:
@@ -88,11 +128,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             log.warning("the imported models could not be read; the shipped ones serve")
         store = await open_store(settings, pool)
         links.configure(store)
-        yield Services(
+        yield Runtime(
             settings=settings,
             pool=pool,
-            fal_http=fal_http,
-            downloads=downloads,
             fal=FalClient(
                 fal_http,
                 queue_url=settings.fal_queue_url,
@@ -102,11 +140,22 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             fal_storage=FalStorage(
                 fal_http, rest_url=settings.fal_rest_url, cdn_url=settings.fal_cdn_url, key=key
             ),
+            downloads=downloads,
             wakeup=wakeup,
             callback_urls=CallbackUrlSource(pool, settings.public_base_url),
             store=store,
+            keys=KeyResolver(
+                pool,
+                ttl=settings.api_key_cache_seconds,
+                defaults=LimitDefaults.from_settings(settings),
+            ),
+            fal_signatures=SignatureVerifier(
+                JwksCache(fal_http, settings.fal_jwks_url), user_id=settings.fal_user_id
+            ),
+            watcher=watcher,
         )
     finally:
+        await watcher.aclose()
         if store is not None:
             await store.aclose()
         await wakeup.aclose()

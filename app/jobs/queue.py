@@ -1,0 +1,173 @@
+"""Claiming due jobs: for submission to fal, for reconciliation with fal, for copying their
+outputs. Each claim is one short transaction (one statement, or for submissions an advisory
+lock and one statement): the rows are leased (locked_until) and committed before any HTTP call
+starts, so no lock or transaction is held across a call. The worker's loops call these
+(app.worker.runner).
+
+A lease that runs out (its worker died) makes the row claimable again by anyone.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from app.db.pool import Pool
+
+# Submission claims take turns on this lock (transaction-scoped, so a crash cannot leave it
+# held): count what is in flight, pick, lease, commit. Serialised, the account-wide cap is exact
+# across replicas. A claim takes a few milliseconds (p50 6-8 ms with 10,000 jobs queued for one
+# client and 10 for another, on a loaded 2-core machine), against a slot's turnover of seconds.
+_SUBMISSION_LOCK = 0x66616C7273756221
+
+# In flight: jobs at fal, and queued jobs leased for submission (being sent now, or held after
+# an ambiguous submit that fal may have taken).
+#
+# Picking is water-filling by weight, exact, in one statement: each client's due jobs are ranked
+# r = 1, 2, ... in its own order (priority, then due time), and a job's key is (n + r) / weight,
+# n being what the client has in flight: taking the smallest keys is giving each next slot to
+# the client with the fewest in flight for its weight. Jobs beyond a client's cap (n + r > cap)
+# are skipped. Only each client's first $1 due jobs are read (LATERAL ... LIMIT on
+# ix_jobs_client_submission_due), so a client with 10,000 queued costs what one with $1 does.
+# With $5 false (fair share off) the order is the old one: first due, first sent, across clients.
+#
+# $1 slots this worker has, $2 lease seconds, $3 the account-wide cap, $4 the default per-client
+# cap (NULL: none for either; LEAST ignores a NULL), $5 fair share.
+_CLAIM_SUBMISSIONS = """
+WITH flight AS (
+    SELECT client_id, count(*) AS n FROM (
+        SELECT client_id FROM jobs WHERE status IN ('submitted', 'running')
+        UNION ALL
+        SELECT client_id FROM jobs
+        WHERE status = 'queued' AND locked_until IS NOT NULL AND locked_until > now()
+    ) AS f
+    GROUP BY client_id
+),
+free AS (
+    SELECT GREATEST(0, LEAST($1::int, $3::int - COALESCE((SELECT sum(n) FROM flight), 0)))::int
+        AS slots
+),
+tenants AS (
+    SELECT c.id, c.weight, COALESCE(c.max_in_flight, $4::int) AS cap, COALESCE(f.n, 0) AS n
+    FROM clients c LEFT JOIN flight f ON f.client_id = c.id
+    WHERE (SELECT slots FROM free) > 0
+),
+ranked AS (
+    SELECT j.id, j.next_attempt_at, t.n, t.weight, t.cap,
+           row_number() OVER (PARTITION BY t.id ORDER BY j.priority, j.next_attempt_at, j.id)
+               AS r
+    FROM tenants t
+    CROSS JOIN LATERAL (
+        SELECT id, priority, next_attempt_at FROM jobs
+        WHERE client_id = t.id AND status = 'queued' AND next_attempt_at <= now()
+          AND (locked_until IS NULL OR locked_until <= now())
+        ORDER BY priority, next_attempt_at
+        LIMIT $1
+    ) AS j
+    WHERE t.cap IS NULL OR t.n < t.cap
+),
+picked AS (
+    SELECT id FROM ranked
+    WHERE cap IS NULL OR n + r <= cap
+    ORDER BY CASE WHEN $5::bool THEN (n + r)::float8 / weight END, next_attempt_at, id
+    LIMIT (SELECT slots FROM free)
+)
+UPDATE jobs
+SET locked_until = now() + make_interval(secs => $2), attempts = attempts + 1
+-- = ANY(ARRAY(...)), not IN (SELECT ...): the planner guesses a hundred-odd picks and
+-- hash-joins every queued row against them (measured: 5 ms with 10,000 queued); by primary key
+-- it costs nothing.
+WHERE id = ANY(ARRAY(SELECT id FROM picked)) AND status = 'queued'
+  AND (locked_until IS NULL OR locked_until <= now())
+RETURNING id, model, input, attempts, priority, start_timeout, trace_context
+"""
+
+_CLAIM_SUBMISSIONS_TIMEOUTS = """
+SELECT set_config('idle_in_transaction_session_timeout', '5s', true),
+       set_config('lock_timeout', '5s', true)
+"""
+
+_CLAIM_RECONCILIATIONS = """
+UPDATE jobs
+SET locked_until = now() + make_interval(secs => $2), polls = polls + 1
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE status IN ('submitted', 'running') AND next_attempt_at <= now()
+      AND (locked_until IS NULL OR locked_until <= now())
+      AND output IS NULL  -- fal has answered the others: their files are being copied
+    ORDER BY next_attempt_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED)
+RETURNING id, client_id, status, fal_request_id, fal_status_url, fal_response_url,
+          fal_cancel_url, submitted_at, polls, trace_context
+"""
+
+# Owned outputs (app.outputs): jobs whose output arrived and awaits its copy, and succeeded
+# jobs whose failed copies are due again. Leased like the other claims; a retry's lease is
+# its own `mirror_retry_at` pushed forward.
+_CLAIM_MIRRORS = """
+UPDATE jobs
+SET locked_until = now() + make_interval(secs => $2)
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE status IN ('submitted', 'running') AND output IS NOT NULL
+      AND next_attempt_at <= now() AND (locked_until IS NULL OR locked_until <= now())
+    ORDER BY next_attempt_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED)
+RETURNING id, client_id, model, status, output, files, billable_units, trace_context
+"""
+
+_CLAIM_MIRROR_RETRIES = """
+UPDATE jobs
+SET mirror_retry_at = now() + make_interval(secs => $2)
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE mirror_retry_at <= now()
+    ORDER BY mirror_retry_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED)
+RETURNING id, client_id, model, status, output, files, billable_units, trace_context
+"""
+
+
+async def claim_submissions(
+    pool: Pool,
+    limit: int,
+    lease: float,
+    *,
+    max_in_flight: int | None = None,
+    default_client_max_in_flight: int | None = None,
+    fair_share: bool = True,
+) -> list[asyncpg.Record]:
+    """Lease up to `limit` due jobs, within the account-wide `max_in_flight` and each client's
+    own cap (None: no cap), by fair share between clients (or first due first, with
+    `fair_share` off)."""
+    async with pool.acquire() as conn, conn.transaction():
+        # A statement of its own: the claim's snapshot must be taken after the lock is held, or
+        # it would miss the leases of the claim that held it last.
+        # Every replica queues on this lock, so no session may keep it long: one whose host
+        # vanished mid-claim (no FIN, no RST) is ended by Postgres after a few seconds idle in
+        # its transaction, not after TCP keepalive's hours, and a claim waits at most as long
+        # (then fails, and its loop tries again).
+        await conn.execute(_CLAIM_SUBMISSIONS_TIMEOUTS)
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _SUBMISSION_LOCK)
+        return await conn.fetch(
+            _CLAIM_SUBMISSIONS,
+            limit,
+            lease,
+            max_in_flight,
+            default_client_max_in_flight,
+            fair_share,
+        )
+
+
+async def claim_reconciliations(pool: Pool, limit: int, lease: float) -> list[asyncpg.Record]:
+    return await pool.fetch(_CLAIM_RECONCILIATIONS, limit, lease)
+
+
+async def claim_mirrors(pool: Pool, limit: int, lease: float) -> list[asyncpg.Record]:
+    """Jobs to copy the files of: new outputs first, then failed copies due again."""
+    rows = await pool.fetch(_CLAIM_MIRRORS, limit, lease)
+    if len(rows) < limit:
+        rows += await pool.fetch(_CLAIM_MIRROR_RETRIES, limit - len(rows), lease)
+    return rows

@@ -1,0 +1,315 @@
+"""The delivery queue: claiming due deliveries and recording what their attempts did, each one
+short statement or transaction, never across an HTTP call (the sending is
+app.webhooks.delivery's, the loop app.worker.deliverer's). What the results mean for a delivery
+and its endpoint is app.webhooks.policy's; the statements here store it.
+
+A lease that runs out (its worker died) makes the row claimable again by anyone.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from app import ids
+from app.db.pool import Pool
+from app.webhooks import policy
+from app.webhooks.delivery import AttemptResult
+from app.webhooks.models import DeliveryStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One attempt, and what it made of its delivery (app.webhooks.policy.next_attempt)."""
+
+    delivery_id: uuid.UUID
+    attempt_count: int
+    endpoint_id: uuid.UUID | None
+    attempted_at: datetime
+    result: AttemptResult
+    status: DeliveryStatus
+    next_attempt_at: datetime | None
+
+
+# Deliveries: claimed with everything sending needs (payload, target, secrets) in one round
+# trip. Targets already at their concurrency cap in this process are skipped ($3), so one slow
+# receiver cannot take every slot.
+#
+# Fair share between clients, by weight, over this process's slots ($6): each client's due
+# deliveries are ranked r = 1, 2, ... by due time, and a delivery's key is (n + r) / weight, n
+# being what the client has in flight here ($4, $5): taking the smallest keys gives each next
+# slot to the client with the fewest in flight for its weight. A client's share is
+# ($6 - $7) * weight / (the weight of every client with deliveries due or in flight); the $7
+# slots held back are what a client showing up later finds free at once, even while the others'
+# receivers hang (their slots come back only with the delivery timeout). Deliveries beyond a
+# client's share are skipped. Only each client's first $1 due deliveries are read (LATERAL ...
+# LIMIT on ix_deliveries_client_due), so a client with 10,000 due costs what one with $1 does.
+# With $8 false (fair share off) the order is the old one: first due, first sent, across clients.
+#
+# The circuit breaker (app.webhooks.policy): an endpoint whose breaker is open has its
+# deliveries skipped (left pending, attempts not spent); half-open (breaker_open_until passed),
+# one at a time: the Deliverer treats such a target as capped at one in flight.
+_CLAIM_DELIVERIES = """
+WITH flight AS (
+    SELECT f.client_id, f.n FROM unnest($4::uuid[], $5::int[]) AS f(client_id, n)
+),
+tenants AS (
+    SELECT c.id, c.weight, COALESCE(f.n, 0) AS n
+    FROM clients c LEFT JOIN flight f ON f.client_id = c.id
+),
+due AS (
+    SELECT t.id AS client_id, t.weight, t.n, d.id, d.next_attempt_at, d.target, d.probing,
+           row_number() OVER (PARTITION BY t.id ORDER BY d.next_attempt_at, d.id) AS r,
+           row_number() OVER (PARTITION BY d.target ORDER BY d.next_attempt_at, d.id) AS tr
+    FROM tenants t
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.next_attempt_at, COALESCE(d.endpoint_id::text, d.url) AS target,
+               e.breaker_open_until IS NOT NULL AS probing
+        FROM deliveries d
+        LEFT JOIN webhook_endpoints e ON e.id = d.endpoint_id
+        WHERE d.client_id = t.id AND d.status = 'pending' AND d.next_attempt_at <= now()
+          AND (d.locked_until IS NULL OR d.locked_until <= now())
+          AND NOT (COALESCE(d.endpoint_id::text, d.url) = ANY($3::text[]))
+          AND (e.breaker_open_until IS NULL OR e.breaker_open_until <= now())
+        ORDER BY d.next_attempt_at
+        LIMIT $1
+    ) AS d
+),
+contenders AS (
+    SELECT COALESCE(sum(weight), 0) AS w FROM tenants
+    WHERE n > 0 OR id IN (SELECT client_id FROM due)
+),
+picked AS (
+    SELECT id FROM due
+    WHERE NOT (probing AND tr > 1)
+      AND (NOT $8::bool
+           OR n + r <= GREATEST(1, floor(($6::int - $7::int) * weight::float8
+                                         / (SELECT w FROM contenders))))
+    ORDER BY CASE WHEN $8::bool THEN (n + r)::float8 / weight END, next_attempt_at, id
+    LIMIT $1
+),
+claimed AS (
+    UPDATE deliveries
+    SET locked_until = now() + make_interval(secs => $2), attempt_count = attempt_count + 1
+    WHERE id IN (SELECT id FROM picked) AND status = 'pending'
+      AND (locked_until IS NULL OR locked_until <= now())
+    RETURNING id, client_id, event_id, endpoint_id, url, attempt_count
+)
+SELECT c.id, c.client_id, c.event_id, c.endpoint_id, c.attempt_count,
+       COALESCE(c.endpoint_id::text, c.url) AS target,
+       COALESCE(e.url, c.url) AS target_url, e.enabled AS endpoint_enabled,
+       e.breaker_open_until IS NOT NULL AS probing,
+       e.secrets AS endpoint_secrets, cl.webhook_secrets AS client_secrets,
+       ev.payload{trace_column}
+FROM claimed c
+JOIN events ev ON ev.id = c.event_id
+JOIN clients cl ON cl.id = c.client_id
+LEFT JOIN webhook_endpoints e ON e.id = c.endpoint_id{trace_join}
+"""
+# With tracing on (app.tracing), each delivery is a span of its job's trace: the job's stored
+# context comes along, by primary key (a ping has no job). Read through events → jobs at claim
+# time rather than copied onto every event or delivery row: nothing is written for it, and
+# with tracing off the claim is the statement it was.
+_CLAIM_DELIVERIES_PLAIN = _CLAIM_DELIVERIES.format(trace_column="", trace_join="")
+_CLAIM_DELIVERIES_TRACED = _CLAIM_DELIVERIES.format(
+    trace_column=", j.trace_context", trace_join="\nLEFT JOIN jobs j ON j.id = ev.job_id"
+)
+
+# Claimed beyond a target's cap: handed back untouched.
+_RELEASE_DELIVERIES = """
+UPDATE deliveries SET locked_until = NULL, attempt_count = attempt_count - 1
+WHERE id = ANY($1::uuid[]) AND status = 'pending'
+"""
+
+# Results are recorded in batches (one transaction for many deliveries): under load, a commit
+# per delivery would be the ceiling. attempt_count is the compare-and-set token: a row whose
+# lease ran out and was claimed again is not overwritten by the late first worker.
+# Joined to deliveries: a delivery deleted meanwhile (its endpoint was) just has no log.
+_RECORD_ATTEMPTS = """
+INSERT INTO delivery_attempts
+    (id, delivery_id, attempted_at, duration_ms, status_code, error, response_body)
+SELECT u.* FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::int[], $5::int2[],
+                       $6::text[], $7::text[])
+    AS u(id, delivery_id, attempted_at, duration_ms, status_code, error, response_body)
+JOIN deliveries d ON d.id = u.delivery_id
+"""
+
+_RECORD_DELIVERIES = """
+UPDATE deliveries AS d SET
+    status = u.status,
+    next_attempt_at = u.next_attempt_at,
+    locked_until = NULL,
+    last_status_code = u.status_code,
+    last_error = u.error,
+    succeeded_at = CASE WHEN u.status = 'succeeded' THEN u.attempted_at ELSE d.succeeded_at END,
+    updated_at = now()
+FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $5::int2[], $6::text[],
+            $7::timestamptz[])
+    AS u(id, attempt_count, status, next_attempt_at, status_code, error, attempted_at)
+WHERE d.id = u.id AND d.attempt_count = u.attempt_count
+  -- A subquery, not a literal: with `d.status = 'pending'` the planner matches the partial
+  -- index ix_deliveries_due and hash-joins the whole backlog on every batch (measured: 25.6 ms
+  -- per 64 rows with 14,000 pending, against 0.84 ms by primary key).
+  AND d.status = (SELECT 'pending'::text)
+"""
+
+# An answer closes the breaker; a 2xx also ends the failing period. Only rows that change are
+# written (the hot path records successes to healthy endpoints).
+_ENDPOINTS_RECOVERED = """
+UPDATE webhook_endpoints SET failing_since = NULL, consecutive_failures = 0,
+    breaker_open_until = NULL, updated_at = now()
+WHERE id = ANY($1::uuid[]) AND (failing_since IS NOT NULL OR consecutive_failures > 0)
+"""
+
+# Answered, but not a 2xx (a 4xx, a 429): the endpoint is up, so its breaker closes; the
+# failing period goes on (_ENDPOINTS_FAILED).
+_ENDPOINTS_ANSWERED = """
+UPDATE webhook_endpoints SET consecutive_failures = 0, breaker_open_until = NULL,
+    updated_at = now()
+WHERE id = ANY($1::uuid[]) AND consecutive_failures > 0
+"""
+
+# A failure starts (or continues) the endpoint's failing period; $7 of it (the policy's
+# AUTO_DISABLE_AFTER) disables it, with $8 as the reason.
+# $2 breaker failures per endpoint in the batch (app.webhooks.policy.breaker_failure): while
+# closed they add up, and reaching $4 opens the breaker for $5 s; a failure while half-open
+# (count already at $4 or more) is a failed probe: open again, the cool-down doubling per trip
+# up to $6 s. Failures recorded while it is open are attempts sent before it opened: they
+# change nothing. The cool-down is app.webhooks.policy.cooldown, computed here from each row's
+# own count (reading the rows first would cost a round trip per batch): trip - 1 doublings,
+# trip - 1 being count - $4 + 1, counted up to MAX_DOUBLINGS.
+_ENDPOINTS_FAILED = f"""
+UPDATE webhook_endpoints AS e SET
+    failing_since = COALESCE(e.failing_since, $3),
+    enabled = e.enabled AND NOT COALESCE(e.failing_since < $3 - $7::interval, false),
+    disabled_reason = CASE WHEN e.enabled AND e.failing_since < $3 - $7::interval
+                           THEN $8::text ELSE e.disabled_reason END,
+    consecutive_failures = CASE
+        WHEN u.n = 0 OR e.breaker_open_until > $3 THEN e.consecutive_failures
+        -- Counted up to where the cool-down reaches its ceiling, so a probe failing for weeks
+        -- cannot overflow power() below.
+        WHEN e.consecutive_failures >= $4
+            THEN LEAST(e.consecutive_failures + 1, $4 + {policy.MAX_DOUBLINGS})
+        ELSE LEAST(e.consecutive_failures + u.n, $4) END,
+    breaker_open_until = CASE
+        WHEN u.n = 0 OR e.breaker_open_until > $3 THEN e.breaker_open_until
+        WHEN e.consecutive_failures >= $4
+            THEN $3 + make_interval(secs => LEAST(
+                $5 * power(2, LEAST(e.consecutive_failures - $4 + 1, {policy.MAX_DOUBLINGS})),
+                GREATEST($5, $6)))
+        WHEN e.consecutive_failures + u.n >= $4 THEN $3 + make_interval(secs => $5)
+        ELSE e.breaker_open_until END,
+    updated_at = now()
+FROM unnest($1::uuid[], $2::int[]) AS u(id, n)
+WHERE e.id = u.id
+"""
+
+# A 410: disabled, $2 the reason (the policy's GONE_REASON).
+_ENDPOINTS_GONE = """
+UPDATE webhook_endpoints SET enabled = false, updated_at = now(), disabled_reason = $2
+WHERE id = ANY($1::uuid[]) AND enabled
+"""
+
+
+async def claim_deliveries(
+    pool: Pool,
+    limit: int,
+    lease: float,
+    saturated: list[str],
+    *,
+    in_flight: dict[uuid.UUID, int],
+    capacity: int,
+    reserve: int,
+    fair_share: bool = True,
+    traced: bool = False,
+) -> list[asyncpg.Record]:
+    """Lease up to `limit` due deliveries, skipping `saturated` targets, by fair share between
+    clients over `capacity` slots (`in_flight` per client here, `reserve` held back for
+    clients with none), or first due first with `fair_share` off. `traced`: each row also
+    has its job's `trace_context`."""
+    return await pool.fetch(
+        _CLAIM_DELIVERIES_TRACED if traced else _CLAIM_DELIVERIES_PLAIN,
+        limit,
+        lease,
+        saturated,
+        list(in_flight),
+        list(in_flight.values()),
+        capacity,
+        reserve,
+        fair_share,
+    )
+
+
+async def release_deliveries(pool: Pool, ids: list[uuid.UUID]) -> None:
+    await pool.execute(_RELEASE_DELIVERIES, ids)
+
+
+async def record(
+    pool: Pool,
+    batch: Sequence[Outcome],
+    *,
+    now: datetime,
+    breaker_failures: int,
+    breaker_cooldown: float,
+) -> None:
+    """Store a batch of attempts in one transaction: each attempt's log row, each delivery's
+    new state (compare-and-set on its attempt count), and what the batch does to its
+    endpoints (app.webhooks.policy.endpoint_changes): recovered, answered, failed (the
+    failing period, auto-disabling, the breaker over `breaker_failures` and
+    `breaker_cooldown`), gone."""
+    attempts = [
+        (
+            ids.uuid7(),
+            o.delivery_id,
+            o.attempted_at,
+            o.result.duration_ms,
+            o.result.status_code,
+            o.result.error,
+            o.result.response_body,
+        )
+        for o in batch
+    ]
+    updates = [
+        (
+            o.delivery_id,
+            o.attempt_count,
+            o.status.value,
+            o.next_attempt_at,
+            o.result.status_code,
+            o.result.error,
+            o.attempted_at,
+        )
+        for o in batch
+    ]
+    changes = policy.endpoint_changes((o.endpoint_id, o.result) for o in batch)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(_RECORD_ATTEMPTS, *_columns(attempts, 7))
+        await conn.execute(_RECORD_DELIVERIES, *_columns(updates, 7))
+        if changes.recovered:
+            await conn.execute(_ENDPOINTS_RECOVERED, list(changes.recovered))
+        if changes.answered:
+            await conn.execute(_ENDPOINTS_ANSWERED, list(changes.answered))
+        if changes.failed:
+            await conn.execute(
+                _ENDPOINTS_FAILED,
+                list(changes.failed),
+                list(changes.failed.values()),
+                now,
+                breaker_failures,
+                breaker_cooldown,
+                policy.MAX_COOLDOWN_SECONDS,
+                policy.AUTO_DISABLE_AFTER,
+                policy.AUTO_DISABLE_REASON,
+            )
+        if changes.gone:
+            await conn.execute(_ENDPOINTS_GONE, list(changes.gone), policy.GONE_REASON)
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows → one list per column, for `unnest($1::..[], $2::..[], ...)`."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
