@@ -25,7 +25,9 @@ from bench.benchmarks import (
     purge,
     queue,
     scale,
+    statements,
     validation,
+    watch,
 )
 from bench.context import RESULTS_DIR, Context, Options
 from bench.database import bench_postgres
@@ -46,6 +48,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "validation": validation.run,
     "purge": purge.run,
     "mirror": mirror.run,
+    "statements": statements.run,
+    "watch": watch.run,
 }
 
 

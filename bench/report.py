@@ -57,6 +57,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     # Raw per-run measurements and anything else worth keeping (profiles, EXPLAIN plans).
     details: dict[str, Any] = field(default_factory=dict)
+    # Further tables printed after the figures (a benchmark's own breakdown).
+    appendix: list[str] = field(default_factory=list)
     date: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     duration_s: float | None = None
 
@@ -121,6 +123,7 @@ class Report:
         verdict = {True: "met", False: "NOT met", None: "no goal"}[self.goal_met]
         lines.append(f"goal: {self.goal} -> {verdict}")
         lines.extend(f"note: {n}" for n in self.notes)
+        lines.extend(self.appendix)
         return "\n".join(lines)
 
 

@@ -27,6 +27,7 @@ class Stack:
     client_id: uuid.UUID
     key: str
     endpoint_id: uuid.UUID
+    fakefal_url: str = ""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -93,4 +94,6 @@ async def start_stack(
         response.raise_for_status()
         endpoint_public_id: str = response.json()["id"]
     endpoint_id = uuid.UUID(hex=endpoint_public_id.rsplit("_", 1)[1])
-    return Stack(serve, serve_url, fakefal, receiver, receiver_url, client_id, key, endpoint_id)
+    return Stack(
+        serve, serve_url, fakefal, receiver, receiver_url, client_id, key, endpoint_id, fal_url
+    )

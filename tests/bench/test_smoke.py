@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = [
     "intake", "e2e", "fanout", "queue", "scale", "memory", "fairness", "delivery-fairness",
     "validation", "purge",
-    "mirror",
+    "mirror", "statements", "watch",
 ]  # fmt: skip
 REPORT_KEYS = {
     "name", "title", "date", "mode", "command", "machine", "baseline", "goal", "goal_met",
@@ -45,13 +45,13 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shm.is_dir() and os.access(shm, os.W_OK):
         argv += ["--scratch", str(shm)]
     done = subprocess.run(
-        # A bound, not a wait: about 90 s on a loaded 2-core machine for all nine.
+        # A bound, not a wait: about 2 min on a loaded 2-core machine for all of them.
         argv,
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=420,
+        timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -130,3 +130,25 @@ def test_mirror_checked_every_copy_of_every_way(results: Path) -> None:
             assert run["peak_rss_mib"] >= run["rss_before_mib"], key
             if workload == "png" and way != "naive":
                 assert run["thumbnails"] == files[workload], key
+
+
+def test_statements_counted_every_job_through(results: Path) -> None:
+    report = _report(results, "statements")
+    details = report["details"]
+    # Counted by pg_stat_statements where it can be had, else from log_statement=all.
+    assert report["settings"]["statistics"] in {"pg_stat_statements", "log_statement"}
+    assert details["webhooks_received"] == details["jobs_done"] > 0
+    assert report["figures"][0]["value"] > 0  # statements per job
+    # Every job's intake is one INSERT INTO jobs, whatever else the window holds.
+    inserts = [s for s in details["statements"] if s["query"].startswith("INSERT INTO jobs ")]
+    assert sum(s["calls"] for s in inserts) == details["jobs_done"]
+
+
+def test_watch_held_every_stream_and_wait(results: Path) -> None:
+    report = _report(results, "watch")
+    settings, watchers = report["settings"], report["details"]["watchers"]
+    assert watchers["before"]["streams_open"] == settings["streams"]
+    assert watchers["before"]["waits_in_flight"] == settings["waits"]
+    assert not watchers["after"]["stream_errors"]
+    wake_ups = report["details"]["wake_up_ms"]
+    assert len(wake_ups["stream"]) == len(wake_ups["wait"]) == settings["wake_up_jobs"]
