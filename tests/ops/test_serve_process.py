@@ -124,7 +124,13 @@ async def test_sigterm_under_load_loses_nothing_and_logs_no_secret(
                     await asyncio.sleep(0.01)
 
             loader = asyncio.create_task(load())
-            await asyncio.sleep(1.5)
+            # SIGTERM once the load is well under way: a count of acknowledged jobs, not a
+            # sleep, so a busy machine that answers slowly still signals mid-load.
+            under_way = time.monotonic() + 60
+            while len(accepted) <= 20:
+                assert not loader.done(), len(accepted)
+                assert time.monotonic() < under_way, len(accepted)
+                await asyncio.sleep(0.05)
             signalled = time.monotonic()
             first.proc.send_signal(signal.SIGTERM)
             code = await asyncio.to_thread(first.proc.wait, 30)
