@@ -46,6 +46,25 @@ RETURNING (SELECT name FROM clients WHERE id = $1)
 """
 
 
+def settling(transition: str) -> str:
+    """`transition` (a terminal compare-and-set returning the job's row) with the job's settle in
+    the same statement: SETTLE's upsert, fed by the row the compare-and-set returned, so it runs
+    exactly when the transition does. The row comes back with `client_name` (the metrics')."""
+    return f"""
+WITH moved AS (
+{transition.strip()}
+), spend AS (
+    INSERT INTO client_spend AS s (client_id, month, reserved_usd, spent_usd)
+    SELECT client_id, date_trunc('month', created_at AT TIME ZONE 'UTC')::date, 0, cost_usd
+    FROM moved
+    ON CONFLICT (client_id, month) DO UPDATE
+    SET reserved_usd = s.reserved_usd - (SELECT estimated_cost_usd FROM moved),
+        spent_usd = s.spent_usd + EXCLUDED.spent_usd, updated_at = now()
+)
+SELECT moved.*, (SELECT name FROM clients WHERE id = moved.client_id) AS client_name FROM moved
+"""
+
+
 async def budget(
     conn: Connection | Pool, client_id: uuid.UUID, default: Decimal | None
 ) -> Decimal | None:

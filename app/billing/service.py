@@ -96,3 +96,10 @@ async def settle(
     """Release the job's reservation and book its final cost (0 for a failed or canceled job).
     Answers the client's name (the metrics' label)."""
     return await repository.settle(conn, client_id, month_of(created_at), reserved, cost)
+
+
+def settling(transition: str) -> str:
+    """A terminal transition's statement that also settles the job (see `settle`) when it
+    applies: one statement, so one round trip and no explicit transaction. Its cost is the one
+    the transition booked (not fal's billed units: those go through `settle`)."""
+    return repository.settling(transition)

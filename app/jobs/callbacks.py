@@ -17,7 +17,7 @@ from app import tracing
 from app.db.pool import Pool
 from app.db.wakeup import Wakeup
 from app.fal import outcomes
-from app.fal.outcomes import FalWebhook
+from app.fal.outcomes import FalWebhook, Succeeded
 from app.fal.urls import request_urls
 from app.jobs import lifecycle
 from app.jobs import repository as sql
@@ -46,6 +46,25 @@ async def apply(
     wakeup: Wakeup,
     mirror: bool = False,
 ) -> CallbackOutcome:
+    if (
+        not tracing.enabled()
+        and webhook.payload_error is None
+        and (webhook.status != "OK" or webhook.payload is not None)
+    ):
+        # The usual case, a job at fal getting its answer, is the compare-and-set alone: no read
+        # first. Only when it changes nothing does the job's state say why (below). With tracing
+        # on, the read comes first, as the span's parent is the job's stored trace context.
+        finished = await lifecycle.finish(
+            pool,
+            job_id,
+            outcomes.from_webhook(webhook),
+            fal_request_id=webhook.request_id,
+            wakeup=wakeup,
+            mirror=mirror,
+            at_fal_only=True,
+        )
+        if finished is not None:
+            return CallbackOutcome.APPLIED
     row = await pool.fetchrow(sql.SELECT_FOR_CALLBACK, job_id)
     if row is None:
         return CallbackOutcome.UNKNOWN_JOB
@@ -92,23 +111,38 @@ async def _apply(
         await lifecycle.make_due(pool, job_id, webhook.request_id)
         return CallbackOutcome.FETCH_RESULT
 
+    outcome = outcomes.from_webhook(webhook)
     if row["status"] == JobStatus.QUEUED:
         # fal's result beat the record of our own submit. Adopt the request first, so the job
         # reads submitted before completed (`submitted_at <= completed_at`, `job.submitted`
         # before the terminal event) — the late record of the submit then only keeps fal's
-        # URLs. Two transactions: a crash between them leaves a submitted job that fal's
-        # retried webhook, or the reconciler after `_ADOPTED_POLL`, finishes.
+        # URLs.
+        submitted = request_urls(queue_url, row["model"], webhook.request_id)
+        if not (mirror and isinstance(outcome, Succeeded)):
+            # Both in one transaction.
+            adopted = await lifecycle.adopt_and_finish(
+                pool,
+                job_id,
+                submitted,
+                outcome,
+                next_poll_at=datetime.now(UTC) + _ADOPTED_POLL,
+                wakeup=wakeup,
+            )
+            return CallbackOutcome.APPLIED if adopted is not None else CallbackOutcome.DUPLICATE
+        # Its files are to be copied: two transactions. A crash between them leaves a
+        # submitted job that fal's retried webhook, or the reconciler after `_ADOPTED_POLL`,
+        # finishes.
         await lifecycle.mark_submitted(
             pool,
             job_id,
-            request_urls(queue_url, row["model"], webhook.request_id),
+            submitted,
             next_poll_at=datetime.now(UTC) + _ADOPTED_POLL,
             wakeup=wakeup,
         )
     finished = await lifecycle.finish(
         pool,
         job_id,
-        outcomes.from_webhook(webhook),
+        outcome,
         fal_request_id=webhook.request_id,
         wakeup=wakeup,
         mirror=mirror,

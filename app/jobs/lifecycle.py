@@ -32,6 +32,23 @@ from app.webhooks import fanout
 ACTIVE = [JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.RUNNING]
 
 
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One compare-and-set and the event it writes."""
+
+    event_type: EventType
+    statement: str
+    args: tuple[Any, ...]
+    billable_units: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Applied:
+    row: asyncpg.Record
+    settled: Settled | None
+    deliveries: int
+
+
 async def _transition(
     pool: Pool,
     wakeup: Wakeup | None,
@@ -40,36 +57,75 @@ async def _transition(
     *args: Any,
     billable_units: Decimal | None = None,
 ) -> asyncpg.Record | None:
-    settled: Settled | None = None
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(statement, *args)
-        if row is None:
-            return None
-        if JobStatus(row["status"]).is_terminal:
-            # In the terminal compare-and-set's transaction: a job settles exactly once.
-            settled = await _settle(conn, row, billable_units)
-        at = row["updated_at"]
-        queued = await fanout.record_event(
-            conn,
-            event_id=ids.uuid7(),
-            client_id=row["client_id"],
-            job_id=row["id"],
-            event_type=event_type,
-            payload=event_body(event_type, at, job_view(row)),
-            at=at,
-            callback_url=row["callback_url"],
-        )
-    JOB_TRANSITIONS.labels(row["status"]).inc()
-    if settled is not None:
-        JOBS_SETTLED.labels(settled.client, row["model"], row["status"]).inc()
-        COST_USD.labels(settled.client, row["model"]).inc(float(settled.cost))
-    if wakeup is not None:
-        if queued:
-            wakeup.notify("deliver")
-        if settled is not None:
-            # A finished job frees a slot at fal: the next submission need not wait for a poll.
-            wakeup.notify("submit")
+    (row,) = await _in_one_transaction(
+        pool, wakeup, [_Step(event_type, statement, args, billable_units)]
+    )
     return row
+
+
+async def _in_one_transaction(
+    pool: Pool, wakeup: Wakeup | None, steps: list[_Step]
+) -> list[asyncpg.Record | None]:
+    """Each step in turn, in one transaction: the row of each that applied, else None."""
+    applied: list[_Applied | None] = []
+    async with pool.acquire() as conn, conn.transaction():
+        for step in steps:
+            applied.append(await _apply(conn, step))
+    for done in applied:
+        if done is None:
+            continue
+        row, settled = done.row, done.settled
+        JOB_TRANSITIONS.labels(row["status"]).inc()
+        if settled is not None:
+            JOBS_SETTLED.labels(settled.client, row["model"], row["status"]).inc()
+            COST_USD.labels(settled.client, row["model"]).inc(float(settled.cost))
+        if wakeup is not None:
+            if done.deliveries:
+                wakeup.notify("deliver")
+            if settled is not None:
+                # A finished job frees a slot at fal: the next submission need not wait.
+                wakeup.notify("submit")
+    return [None if done is None else done.row for done in applied]
+
+
+async def _apply(conn: Connection, step: _Step) -> _Applied | None:
+    settled: Settled | None = None
+    # A terminal transition settles in its own statement unless fal said what it billed: the
+    # cost from its units is worked out here, between the compare-and-set and the settle.
+    settling = _SETTLING.get(step.statement) if step.billable_units is None else None
+    row = await conn.fetchrow(settling or step.statement, *step.args)
+    if row is None:
+        return None
+    if settling is not None:
+        settled = Settled(row["client_name"], row["cost_usd"])
+    elif JobStatus(row["status"]).is_terminal:
+        # In the terminal compare-and-set's transaction: a job settles exactly once.
+        settled = await _settle(conn, row, step.billable_units)
+    at = row["updated_at"]
+    deliveries = await fanout.record_event(
+        conn,
+        event_id=ids.uuid7(),
+        client_id=row["client_id"],
+        job_id=row["id"],
+        event_type=step.event_type,
+        payload=event_body(step.event_type, at, job_view(row)),
+        at=at,
+        callback_url=row["callback_url"],
+    )
+    return _Applied(row, settled, deliveries)
+
+
+# The terminal compare-and-sets, each with the job's settle folded in (app.billing).
+_SETTLING = {
+    statement: billing.settling(statement)
+    for statement in (
+        sql.MARK_SUCCEEDED,
+        sql.MARK_SUCCEEDED_AT_FAL,
+        sql.MARK_MIRRORED,
+        sql.MARK_FAILED,
+        sql.MARK_CANCELED,
+    )
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,17 +155,77 @@ async def mark_submitted(
     next_poll_at: datetime,
     wakeup: Wakeup | None,
 ) -> asyncpg.Record | None:
-    return await _transition(
-        pool,
-        wakeup,
+    (row,) = await _in_one_transaction(
+        pool, wakeup, [_submitted_step(job_id, submitted, next_poll_at)]
+    )
+    return row
+
+
+def _submitted_step(job_id: uuid.UUID, submitted: Submitted, next_poll_at: datetime) -> _Step:
+    return _Step(
         "job.submitted",
         sql.MARK_SUBMITTED,
-        job_id,
-        submitted.request_id,
-        submitted.status_url,
-        submitted.response_url,
-        submitted.cancel_url,
-        next_poll_at,
+        (
+            job_id,
+            submitted.request_id,
+            submitted.status_url,
+            submitted.response_url,
+            submitted.cancel_url,
+            next_poll_at,
+        ),
+    )
+
+
+async def adopt_and_finish(
+    pool: Pool,
+    job_id: uuid.UUID,
+    submitted: Submitted,
+    outcome: Outcome,
+    *,
+    next_poll_at: datetime,
+    wakeup: Wakeup | None,
+) -> asyncpg.Record | None:
+    """fal's answer for a job whose submit is not recorded yet: record the submit, then the
+    answer, in one transaction, so the job reads submitted before it is finished (its
+    `job.submitted` before the terminal event). The finish's row, None if it changed nothing.
+    Not for a success whose files are to be copied (`finish` with `mirror`)."""
+    _, row = await _in_one_transaction(
+        pool,
+        wakeup,
+        [
+            _submitted_step(job_id, submitted, next_poll_at),
+            _outcome_step(job_id, outcome, fal_request_id=submitted.request_id),
+        ],
+    )
+    return row
+
+
+def _outcome_step(
+    job_id: uuid.UUID, outcome: Outcome, *, fal_request_id: str | None, at_fal_only: bool = False
+) -> _Step:
+    if isinstance(outcome, Succeeded):
+        return _Step(
+            "job.succeeded",
+            sql.MARK_SUCCEEDED_AT_FAL if at_fal_only else sql.MARK_SUCCEEDED,
+            (job_id, outcome.output, fal_request_id),
+            outcome.billable_units,
+        )
+    statuses = [JobStatus.SUBMITTED, JobStatus.RUNNING] if at_fal_only else ACTIVE
+    return _failed_step(job_id, outcome.type, outcome.message, fal_request_id, statuses)
+
+
+def _failed_step(
+    job_id: uuid.UUID,
+    error_type: str,
+    message: str,
+    fal_request_id: str | None,
+    from_statuses: list[JobStatus],
+) -> _Step:
+    error = {"type": error_type, "message": message}
+    return _Step(
+        "job.failed",
+        sql.MARK_FAILED,
+        (job_id, error, fal_request_id, [status.value for status in from_statuses]),
     )
 
 
@@ -219,17 +335,10 @@ async def mark_failed(
     from_statuses: list[JobStatus] = ACTIVE,
     wakeup: Wakeup | None,
 ) -> asyncpg.Record | None:
-    error = {"type": error_type, "message": message}
-    return await _transition(
-        pool,
-        wakeup,
-        "job.failed",
-        sql.MARK_FAILED,
-        job_id,
-        error,
-        fal_request_id,
-        [status.value for status in from_statuses],
+    (row,) = await _in_one_transaction(
+        pool, wakeup, [_failed_step(job_id, error_type, message, fal_request_id, from_statuses)]
     )
+    return row
 
 
 async def mark_canceled(
@@ -275,27 +384,18 @@ async def finish(
     fal_request_id: str | None,
     wakeup: Wakeup | None,
     mirror: bool = False,
+    at_fal_only: bool = False,
 ) -> asyncpg.Record | None:
     """Record fal's answer. With `mirror` (an object store is configured), a success waits for
-    its files to be copied (`receive_output`)."""
+    its files to be copied (`receive_output`). `at_fal_only`: leave a queued job as it is
+    (`receive_output` always does)."""
     if isinstance(outcome, Succeeded) and mirror:
         return await receive_output(
             pool, job_id, outcome, fal_request_id=fal_request_id, wakeup=wakeup
         )
-    if isinstance(outcome, Succeeded):
-        return await mark_succeeded(
-            pool,
-            job_id,
-            outcome.output,
-            fal_request_id=fal_request_id,
-            wakeup=wakeup,
-            billable_units=outcome.billable_units,
-        )
-    return await mark_failed(
+    (row,) = await _in_one_transaction(
         pool,
-        job_id,
-        error_type=outcome.type,
-        message=outcome.message,
-        fal_request_id=fal_request_id,
-        wakeup=wakeup,
+        wakeup,
+        [_outcome_step(job_id, outcome, fal_request_id=fal_request_id, at_fal_only=at_fal_only)],
     )
+    return row

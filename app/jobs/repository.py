@@ -194,7 +194,8 @@ async def list_page(
 # back only when this caller made the change, so racing writers (worker, reconciler, fal's
 # callback, a client's cancel) can never both win. The returned row feeds the event payload.
 TRANSITION_COLUMNS = (
-    f"{JOB_COLUMNS}, client_id, updated_at, estimated_cost_usd, cost_usd, unit_price_usd"
+    f"{JOB_COLUMNS}, client_id, updated_at, estimated_cost_usd, cost_usd, unit_price_usd, "
+    "trace_context"
 )
 # clock_timestamp(), not now(): now() is when the transaction began, possibly before a racing
 # transition took the row lock and committed. A transition's time (its event's `created_at`)
@@ -234,16 +235,19 @@ WHERE id = $1 AND status = 'submitted'
 RETURNING {TRANSITION_COLUMNS}
 """
 
-MARK_SUCCEEDED = f"""
+_MARK_SUCCEEDED = f"""
 UPDATE jobs
 SET status = 'succeeded', output = $2, fal_request_id = COALESCE(fal_request_id, $3),
     cost_usd = estimated_cost_usd, completed_at = clock_timestamp(),
     updated_at = clock_timestamp(),
     next_attempt_at = NULL, locked_until = NULL
-WHERE id = $1 AND status IN ('queued', 'submitted', 'running')
+WHERE id = $1 AND status IN ({{statuses}})
   AND (fal_request_id IS NULL OR $3::text IS NULL OR fal_request_id = $3)
 RETURNING {TRANSITION_COLUMNS}
 """
+MARK_SUCCEEDED = _MARK_SUCCEEDED.format(statuses="'queued', 'submitted', 'running'")
+# fal's callback: a job still queued must read submitted first (the callback adopts it).
+MARK_SUCCEEDED_AT_FAL = _MARK_SUCCEEDED.format(statuses="'submitted', 'running'")
 
 # With owned outputs (app.outputs): fal's result is kept, and the job stays at fal's side of the
 # line (running) until its files are copied. Due at once for the mirror loop; never claimed by
