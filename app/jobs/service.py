@@ -362,6 +362,9 @@ async def list_jobs(
 
 
 MAX_WAIT_SECONDS = 60.0
+# A wait answers at its deadline with the job as it last read it when the job watcher has
+# polled it this recently and seen no move; older than that (its polls failing), it reads.
+STALE_AFTER_SECONDS = 2.0
 
 
 # RFC 7240 makes `wait` a delta-seconds (digits); a fraction is allowed as a courtesy. Not
@@ -392,17 +395,21 @@ async def wait_until_finished(
     """The job once it is terminal, or as it stands after `seconds`.
 
     Holds no connection while it waits, and reads the job only when the process's job watcher
-    says it moved: a waiting request costs the database nothing of its own."""
+    says it moved from the status the caller read: a waiting request costs the database nothing
+    of its own. At the deadline it answers with the job as last read, unless the watcher saw
+    it move since or has not looked at it lately (the database is unavailable, say)."""
     if not 0.0 <= seconds <= MAX_WAIT_SECONDS:  # also false for NaN
         seconds = MAX_WAIT_SECONDS if seconds > 0 else 0.0
     deadline = time.monotonic() + seconds
-    async with watcher.watch(job["id"]) as changed:
+    async with watcher.watch(job["id"], job["status"]) as watch:
         while not JobStatus(job["status"]).is_terminal:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=left)
-            changed.clear()
+                await asyncio.wait_for(watch.changed.wait(), timeout=left)
+            if watch.holds_current(within=STALE_AFTER_SECONDS):
+                continue  # the deadline, with nothing new: the loop ends
+            watch.changed.clear()
             job = await repository.get(pool, client_id, job["id"]) or job
     return job

@@ -2,10 +2,14 @@
 
 Open event streams (`GET /v1/jobs/{id}/events`) and `Prefer: wait` requests wait for a job's
 next transition. Each used to read Postgres four times a second on its own; with thousands
-open that was thousands of queries a second for nothing new. Here one task reads the
-`updated_at` of every watched job in one indexed query (`id = ANY($1)`) a few times a second
-and wakes only the waiters whose job moved: the database's cost no longer grows with the
+open that was thousands of queries a second for nothing new. Here one task reads the status
+and `updated_at` of every watched job in one indexed query (`id = ANY($1)`) a few times a
+second and wakes only the waiters whose job moved: the database's cost no longer grows with the
 number of waiters, only with the number of jobs that change.
+
+A waiter may say what it holds already (the job's status as it last read it): it is then woken
+only when the job is seen to differ from that, not "in case" on the first poll, and a change
+made between its read and its registration still differs from what it holds, so none is missed.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -24,26 +29,57 @@ from app.db.pool import Pool
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25
-UPDATED_AT = "SELECT id, updated_at FROM jobs WHERE id = ANY($1::uuid[])"
+STATES = "SELECT id, status, updated_at FROM jobs WHERE id = ANY($1::uuid[])"
+
+
+class Watch:
+    """One waiter's registration. `changed` is set when the job moved past what the waiter
+    holds (clear it before each read)."""
+
+    __slots__ = ("_checked", "_status", "_updated_at", "changed")
+
+    def __init__(self, status: str | None) -> None:
+        self.changed = asyncio.Event()
+        self._status = status
+        self._updated_at: datetime | None = None
+        # When the job was last known to be as the waiter holds it: at registration, the
+        # waiter's own read; then each poll that found it unmoved.
+        self._checked = time.monotonic()
+
+    def holds_current(self, within: float) -> bool:
+        """Whether what the waiter holds is the job as it stands, as far as the watcher has
+        seen within the last `within` seconds: nothing seen to move since, and a poll (or
+        the waiter's own read) that recent. If not, the waiter should read."""
+        return not self.changed.is_set() and time.monotonic() - self._checked <= within
+
+    def _see(self, status: str, updated_at: datetime, polled: float) -> None:
+        if self._updated_at is None:
+            # First poll since registration. A waiter that said what it holds is woken only
+            # if the status differs; one that did not is woken to read, in case it moved.
+            moved = self._status is None or status != self._status
+        else:
+            moved = updated_at != self._updated_at
+        self._updated_at = updated_at
+        if moved:
+            self.changed.set()
+        else:
+            self._checked = max(self._checked, polled)
 
 
 class JobWatcher:
     def __init__(self, pool: Pool, *, poll_seconds: float = POLL_SECONDS) -> None:
         self._pool = pool
-        self._poll_seconds = poll_seconds
-        self._waiters: dict[uuid.UUID, set[asyncio.Event]] = {}
-        self._seen: dict[uuid.UUID, datetime] = {}
+        self.poll_seconds = poll_seconds
+        self._waiters: dict[uuid.UUID, set[Watch]] = {}
         self._someone_waits = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
-    async def watch(self, job_id: uuid.UUID) -> AsyncIterator[asyncio.Event]:
-        """An event set whenever the job changes (clear it before each wait)."""
-        changed = asyncio.Event()
-        # Set from the start: the waiter's first wait returns at once and it reads, so a change
-        # made before it registered (and already seen by the poller) is never missed.
-        changed.set()
-        self._waiters.setdefault(job_id, set()).add(changed)
+    async def watch(self, job_id: uuid.UUID, status: str | None = None) -> AsyncIterator[Watch]:
+        """Watch the job until the block ends. `status`: the job's status as the waiter read it
+        (from a read before this call); without it, the first poll wakes the waiter anyway."""
+        watch = Watch(status)
+        self._waiters.setdefault(job_id, set()).add(watch)
         self._someone_waits.set()
         if self._task is None or self._task.done():
             # A context of its own, not the first waiter's request's (its trace, its log ids).
@@ -51,14 +87,16 @@ class JobWatcher:
                 self._run(), name="job-watcher", context=contextvars.Context()
             )
         try:
-            yield changed
+            yield watch
         finally:
             waiters = self._waiters.get(job_id)
             if waiters is not None:
-                waiters.discard(changed)
+                waiters.discard(watch)
                 if not waiters:
                     del self._waiters[job_id]
-                    self._seen.pop(job_id, None)
+
+    def watching(self, job_id: uuid.UUID) -> bool:
+        return job_id in self._waiters
 
     async def aclose(self) -> None:
         if self._task is not None:
@@ -71,7 +109,7 @@ class JobWatcher:
             if not self._waiters:
                 self._someone_waits.clear()
                 await self._someone_waits.wait()
-            await asyncio.sleep(self._poll_seconds)
+            await asyncio.sleep(self.poll_seconds)
             try:
                 await self._poll()
             except UNAVAILABLE as exc:
@@ -85,12 +123,9 @@ class JobWatcher:
         watched = list(self._waiters)
         if not watched:
             return
-        rows = await self._pool.fetch(UPDATED_AT, watched)
+        # Before the query: what it returns is the jobs as they stood at least this late.
+        polled = time.monotonic()
+        rows = await self._pool.fetch(STATES, watched)
         for row in rows:
-            job_id, updated_at = row["id"], row["updated_at"]
-            # A job polled for the first time wakes its waiters too: it may have moved
-            # between their own read and this one, and one read of theirs settles it.
-            if self._seen.get(job_id) != updated_at:
-                for changed in self._waiters.get(job_id, ()):
-                    changed.set()
-                self._seen[job_id] = updated_at
+            for watch in self._waiters.get(row["id"], ()):
+                watch._see(row["status"], row["updated_at"], polled)
