@@ -99,3 +99,24 @@ async def test_a_wait_reads_nothing_until_its_job_moves(pool: Pool, tenant: Tena
         assert time.monotonic() - started < 5.0
     finally:
         await watcher.aclose()
+
+
+async def test_a_wait_whose_client_went_away_ends_and_is_no_longer_watched(
+    pool: Pool, tenant: Tenant
+) -> None:
+    job = await _job(pool, tenant)
+    watcher = JobWatcher(pool, poll_seconds=POLL)
+    gone = asyncio.Event()
+    try:
+        waiting = asyncio.create_task(
+            wait_until_finished(pool, watcher, tenant.client_id, job, 60.0, client_gone=gone.wait())
+        )
+        await asyncio.sleep(4 * POLL)
+        assert not waiting.done()
+        gone.set()
+        assert await asyncio.wait_for(waiting, 2.0) is job
+        for _ in range(10):  # the cancelled wait leaves its watch as it unwinds
+            await asyncio.sleep(0)
+        assert not watcher.watching(job["id"])
+    finally:
+        await watcher.aclose()
