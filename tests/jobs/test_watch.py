@@ -120,3 +120,20 @@ async def test_a_wait_whose_client_went_away_ends_and_is_no_longer_watched(
         assert not watcher.watching(job["id"])
     finally:
         await watcher.aclose()
+
+
+async def test_a_finished_job_wakes_its_waiters_before_the_next_poll(
+    pool: Pool, tenant: Tenant, database_url: str
+) -> None:
+    job = await _job(pool, tenant)
+    # Polls five seconds apart: only the NOTIFY of a finished job can wake the waiter sooner.
+    watcher = JobWatcher(pool, poll_seconds=5.0, listen_url=database_url)
+    try:
+        async with watcher.watch(job["id"], job["status"]) as watch:
+            await asyncio.sleep(1.0)  # the first poll, early: the LISTEN began
+            assert not watch.changed.is_set()
+            await _cancel(pool, job)
+            await pool.execute("SELECT pg_notify('falrelay_work', 'submit')")
+            await asyncio.wait_for(watch.changed.wait(), 2.0)
+    finally:
+        await watcher.aclose()
