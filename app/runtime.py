@@ -117,7 +117,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     downloads = downloads_client(settings)
     key = settings.fal_key.get_secret_value() if settings.fal_key else None
     wakeup = Wakeup(pool)
-    watcher = JobWatcher(pool)
+    watcher = JobWatcher(pool, listen_url=settings.require_database_url())
     store: ObjectStore | None = None
     try:
         try:

@@ -48,6 +48,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     },
 )
 async def create_job(
+    request: Request,
     body: JobCreate,
     principal: PrincipalDep,
     runtime: RuntimeDep,
@@ -82,12 +83,23 @@ async def create_job(
     wait = service.wait_seconds(prefer)
     if wait is not None:
         job = await service.wait_until_finished(
-            runtime.pool, runtime.watcher, principal.client_id, job, wait
+            runtime.pool,
+            runtime.watcher,
+            principal.client_id,
+            job,
+            wait,
+            client_gone=_client_gone(request),
         )
         headers["Preference-Applied"] = f"wait={wait:g}"
     view = job_view(job)
     headers["Location"] = f"/v1/jobs/{view['id']}"
     return JSONBytes(view, status_code=201 if result.created else 200, headers=headers)
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns when the client has disconnected: with the body read, that is all that comes."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 @router.get(

@@ -8,6 +8,7 @@ import hashlib
 import re
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -362,6 +363,9 @@ async def list_jobs(
 
 
 MAX_WAIT_SECONDS = 60.0
+# A wait answers at its deadline with the job as it last read it when the job watcher has
+# polled it this recently and seen no move; older than that (its polls failing), it reads.
+STALE_AFTER_SECONDS = 2.0
 
 
 # RFC 7240 makes `wait` a delta-seconds (digits); a fraction is allowed as a courtesy. Not
@@ -387,22 +391,50 @@ def wait_seconds(prefer: str | None) -> float | None:
 
 
 async def wait_until_finished(
-    pool: Pool, watcher: JobWatcher, client_id: uuid.UUID, job: asyncpg.Record, seconds: float
+    pool: Pool,
+    watcher: JobWatcher,
+    client_id: uuid.UUID,
+    job: asyncpg.Record,
+    seconds: float,
+    *,
+    client_gone: Awaitable[object] | None = None,
 ) -> asyncpg.Record:
     """The job once it is terminal, or as it stands after `seconds`.
 
     Holds no connection while it waits, and reads the job only when the process's job watcher
-    says it moved: a waiting request costs the database nothing of its own."""
+    says it moved from the status the caller read: a waiting request costs the database nothing
+    of its own. At the deadline it answers with the job as last read, unless the watcher saw
+    it move since or has not looked at it lately (the database is unavailable, say).
+
+    `client_gone` completes when the client has gone away: the wait then ends at once, with the
+    job as last read, rather than being watched for nobody until its deadline."""
     if not 0.0 <= seconds <= MAX_WAIT_SECONDS:  # also false for NaN
         seconds = MAX_WAIT_SECONDS if seconds > 0 else 0.0
+    if client_gone is None:
+        return await _wait(pool, watcher, client_id, job, seconds)
+    waiting = asyncio.ensure_future(_wait(pool, watcher, client_id, job, seconds))
+    gone = asyncio.ensure_future(client_gone)
+    try:
+        await asyncio.wait((waiting, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        waiting.cancel()  # nothing when it has finished
+    return waiting.result() if waiting.done() else job
+
+
+async def _wait(
+    pool: Pool, watcher: JobWatcher, client_id: uuid.UUID, job: asyncpg.Record, seconds: float
+) -> asyncpg.Record:
     deadline = time.monotonic() + seconds
-    async with watcher.watch(job["id"]) as changed:
+    async with watcher.watch(job["id"], job["status"]) as watch:
         while not JobStatus(job["status"]).is_terminal:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=left)
-            changed.clear()
+                await asyncio.wait_for(watch.changed.wait(), timeout=left)
+            if watch.holds_current(within=STALE_AFTER_SECONDS):
+                continue  # the deadline, with nothing new: the loop ends
+            watch.changed.clear()
             job = await repository.get(pool, client_id, job["id"]) or job
     return job

@@ -68,7 +68,8 @@ async def open_job_stream(
     """The client's job's event stream, resumed after `last_event_id`. Raises before the
     stream starts, so a wrong id is a problem+json answer and not a broken stream."""
     job_id = ids.decode(JOB_ID_PREFIX, public_job_id)
-    if job_id is None or await jobs.get_status(pool, client_id, job_id) is None:
+    status = None if job_id is None else await jobs.get_status(pool, client_id, job_id)
+    if job_id is None or status is None:
         raise NotFound(f"No job {public_job_id!r}.")
     after = history.START
     if last_event_id:
@@ -79,7 +80,7 @@ async def open_job_stream(
         after, seen_type = seen
         if seen_type in TERMINAL_EVENT_TYPES:
             return _ended()
-    return job_events(pool, job_id, after, stopping=stopping, watcher=watcher)
+    return job_events(pool, job_id, after, stopping=stopping, watcher=watcher, status=status)
 
 
 async def _ended() -> AsyncIterator[bytes]:
@@ -93,12 +94,18 @@ async def job_events(
     *,
     stopping: Callable[[], bool],
     watcher: JobWatcher,
+    status: str | None = None,
 ) -> AsyncIterator[bytes]:
     """Frames of the job's events after `after`, until its terminal event. The stream reads
-    only when the process's one poller says the job moved, and sends heartbeats meanwhile."""
+    only when the process's one poller says the job moved, and sends heartbeats meanwhile.
+
+    `status`: the job's status read before this began. Every event comes with a change of
+    status, so the watcher wakes the stream only when the job's differs from it, not "in case"
+    at its first poll: the read below, made after the watch began, misses nothing before."""
     yield RETRY
     last_write = time.monotonic()
-    async with watcher.watch(job_id) as changed:
+    async with watcher.watch(job_id, status) as watch:
+        changed = watch.changed
         while True:
             changed.clear()  # before the read: a change after it wakes the wait below
             try:

@@ -51,7 +51,7 @@ WAKE_WAIT_S = 30
 STATS_FLUSH_S = 11.0
 
 WATCH_PHASES: list[tuple[str, str]] = [
-    ("job watcher's poll", r"^select id, updated_at from jobs where id = any"),
+    ("job watcher's poll", r"^select id, (status, )?updated_at from jobs where id = any"),
     ("stream reads", r"^select id, type, payload, created_at from events where job_id"),
     ("stream opens", r"^select status from jobs where id = \$1 and client_id = \$2$"),
     ("waits' reads of their job", r"^select .* from jobs where id = \$1 and client_id = \$2$"),

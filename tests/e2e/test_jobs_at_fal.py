@@ -283,6 +283,38 @@ async def test_prefer_wait_gives_up_after_n_seconds(make_stack: StackFactory) ->
         assert 0.9 < took < 3
 
 
+async def test_a_wait_whose_client_went_away_is_no_longer_watched(
+    make_stack: StackFactory,
+) -> None:
+    fal = FakeFalConfig(queue_latency=30)
+    async with make_stack(fal=fal) as stack:
+        watcher = stack.app.state.runtime.watcher
+        body = orjson.dumps({"input": {"prompt": "p"}})
+        port = int(stack.service_url.rsplit(":", 1)[1])
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            (
+                "POST /v1/jobs HTTP/1.1\r\nHost: falrelay.test\r\n"
+                f"Authorization: {stack.api.headers['Authorization']}\r\n"
+                "Prefer: wait=30\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body
+        )
+        await writer.drain()
+        deadline = time.monotonic() + 10
+        while (job_id := await stack.pool.fetchval("SELECT id FROM jobs")) is None or (
+            not watcher.watching(job_id)
+        ):
+            assert time.monotonic() < deadline, "the wait never began"
+            await asyncio.sleep(0.05)
+        writer.close()  # the client goes away mid-wait
+        deadline = time.monotonic() + 5
+        while watcher.watching(job_id):
+            assert time.monotonic() < deadline, "the wait of a departed client is still watched"
+            await asyncio.sleep(0.05)
+
+
 def test_the_wait_preference_is_read_as_rfc_7240_says() -> None:
     from app.jobs.service import wait_seconds
 
