@@ -51,8 +51,8 @@ class Client(CreatedAtMixin, Base):
     monthly_budget_usd: Mapped[Decimal | None] = mapped_column(Numeric(14, 4))
     # A client's share of contended capacity relative to the others (fair share).
     weight: Mapped[int] = mapped_column(Integer, server_default="1", nullable=False)
-    # Its jobs in `queued`, kept by triggers on jobs (migration 0015): the queued-jobs cap
-    # reads this, not a count.
+    # Its jobs in `queued`: a job's intake adds one as it checks the cap (one statement,
+    # migration 0016), triggers on jobs take it back as a job leaves `queued` (migration 0015).
     queued_jobs: Mapped[int] = mapped_column(Integer, server_default="0", nullable=False)
 
     __table_args__ = (

@@ -16,18 +16,25 @@ SELECT_BUDGET = """
 SELECT COALESCE(monthly_budget_usd, $2::numeric) FROM clients WHERE id = $1
 """
 
+
 # The reservation, as one compare-and-set on the client's month: the row is locked by the
 # upsert, and the WHERE of DO UPDATE sees its latest committed figures, so creates racing for
 # the last dollar are decided one after the other and none can overspend. A first job of the
-# month inserts the row only if its estimate alone fits. No row back: refused.
-RESERVE = """
-INSERT INTO client_spend AS s (client_id, month, reserved_usd)
-SELECT $1, $2, $3::numeric WHERE $4::numeric IS NULL OR $3::numeric <= $4::numeric
-ON CONFLICT (client_id, month) DO UPDATE
-SET reserved_usd = s.reserved_usd + EXCLUDED.reserved_usd, updated_at = now()
-WHERE $4::numeric IS NULL OR s.spent_usd + s.reserved_usd + EXCLUDED.reserved_usd <= $4::numeric
-RETURNING s.reserved_usd, s.spent_usd
-"""
+# month inserts the row only if its estimate alone fits. No row back: refused. It runs as a
+# step of the job's intake statement (app.jobs.repository.INTAKE), which names its inputs:
+# the client, the amount, the budget (NULL: unlimited) and the rows it depends on (`source`).
+# The month is the UTC month of now(), the instant the job's created_at defaults to.
+def reserve_step(*, client: str, amount: str, budget: str, source: str) -> str:
+    return f"""
+    INSERT INTO client_spend AS s (client_id, month, reserved_usd)
+    SELECT {client}, (date_trunc('month', now() AT TIME ZONE 'UTC'))::date, {amount}
+    FROM {source} WHERE {budget} IS NULL OR {amount} <= {budget}
+    ON CONFLICT (client_id, month) DO UPDATE
+    SET reserved_usd = s.reserved_usd + EXCLUDED.reserved_usd, updated_at = now()
+    WHERE {budget} IS NULL OR s.spent_usd + s.reserved_usd + EXCLUDED.reserved_usd <= {budget}
+    RETURNING true AS ok
+    """
+
 
 SELECT_MONTH = """
 SELECT reserved_usd, spent_usd FROM client_spend WHERE client_id = $1 AND month = $2
@@ -70,12 +77,6 @@ async def budget(
 ) -> Decimal | None:
     value: Decimal | None = await conn.fetchval(SELECT_BUDGET, client_id, default)
     return value
-
-
-async def reserve(
-    conn: Connection, client_id: uuid.UUID, month: date, amount: Decimal, budget: Decimal | None
-) -> bool:
-    return await conn.fetchrow(RESERVE, client_id, month, amount, budget) is not None
 
 
 async def month_figures(

@@ -1,6 +1,7 @@
 """Reservations and settlement against a client's monthly budget.
 
-A job reserves its estimated cost when it is created, in the same transaction as its row; it
+A job reserves its estimated cost when it is created, in the same statement as its row
+(app.jobs.repository.INTAKE); it
 settles when it reaches a terminal state, in the same transaction as that compare-and-set, so
 each job settles exactly once. The month is the job's `created_at` month in UTC.
 """
@@ -71,23 +72,24 @@ async def monthly_budget(
     return await repository.budget(conn, client_id, default)
 
 
-async def reserve(
-    conn: Connection,
-    client_id: uuid.UUID,
-    created_at: datetime,
-    amount: Decimal,
-    *,
-    default_budget: Decimal | None,
-) -> None:
-    """Reserve `amount` in the job's month, or raise BudgetExceeded (the caller's transaction
-    must then roll back, so the job is not stored either)."""
-    month = month_of(created_at)
-    budget = await repository.budget(conn, client_id, default_budget)
-    if await repository.reserve(conn, client_id, month, amount, budget):
-        return
+def reservation_step(*, client: str, amount: str, budget: str, source: str) -> str:
+    """The reservation of a job's estimate, as a step (a CTE body) of the job's intake
+    statement: this package's compare-and-set on the client's month, which another package's
+    statement runs but does not restate. The arguments are SQL expressions of that statement;
+    the step returns one row (`ok`) when the estimate fits, none when it does not."""
+    return repository.reserve_step(client=client, amount=amount, budget=budget, source=source)
+
+
+async def budget_exceeded(
+    pool: Pool, client_id: uuid.UUID, amount: Decimal, *, default_budget: Decimal | None
+) -> BudgetExceeded:
+    """The refusal of a job whose estimate `amount` did not fit this month's budget (the
+    reservation is part of the job's intake statement, app.jobs.repository.INTAKE), with the
+    month's figures as they stand now."""
+    budget = await repository.budget(pool, client_id, default_budget)
     assert budget is not None  # an unlimited budget never refuses
-    reserved, spent = await repository.month_figures(conn, client_id, month)
-    raise BudgetExceeded(budget=budget, spent=spent, reserved=reserved, estimate=amount)
+    reserved, spent = await repository.month_figures(pool, client_id, month_of(datetime.now(UTC)))
+    return BudgetExceeded(budget=budget, spent=spent, reserved=reserved, estimate=amount)
 
 
 async def settle(

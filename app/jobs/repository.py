@@ -10,7 +10,8 @@ from typing import Any
 
 import asyncpg
 
-from app.db.pool import Connection, Pool
+from app.billing import service as billing
+from app.db.pool import Pool
 from app.jobs.models import PRIORITIES
 
 JOB_COLUMNS = (
@@ -18,23 +19,43 @@ JOB_COLUMNS = (
     "priority, start_timeout, created_at, submitted_at, started_at, completed_at, files"
 )
 
-INSERT_JOB = f"""
+# A job's intake, in one statement and so one implicit transaction: no BEGIN or COMMIT round
+# trips, and the client's row is locked only while Postgres runs it.
+#  1. The queued-jobs cap ($14, NULL: none) as a conditional increment of the client's count
+#     (the counter of migration 0015; the jobs' insert trigger no longer adds to it). Creates of
+#     one client take turns on that row, and each re-checks the count its predecessor left.
+#     No row: the queue is full, and nothing was written.
+#  2. The reservation against the month's budget (the client's own, else $15; NULL: unlimited),
+#     app.billing's compare-and-set on the client's month.
+#  3. The job, only with both. When the budget refused after the cap counted the job,
+#     intake_refused raises (migration 0016) and the increment rolls back with the statement.
+#     An Idempotency-Key taken meanwhile (two first requests at once) is a unique violation,
+#     which rolls back the increment and the reservation the same way; the second request waits
+#     on the first's clients row, so it finds the first job committed.
+INTAKE = f"""
+WITH counted AS (
+    UPDATE clients SET queued_jobs = queued_jobs + 1
+    WHERE id = $2 AND ($14::int IS NULL OR queued_jobs < $14::int)
+    RETURNING COALESCE(monthly_budget_usd, $15::numeric) AS budget
+), reserved AS ({
+    billing.reservation_step(
+        client="$2", amount="$7::numeric", budget="(SELECT budget FROM counted)", source="counted"
+    )
+})
 INSERT INTO jobs (id, client_id, model, input, metadata, callback_url, estimated_cost_usd,
-                  priority, start_timeout, unit_price_usd, trace_context)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                  priority, start_timeout, unit_price_usd, trace_context, idempotency_key,
+                  request_fingerprint)
+SELECT $1, $2, $3, $4, $5, $6,
+       CASE WHEN (SELECT ok FROM reserved) THEN $7::numeric
+            ELSE intake_refused('budget') END,
+       $8, $9, $10, $11, $12, $13
+FROM counted
 RETURNING {JOB_COLUMNS}
 """
 
-# A concurrent duplicate waits on the unique index for the first insert to commit, then finds
-# the conflict: two requests with one key never make two jobs.
-INSERT_JOB_IDEMPOTENT = f"""
-INSERT INTO jobs (id, client_id, model, input, metadata, callback_url,
-                  idempotency_key, request_fingerprint, estimated_cost_usd, priority, start_timeout,
-                  unit_price_usd, trace_context)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-ON CONFLICT (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING {JOB_COLUMNS}
-"""
+# The statement's refusal when the budget does not fit (SQLSTATE of intake_refused).
+INTAKE_REFUSED = "FR001"
+IDEMPOTENCY_INDEX = "uq_jobs_client_idempotency_key"
 
 SELECT_BY_IDEMPOTENCY_KEY = f"""
 SELECT {JOB_COLUMNS}, request_fingerprint FROM jobs
@@ -42,11 +63,6 @@ WHERE client_id = $1 AND idempotency_key = $2
 """
 
 SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND client_id = $2"
-
-# The queued-jobs cap. Creates of one client take turns on its clients row (FOR NO KEY UPDATE:
-# the jobs' foreign-key checks take KEY SHARE, which it does not block), where triggers keep its
-# count of queued jobs (migration 0015): the check is one indexed row, however deep the queue.
-QUEUED_JOBS_LOCKED = "SELECT queued_jobs FROM clients WHERE id = $1 FOR NO KEY UPDATE"
 
 SELECT_STATUS = "SELECT status FROM jobs WHERE id = $1 AND client_id = $2"
 
@@ -69,45 +85,52 @@ class NewJob:
     trace_context: str | None = None
 
 
-async def insert(conn: Pool | Connection, job: NewJob) -> asyncpg.Record:
-    row = await conn.fetchrow(
-        INSERT_JOB,
-        job.id,
-        job.client_id,
-        job.model,
-        job.input,
-        job.metadata,
-        job.callback_url,
-        job.estimated_cost_usd,
-        job.priority,
-        job.start_timeout,
-        job.unit_price_usd,
-        job.trace_context,
-    )
-    assert row is not None
-    return row
+class BudgetRefused(Exception):
+    """The job's estimate did not fit the month's budget; nothing was stored."""
 
 
-async def insert_idempotent(
-    conn: Pool | Connection, job: NewJob, *, key: str, fingerprint: bytes
+class KeyTaken(Exception):
+    """Another request stored a job with this Idempotency-Key first; nothing was stored."""
+
+
+async def intake(
+    pool: Pool,
+    job: NewJob,
+    *,
+    key: str | None,
+    fingerprint: bytes | None,
+    max_queued_jobs: int | None,
+    default_budget: Decimal | None,
 ) -> asyncpg.Record | None:
-    """The new row, or None when the client already used `key`."""
-    return await conn.fetchrow(
-        INSERT_JOB_IDEMPOTENT,
-        job.id,
-        job.client_id,
-        job.model,
-        job.input,
-        job.metadata,
-        job.callback_url,
-        key,
-        fingerprint,
-        job.estimated_cost_usd,
-        job.priority,
-        job.start_timeout,
-        job.unit_price_usd,
-        job.trace_context,
-    )
+    """The stored job, or None when the client's queue is full (nothing stored). Raises
+    BudgetRefused or KeyTaken, each having stored nothing either."""
+    try:
+        return await pool.fetchrow(
+            INTAKE,
+            job.id,
+            job.client_id,
+            job.model,
+            job.input,
+            job.metadata,
+            job.callback_url,
+            job.estimated_cost_usd,
+            job.priority,
+            job.start_timeout,
+            job.unit_price_usd,
+            job.trace_context,
+            key,
+            fingerprint,
+            max_queued_jobs,
+            default_budget,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != IDEMPOTENCY_INDEX:
+            raise
+        raise KeyTaken from None
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate != INTAKE_REFUSED:
+            raise
+        raise BudgetRefused from None
 
 
 COUNT_UNFINISHED = """
@@ -121,13 +144,6 @@ async def count_unfinished(pool: Pool, client_id: uuid.UUID) -> dict[str, int]:
     """The client's unfinished jobs by status (queued, submitted, running)."""
     rows = await pool.fetch(COUNT_UNFINISHED, client_id)
     return {row["status"]: row["jobs"] for row in rows}
-
-
-async def queue_has_room(conn: Connection, client_id: uuid.UUID, cap: int) -> bool:
-    """Whether one more queued job fits under `cap`; holds the client's turn until the caller's
-    transaction ends, so concurrent creates cannot all see the last free place."""
-    queued: int = await conn.fetchval(QUEUED_JOBS_LOCKED, client_id)
-    return queued < cap
 
 
 async def find_by_idempotency_key(

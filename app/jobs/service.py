@@ -23,6 +23,7 @@ from app.catalog import CATALOG, InputInvalid
 from app.db.pool import Pool
 from app.db.wakeup import Wakeup
 from app.errors import (
+    AppError,
     Conflict,
     NotFound,
     ServiceUnavailable,
@@ -213,7 +214,7 @@ async def create_job(
     storage: FalStorage | None = None,
     files: FileLimits = FileLimits(),
 ) -> Created:
-    """Store the job and reserve its estimated cost, in one transaction: a job the budget
+    """Store the job and reserve its estimated cost, in one statement: a job the budget
     refuses (BudgetExceeded) is not stored. `default_budget` is the monthly budget of clients
     that have none of their own (None: unlimited). With `max_queued_jobs` queued already, a
     new job is refused (QueuedJobsLimitReached); a replay of an accepted one is not."""
@@ -222,52 +223,61 @@ async def create_job(
     )
     job = prepared.job
     fingerprint = None if idempotency_key is None else _fingerprint(job, prepared.fingerprint_input)
+    if idempotency_key is not None:
+        # A replay is looked up first: it costs one indexed read, not an intake (nor uploads).
+        existing = await repository.find_by_idempotency_key(pool, client_id, idempotency_key)
+        if existing is not None:
+            return _replay(existing, fingerprint)
     if prepared.uploads:
-        # Before the transaction: no HTTP while it is open. A failed upload stores nothing.
+        # Before the intake: no HTTP while a transaction is open. A failed upload stores nothing.
         if storage is None:
             raise file_inputs.FileStorageUnavailable("No fal storage is configured for uploads.")
         await file_inputs.upload(storage, job.input, prepared.uploads)
-    async with pool.acquire() as conn, conn.transaction():
-        row: asyncpg.Record | None = None
-        full = max_queued_jobs is not None and not await repository.queue_has_room(
-            conn, client_id, max_queued_jobs
+    refusal: AppError | None = None
+    try:
+        row = await repository.intake(
+            pool,
+            job,
+            key=idempotency_key,
+            fingerprint=fingerprint,
+            max_queued_jobs=max_queued_jobs,
+            default_budget=default_budget,
         )
-        if full:
-            pass  # nothing is stored; a replay of an accepted job is still answered below
-        elif idempotency_key is None or fingerprint is None:
-            row = await repository.insert(conn, job)
-        else:
-            row = await repository.insert_idempotent(
-                conn, job, key=idempotency_key, fingerprint=fingerprint
+    except repository.KeyTaken:
+        row = None
+    except repository.BudgetRefused:
+        row = None
+        refusal = await billing.budget_exceeded(
+            pool, client_id, job.estimated_cost_usd, default_budget=default_budget
+        )
+    else:
+        if row is None:
+            refusal = QueuedJobsLimitReached(
+                f"{max_queued_jobs} of this client's jobs are queued already, its limit; "
+                "create more once some have been submitted to fal."
             )
-        if row is not None:
-            # After the insert, so that the ledger row is locked only until the commit.
-            await billing.reserve(
-                conn,
-                client_id,
-                row["created_at"],
-                job.estimated_cost_usd,
-                default_budget=default_budget,
-            )
-            return Created(row, created=True)
+    if row is not None:
+        return Created(row, created=True)
 
-    # A replay of an earlier request: it reserved when it was accepted, so it is never refused.
+    # Nothing was stored. A request whose key another one used first (meanwhile) replays that
+    # job: it reserved when it was accepted, so a replay is never refused.
     existing = (
         None
         if idempotency_key is None
         else await repository.find_by_idempotency_key(pool, client_id, idempotency_key)
     )
-    if existing is None and full:
-        raise QueuedJobsLimitReached(
-            f"{max_queued_jobs} of this client's jobs are queued already, its limit; "
-            "create more once some have been submitted to fal."
-        )
-    if existing is None:
-        # The conflicting row is not visible yet; an autocommit insert makes this all but
-        # impossible, but the client's retry is the right answer if it happens.
-        raise IdempotencyKeyInFlight(
-            "A request with this Idempotency-Key is still being processed; retry shortly."
-        )
+    if existing is not None:
+        return _replay(existing, fingerprint)
+    if refusal is not None:
+        raise refusal
+    # The conflicting row is not visible yet: all but impossible, as the statement that found
+    # it waited for its commit, but the client's retry is the right answer if it happens.
+    raise IdempotencyKeyInFlight(
+        "A request with this Idempotency-Key is still being processed; retry shortly."
+    )
+
+
+def _replay(existing: asyncpg.Record, fingerprint: bytes | None) -> Created:
     if existing["request_fingerprint"] != fingerprint:
         raise IdempotencyKeyReused(
             "This Idempotency-Key was used with a different request body; "

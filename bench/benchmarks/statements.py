@@ -65,6 +65,8 @@ SETTLE_S = 11.0
 # Patterns are matched against the normalised text, lower-cased.
 PHASES: list[tuple[str, str]] = [
     ("transaction control", r"^(begin|commit|rollback)\b"),
+    # The intake statement counts the job itself (its first step is the queued-jobs increment).
+    ("intake", r"^with counted as \( update clients set queued_jobs"),
     ("triggers and foreign keys", r"for key share of x|queued_jobs = queued_jobs"),
     # asyncpg's type introspection on a new connection (it turns JIT off around it).
     (

@@ -39,3 +39,18 @@ async def test_the_kept_count_follows_every_way_in_and_out_of_queued(
         await conn.execute("DELETE FROM jobs WHERE id = $1", ids[3])
         await transaction.rollback()
     assert await _counted(pool, tenant) == (2, 2)
+
+
+async def test_refusals_and_replays_leave_the_count_as_it_was(tenant: Tenant, pool: Pool) -> None:
+    """Intake counts a job before its budget is checked: a refusal must take that back."""
+    headers = {"Idempotency-Key": "counted-once"}
+    first = await tenant.http.post("/v1/jobs", json={"input": {"prompt": "fox"}}, headers=headers)
+    assert first.status_code == 201, first.text
+    await pool.execute("UPDATE clients SET monthly_budget_usd = 0 WHERE id = $1", tenant.client_id)
+    refused = await tenant.http.post("/v1/jobs", json={"input": {"prompt": "wolf"}})
+    assert refused.status_code == 402, refused.text
+    replayed = await tenant.http.post(
+        "/v1/jobs", json={"input": {"prompt": "fox"}}, headers=headers
+    )
+    assert replayed.status_code == 200, replayed.text
+    assert await _counted(pool, tenant) == (1, 1)
