@@ -294,10 +294,6 @@ async def get_job(pool: Pool, client_id: uuid.UUID, public_id: str) -> asyncpg.R
     return row
 
 
-async def job_exists(pool: Pool, client_id: uuid.UUID, job_id: uuid.UUID) -> bool:
-    return await repository.get_status(pool, client_id, job_id) is not None
-
-
 async def count_unfinished(pool: Pool, client_id: uuid.UUID) -> dict[str, int]:
     """The client's unfinished jobs by status (queued, submitted, running)."""
     return await repository.count_unfinished(pool, client_id)
