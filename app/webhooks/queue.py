@@ -96,7 +96,11 @@ picked AS (
 claimed AS (
     UPDATE deliveries
     SET locked_until = now() + make_interval(secs => $2), attempt_count = attempt_count + 1
-    WHERE id IN (SELECT id FROM picked) AND status = 'pending'
+    -- = ANY(ARRAY(...)), not IN (SELECT ...), and the status as a subquery: either way the
+    -- planner reads every pending row (the partial index ix_deliveries_client_due, or a hash
+    -- join against the picks). Measured in the fan-out benchmark: 32.8 ms a claim with 20,000
+    -- pending; by primary key it costs what the picks do.
+    WHERE id = ANY(ARRAY(SELECT id FROM picked)) AND status = (SELECT 'pending'::text)
       AND (locked_until IS NULL OR locked_until <= now())
     RETURNING id, client_id, event_id, endpoint_id, url, attempt_count
 )
