@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -51,9 +52,10 @@ class Client(CreatedAtMixin, Base):
     monthly_budget_usd: Mapped[Decimal | None] = mapped_column(Numeric(14, 4))
     # A client's share of contended capacity relative to the others (fair share).
     weight: Mapped[int] = mapped_column(Integer, server_default="1", nullable=False)
-    # Its jobs in `queued`: a job's intake adds one as it checks the cap (one statement,
-    # migration 0016), triggers on jobs take it back as a job leaves `queued` (migration 0015).
-    queued_jobs: Mapped[int] = mapped_column(Integer, server_default="0", nullable=False)
+    # Jobs that entered `queued`: a job's intake adds one as it checks the cap (one statement,
+    # migration 0016). Its queued jobs are these less its exits, kept apart so that its
+    # submissions do not all update this row (app.jobs.models.ClientQueueExit, migration 0017).
+    queue_entries: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
 
     __table_args__ = (
         CheckConstraint("requests_per_second > 0", name="requests_per_second_positive"),

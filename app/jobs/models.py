@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     DateTime,
     Double,
@@ -186,3 +187,18 @@ class Job(CreatedAtMixin, Base):
             postgresql_where=text("mirror_retry_at IS NOT NULL"),
         ),
     )
+
+
+class ClientQueueExit(Base):
+    """Jobs that left `queued`, per client, counted on the shard of the database session that
+    moved them (a trigger on jobs, migration 0017): concurrent submissions of one client write
+    different rows, not its one clients row. A client's queued jobs are its
+    `clients.queue_entries` less the sum of its shards (app.jobs.repository.INTAKE)."""
+
+    __tablename__ = "client_queue_exits"
+
+    client_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True
+    )
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    exits: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")

@@ -21,9 +21,11 @@ JOB_COLUMNS = (
 
 # A job's intake, in one statement and so one implicit transaction: no BEGIN or COMMIT round
 # trips, and the client's row is locked only while Postgres runs it.
-#  1. The queued-jobs cap ($14, NULL: none) as a conditional increment of the client's count
-#     (the counter of migration 0015; the jobs' insert trigger no longer adds to it). Creates of
-#     one client take turns on that row, and each re-checks the count its predecessor left.
+#  1. The queued-jobs cap ($14, NULL: none) as a conditional increment of the client's
+#     entries (its queued jobs are its entries less its exits, migration 0017). Creates of one
+#     client take turns on that row, and each re-checks the entries its predecessor left. The
+#     exits are read in the statement's snapshot: one committed meanwhile is missed, which can
+#     only over-count what is queued, so the cap is never exceeded, only met a moment early.
 #     No row: the queue is full, and nothing was written.
 #  2. The reservation against the month's budget (the client's own, else $15; NULL: unlimited),
 #     app.billing's compare-and-set on the client's month.
@@ -34,8 +36,10 @@ JOB_COLUMNS = (
 #     on the first's clients row, so it finds the first job committed.
 INTAKE = f"""
 WITH counted AS (
-    UPDATE clients SET queued_jobs = queued_jobs + 1
-    WHERE id = $2 AND ($14::int IS NULL OR queued_jobs < $14::int)
+    UPDATE clients SET queue_entries = queue_entries + 1
+    WHERE id = $2 AND ($14::int IS NULL OR queue_entries - (
+        SELECT COALESCE(sum(exits), 0) FROM client_queue_exits WHERE client_id = $2
+    ) < $14::int)
     RETURNING COALESCE(monthly_budget_usd, $15::numeric) AS budget
 ), reserved AS ({
     billing.reservation_step(

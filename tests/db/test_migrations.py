@@ -24,6 +24,7 @@ TABLES = {
     "client_spend",
     "models",
     "file_deletions",
+    "client_queue_exits",
 }
 
 

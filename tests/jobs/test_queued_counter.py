@@ -1,13 +1,22 @@
-"""Each client's count of queued jobs, kept by triggers, stays the true count."""
+"""Each client's count of queued jobs, kept as entries (intake) less exits (triggers), stays the
+true count."""
 
 from __future__ import annotations
 
-from app.db.pool import Pool
+from typing import Any
+
+import asyncpg
+
+from app.db.pool import Pool, asyncpg_dsn
 from tests.support import Tenant, job_uuid
 
 
 async def _counted(pool: Pool, tenant: Tenant) -> tuple[int, int]:
-    kept = await pool.fetchval("SELECT queued_jobs FROM clients WHERE id = $1", tenant.client_id)
+    kept = await pool.fetchval(
+        "SELECT queue_entries - (SELECT COALESCE(sum(exits), 0) FROM client_queue_exits "
+        "WHERE client_id = $1) FROM clients WHERE id = $1",
+        tenant.client_id,
+    )
     true = await pool.fetchval(
         "SELECT count(*) FROM jobs WHERE client_id = $1 AND status = 'queued'", tenant.client_id
     )
@@ -54,3 +63,46 @@ async def test_refusals_and_replays_leave_the_count_as_it_was(tenant: Tenant, po
     )
     assert replayed.status_code == 200, replayed.text
     assert await _counted(pool, tenant) == (1, 1)
+
+
+async def test_exits_land_on_the_shard_of_the_session_that_moved_the_job(
+    tenant: Tenant, pool: Pool, database_url: str
+) -> None:
+    """Two sessions moving a client's jobs out of `queued` at once write rows of their own, so
+    neither waits for the other's commit; the count still comes out true."""
+    ids = []
+    for n in range(4):
+        created = await tenant.http.post("/v1/jobs", json={"input": {"prompt": f"fox {n}"}})
+        assert created.status_code == 201, created.text
+        ids.append(job_uuid(created.json()["id"]))
+    # Two sessions on different shards (pids are the server's: open until two differ).
+    sessions: list[asyncpg.Connection[Any]] = []
+    try:
+        while len({pid % 16 for pid in [s.get_server_pid() for s in sessions]}) < 2:
+            sessions.append(await asyncpg.connect(asyncpg_dsn(database_url)))
+        by_shard = {s.get_server_pid() % 16: s for s in sessions}
+        first, second = list(by_shard.values())[:2]
+        pids = [first.get_server_pid(), second.get_server_pid()]
+        moving = [first.transaction(), second.transaction()]
+        for conn, transaction, job_id in zip((first, second), moving, ids, strict=False):
+            await transaction.start()
+            # With the clients row as the counter, the second would wait here for the first.
+            await conn.execute(
+                "UPDATE jobs SET status = 'submitted' WHERE id = $1", job_id, timeout=5
+            )
+        for transaction in moving:
+            await transaction.commit()
+    finally:
+        for session in sessions:
+            await session.close()
+    shards = await pool.fetch(
+        "SELECT shard, exits FROM client_queue_exits WHERE client_id = $1 ORDER BY shard",
+        tenant.client_id,
+    )
+    assert {row["shard"]: row["exits"] for row in shards} == {pid % 16: 1 for pid in pids}
+    assert await _counted(pool, tenant) == (2, 2)
+    # Entries never fall on the way out: 4 came in.
+    assert (
+        await pool.fetchval("SELECT queue_entries FROM clients WHERE id = $1", tenant.client_id)
+        == 4
+    )
