@@ -4,7 +4,7 @@ import uuid
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import Date, DateTime, ForeignKey, Numeric, func, text
+from sqlalchemy import Date, DateTime, ForeignKey, Numeric, SmallInteger, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base
@@ -12,8 +12,10 @@ from app.db.base import Base
 
 class ClientSpend(Base):
     """A client's month, in UTC (a job counts in the month it was created): what its unfinished
-    jobs reserve and what its finished ones cost. One row is the lock every reservation of that
-    client and month takes, so the budget check and the reservation are one compare-and-set."""
+    jobs reserve and what its finished ones cost, as the sums of its rows. Shard 0 is the lock
+    every reservation of that client and month takes, so the budget check and the reservation
+    are one compare-and-set; jobs settled at their booked cost add to shards 1-16, one per
+    database session, so that finishing jobs do not wait for each other (migration 0018)."""
 
     __tablename__ = "client_spend"
 
@@ -21,6 +23,7 @@ class ClientSpend(Base):
         ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True
     )
     month: Mapped[date] = mapped_column(Date, primary_key=True)  # its first day
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True, server_default="0")
     reserved_usd: Mapped[Decimal] = mapped_column(
         Numeric(14, 6), nullable=False, server_default=text("0")
     )

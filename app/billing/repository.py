@@ -17,36 +17,44 @@ SELECT COALESCE(monthly_budget_usd, $2::numeric) FROM clients WHERE id = $1
 """
 
 
-# The reservation, as one compare-and-set on the client's month: the row is locked by the
+# The reservation, as one compare-and-set on the client's month: its row 0 is locked by the
 # upsert, and the WHERE of DO UPDATE sees its latest committed figures, so creates racing for
-# the last dollar are decided one after the other and none can overspend. A first job of the
-# month inserts the row only if its estimate alone fits. No row back: refused. It runs as a
-# step of the job's intake statement (app.jobs.repository.INTAKE), which names its inputs:
+# the last dollar are decided one after the other and none can overspend. The settle shards
+# (1-16, see SETTLING) are read in the statement's snapshot: each only lowers what the month
+# used, so one committed meanwhile and missed makes the check stricter, never looser. A first
+# job of the month inserts row 0 only if its estimate alone fits. No row back: refused. It runs
+# as a step of the job's intake statement (app.jobs.repository.INTAKE), which names its inputs:
 # the client, the amount, the budget (NULL: unlimited) and the rows it depends on (`source`).
 # The month is the UTC month of now(), the instant the job's created_at defaults to.
 def reserve_step(*, client: str, amount: str, budget: str, source: str) -> str:
     return f"""
-    INSERT INTO client_spend AS s (client_id, month, reserved_usd)
-    SELECT {client}, (date_trunc('month', now() AT TIME ZONE 'UTC'))::date, {amount}
+    INSERT INTO client_spend AS s (client_id, month, shard, reserved_usd)
+    SELECT {client}, (date_trunc('month', now() AT TIME ZONE 'UTC'))::date, 0, {amount}
     FROM {source} WHERE {budget} IS NULL OR {amount} <= {budget}
-    ON CONFLICT (client_id, month) DO UPDATE
+    ON CONFLICT (client_id, month, shard) DO UPDATE
     SET reserved_usd = s.reserved_usd + EXCLUDED.reserved_usd, updated_at = now()
-    WHERE {budget} IS NULL OR s.spent_usd + s.reserved_usd + EXCLUDED.reserved_usd <= {budget}
+    WHERE {budget} IS NULL OR s.spent_usd + s.reserved_usd + EXCLUDED.reserved_usd + (
+        SELECT COALESCE(sum(o.spent_usd + o.reserved_usd), 0) FROM client_spend o
+        WHERE o.client_id = s.client_id AND o.month = s.month AND o.shard <> 0
+    ) <= {budget}
     RETURNING true AS ok
     """
 
 
 SELECT_MONTH = """
-SELECT reserved_usd, spent_usd FROM client_spend WHERE client_id = $1 AND month = $2
+SELECT sum(reserved_usd) AS reserved_usd, sum(spent_usd) AS spent_usd FROM client_spend
+WHERE client_id = $1 AND month = $2
+HAVING count(*) > 0
 """
 
-# A finished job: its estimate leaves `reserved`, its cost (0 when it failed or was canceled)
-# joins `spent`. An upsert only for jobs stored before reservations existed (no row, nothing
+# A finished job with what fal billed: its estimate leaves `reserved`, its cost joins `spent`,
+# on row 0, as that cost may exceed the estimate (and so must be seen by every reservation
+# after it). An upsert only for jobs stored before reservations existed (no row, nothing
 # reserved).
 SETTLE = """
-INSERT INTO client_spend AS s (client_id, month, reserved_usd, spent_usd)
-VALUES ($1, $2, 0, $4)
-ON CONFLICT (client_id, month) DO UPDATE
+INSERT INTO client_spend AS s (client_id, month, shard, reserved_usd, spent_usd)
+VALUES ($1, $2, 0, 0, $4)
+ON CONFLICT (client_id, month, shard) DO UPDATE
 SET reserved_usd = s.reserved_usd - $3::numeric, spent_usd = s.spent_usd + $4::numeric,
     updated_at = now()
 RETURNING (SELECT name FROM clients WHERE id = $1)
@@ -55,17 +63,21 @@ RETURNING (SELECT name FROM clients WHERE id = $1)
 
 def settling(transition: str) -> str:
     """`transition` (a terminal compare-and-set returning the job's row) with the job's settle in
-    the same statement: SETTLE's upsert, fed by the row the compare-and-set returned, so it runs
-    exactly when the transition does. The row comes back with `client_name` (the metrics')."""
+    the same statement, fed by the row the compare-and-set returned, so it runs exactly when the
+    transition does. Its cost is the one the transition booked (the estimate, or 0): never more
+    than it releases, so it goes on the session's own shard (migration 0018), where finishing
+    jobs of one client do not wait for each other. The row comes back with `client_name` (the
+    metrics')."""
     return f"""
 WITH moved AS (
 {transition.strip()}
 ), spend AS (
-    INSERT INTO client_spend AS s (client_id, month, reserved_usd, spent_usd)
-    SELECT client_id, date_trunc('month', created_at AT TIME ZONE 'UTC')::date, 0, cost_usd
+    INSERT INTO client_spend AS s (client_id, month, shard, reserved_usd, spent_usd)
+    SELECT client_id, date_trunc('month', created_at AT TIME ZONE 'UTC')::date,
+           1 + pg_backend_pid() % 16, -estimated_cost_usd, cost_usd
     FROM moved
-    ON CONFLICT (client_id, month) DO UPDATE
-    SET reserved_usd = s.reserved_usd - (SELECT estimated_cost_usd FROM moved),
+    ON CONFLICT (client_id, month, shard) DO UPDATE
+    SET reserved_usd = s.reserved_usd + EXCLUDED.reserved_usd,
         spent_usd = s.spent_usd + EXCLUDED.spent_usd, updated_at = now()
 )
 SELECT moved.*, (SELECT name FROM clients WHERE id = moved.client_id) AS client_name FROM moved

@@ -51,7 +51,7 @@ async def test_the_usage_page_draws_a_bar_per_model_and_day(
         )
         expected = Counter(row["model"] for row in rows)
         spent = await stack.pool.fetchval(
-            "SELECT spent_usd FROM client_spend WHERE client_id = $1", stack.client_id
+            "SELECT sum(spent_usd) FROM client_spend WHERE client_id = $1", stack.client_id
         )
         assert spent == Decimal("0.24")
         key = stack.api.headers["authorization"].removeprefix("Bearer ")

@@ -101,7 +101,9 @@ async def test_the_usage_page_shows_the_ledger_and_the_spend_per_day_and_model(
     assert await lifecycle.mark_failed(pool, ids[4], error_type="x", message="y", wakeup=None)
 
     ledger = await pool.fetchrow(
-        "SELECT spent_usd, reserved_usd FROM client_spend WHERE client_id = $1", tenant.client_id
+        "SELECT sum(spent_usd) AS spent_usd, sum(reserved_usd) AS reserved_usd FROM client_spend "
+        "WHERE client_id = $1",
+        tenant.client_id,
     )
     assert ledger is not None
     assert (ledger["spent_usd"], ledger["reserved_usd"]) == (Decimal("0.17"), Decimal("0.05"))

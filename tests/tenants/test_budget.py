@@ -8,12 +8,15 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import httpx
 
-from app.db.pool import Pool
+from app.billing import repository as billing_repository
+from app.db.pool import Pool, asyncpg_dsn
 from app.fakefal import FakeFalConfig
+from app.jobs import repository as jobs_repository
 from tests.stack import StackFactory
-from tests.support import Tenant, assert_problem, count_jobs
+from tests.support import Tenant, assert_problem, count_jobs, job_uuid
 
 ONE_K = {"prompt": "a red fox in snow", "resolution": "1K"}  # $0.03
 TWO_K = {"prompt": "a red fox in snow", "resolution": "2K"}  # $0.05
@@ -187,3 +190,51 @@ async def test_another_clients_spend_does_not_count(
     await set_budget(pool, other_tenant.client_id, "0.03")
     assert (await create(tenant.http, ONE_K)).status_code == 201
     assert (await create(other_tenant.http, ONE_K)).status_code == 201
+
+
+async def test_finishing_jobs_settle_apart_and_the_budget_still_holds(
+    tenant: Tenant, pool: Pool, database_url: str
+) -> None:
+    """Two sessions finishing jobs of one client at once settle on shards of their own, so
+    neither waits for the other's commit; the month's figures are the sums, and what the
+    settles freed can be reserved again, up to the budget and no further."""
+    await set_budget(pool, tenant.client_id, "0.10")
+    made = [await create(tenant.http, ONE_K) for _ in range(3)]
+    assert [response.status_code for response in made] == [201] * 3
+    ids = [job_uuid(response.json()["id"]) for response in made]
+    assert await ledger(pool, tenant.client_id) == (Decimal("0.09"), Decimal(0))
+
+    cancel = billing_repository.settling(jobs_repository.MARK_CANCELED)
+    sessions: list[asyncpg.Connection[Any]] = []
+    try:
+        while len({s.get_server_pid() % 16 for s in sessions}) < 2:
+            sessions.append(await asyncpg.connect(asyncpg_dsn(database_url)))
+        first, second = list({s.get_server_pid() % 16: s for s in sessions}.values())[:2]
+        finishing = [first.transaction(), second.transaction()]
+        for conn, transaction, job_id in zip((first, second), finishing, ids, strict=False):
+            await transaction.start()
+            # On one row per month, the second would wait here for the first's commit.
+            settled = await conn.fetchrow(cancel, job_id, tenant.client_id, ["queued"], timeout=5)
+            assert settled is not None
+        for transaction in finishing:
+            await transaction.commit()
+    finally:
+        for session in sessions:
+            await session.close()
+
+    rows = await pool.fetch(
+        "SELECT shard, reserved_usd, spent_usd FROM client_spend WHERE client_id = $1 "
+        "ORDER BY shard",
+        tenant.client_id,
+    )
+    assert [(row["shard"] == 0, row["reserved_usd"]) for row in rows] == [
+        (True, Decimal("0.09")),
+        (False, Decimal("-0.03")),
+        (False, Decimal("-0.03")),
+    ]
+    assert await ledger(pool, tenant.client_id) == (Decimal("0.03"), Decimal(0))
+    # 0.03 reserved: two more fit (0.09), a third would make 0.12.
+    assert (await create(tenant.http, ONE_K)).status_code == 201
+    assert (await create(tenant.http, ONE_K)).status_code == 201
+    body = assert_problem(await create(tenant.http, ONE_K), 402, "budget-exceeded")
+    assert (body["reserved_usd"], body["spent_usd"]) == ("0.09", "0.00")

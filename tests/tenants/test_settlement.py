@@ -29,7 +29,9 @@ async def job_money(pool: Pool, job_id: str) -> tuple[Decimal, Decimal | None, D
 
 async def ledger(pool: Pool, client_id: uuid.UUID) -> tuple[Decimal, Decimal]:
     row = await pool.fetchrow(
-        "SELECT reserved_usd, spent_usd FROM client_spend WHERE client_id = $1", client_id
+        "SELECT sum(reserved_usd) AS reserved_usd, sum(spent_usd) AS spent_usd FROM client_spend "
+        "WHERE client_id = $1",
+        client_id,
     )
     assert row is not None
     return row["reserved_usd"], row["spent_usd"]
