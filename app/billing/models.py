@@ -14,7 +14,7 @@ class ClientSpend(Base):
     """A client's month, in UTC (a job counts in the month it was created): what its unfinished
     jobs reserve and what its finished ones cost, as the sums of its rows. Shard 0 is the lock
     every reservation of that client and month takes, so the budget check and the reservation
-    are one compare-and-set; jobs settled at their booked cost add to shards 1-16, one per
+    are one compare-and-set; jobs settled at their booked cost add to shards 1-64, one per
     database session, so that finishing jobs do not wait for each other (migration 0018)."""
 
     __tablename__ = "client_spend"

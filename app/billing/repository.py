@@ -20,7 +20,7 @@ SELECT COALESCE(monthly_budget_usd, $2::numeric) FROM clients WHERE id = $1
 # The reservation, as one compare-and-set on the client's month: its row 0 is locked by the
 # upsert, and the WHERE of DO UPDATE sees its latest committed figures, so creates racing for
 # the last dollar are decided one after the other and none can overspend. The settle shards
-# (1-16, see SETTLING) are read in the statement's snapshot: each only lowers what the month
+# (1-64, see SETTLING) are read in the statement's snapshot: each only lowers what the month
 # used, so one committed meanwhile and missed makes the check stricter, never looser. A first
 # job of the month inserts row 0 only if its estimate alone fits. No row back: refused. It runs
 # as a step of the job's intake statement (app.jobs.repository.INTAKE), which names its inputs:
@@ -74,7 +74,7 @@ WITH moved AS (
 ), spend AS (
     INSERT INTO client_spend AS s (client_id, month, shard, reserved_usd, spent_usd)
     SELECT client_id, date_trunc('month', created_at AT TIME ZONE 'UTC')::date,
-           1 + pg_backend_pid() % 16, -estimated_cost_usd, cost_usd
+           1 + pg_backend_pid() % 64, -estimated_cost_usd, cost_usd
     FROM moved
     ON CONFLICT (client_id, month, shard) DO UPDATE
     SET reserved_usd = s.reserved_usd + EXCLUDED.reserved_usd,

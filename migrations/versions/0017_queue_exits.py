@@ -23,9 +23,11 @@ depends_on: str | Sequence[str] | None = None
 # wait per `mark_submitted` in the queue benchmark, 32 in flight). The count is now two
 # monotonic figures: `clients.queue_entries`, a job's intake adding one as before (and a job
 # coming back to `queued`), and `client_queue_exits`, a job leaving `queued` adding one on the
-# shard of the session that moved it (`pg_backend_pid() % 16`), so concurrent submissions
-# write different rows. Queued = entries - the sum of the exits
-# (app.jobs.repository.INTAKE). Both are bigint: they never fall.
+# shard of the session that moved it (`pg_backend_pid() % 64`), so concurrent submissions
+# write different rows (64: a pool's sessions, opened together, have consecutive pids, so up to
+# 64 of them fall on different shards; with 16, the end-to-end benchmark's submissions still
+# waited 2.6 ms each on one another). Queued = entries - the sum of the exits
+# (app.jobs.repository.INTAKE). Both are bigint: they grow for as long as the client lives.
 #
 # A queued job deleted (its client deleted, which cascades) is taken off the entries, as
 # before: its client's row may be gone, and the exits row would need it.
@@ -36,7 +38,7 @@ BEGIN
         UPDATE clients SET queue_entries = queue_entries + 1 WHERE id = NEW.client_id;
     ELSIF TG_OP = 'UPDATE' THEN
         INSERT INTO client_queue_exits AS x (client_id, shard, exits)
-        VALUES (OLD.client_id, pg_backend_pid() % 16, 1)
+        VALUES (OLD.client_id, pg_backend_pid() % 64, 1)
         ON CONFLICT (client_id, shard) DO UPDATE SET exits = x.exits + 1;
     ELSE
         UPDATE clients SET queue_entries = queue_entries - 1 WHERE id = OLD.client_id;

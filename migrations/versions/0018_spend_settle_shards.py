@@ -23,7 +23,7 @@ depends_on: str | Sequence[str] | None = None
 # benchmark, almost all of it waiting on that row). The month is now rows by `shard`: shard 0
 # is the reservations' row, the one lock of the budget's compare-and-set, as before; a job
 # settled with the cost its transition booked (the estimate, or 0) adds to shard
-# 1 + pg_backend_pid() % 16, the session's own, releasing its estimate there (reserved goes
+# 1 + pg_backend_pid() % 64, the session's own, releasing its estimate there (reserved goes
 # negative on those rows) and booking its cost. The month's figures are the sums
 # (app.billing.repository).
 #

@@ -78,9 +78,9 @@ async def test_exits_land_on_the_shard_of_the_session_that_moved_the_job(
     # Two sessions on different shards (pids are the server's: open until two differ).
     sessions: list[asyncpg.Connection[Any]] = []
     try:
-        while len({pid % 16 for pid in [s.get_server_pid() for s in sessions]}) < 2:
+        while len({pid % 64 for pid in [s.get_server_pid() for s in sessions]}) < 2:
             sessions.append(await asyncpg.connect(asyncpg_dsn(database_url)))
-        by_shard = {s.get_server_pid() % 16: s for s in sessions}
+        by_shard = {s.get_server_pid() % 64: s for s in sessions}
         first, second = list(by_shard.values())[:2]
         pids = [first.get_server_pid(), second.get_server_pid()]
         moving = [first.transaction(), second.transaction()]
@@ -99,7 +99,7 @@ async def test_exits_land_on_the_shard_of_the_session_that_moved_the_job(
         "SELECT shard, exits FROM client_queue_exits WHERE client_id = $1 ORDER BY shard",
         tenant.client_id,
     )
-    assert {row["shard"]: row["exits"] for row in shards} == {pid % 16: 1 for pid in pids}
+    assert {row["shard"]: row["exits"] for row in shards} == {pid % 64: 1 for pid in pids}
     assert await _counted(pool, tenant) == (2, 2)
     # Entries never fall on the way out: 4 came in.
     assert (

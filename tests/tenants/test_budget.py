@@ -207,9 +207,9 @@ async def test_finishing_jobs_settle_apart_and_the_budget_still_holds(
     cancel = billing_repository.settling(jobs_repository.MARK_CANCELED)
     sessions: list[asyncpg.Connection[Any]] = []
     try:
-        while len({s.get_server_pid() % 16 for s in sessions}) < 2:
+        while len({s.get_server_pid() % 64 for s in sessions}) < 2:
             sessions.append(await asyncpg.connect(asyncpg_dsn(database_url)))
-        first, second = list({s.get_server_pid() % 16: s for s in sessions}.values())[:2]
+        first, second = list({s.get_server_pid() % 64: s for s in sessions}.values())[:2]
         finishing = [first.transaction(), second.transaction()]
         for conn, transaction, job_id in zip((first, second), finishing, ids, strict=False):
             await transaction.start()
