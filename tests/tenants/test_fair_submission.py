@@ -231,9 +231,11 @@ async def test_a_later_client_is_not_queued_behind_a_backlog(make_stack: StackFa
         async with httpx.AsyncClient(
             base_url=stack.service_url, headers={"Authorization": f"Bearer {other_key}"}
         ) as other:
-            asked_at = await stack.pool.fetchval("SELECT now()")
             response = await other.post("/v1/jobs", json={"input": {"prompt": "b"}})
             assert response.status_code == 201, response.text
+            # After the job's commit: on a busy machine the request itself can outlast a
+            # slot's turnover, and what went to fal meanwhile says nothing of the order.
+            answered_at = await stack.pool.fetchval("SELECT now()")
             late = response.json()["id"]
             deadline = time.monotonic() + 30
             while (await other.get(f"/v1/jobs/{late}")).json()["status"] != "succeeded":
@@ -242,15 +244,18 @@ async def test_a_later_client_is_not_queued_behind_a_backlog(make_stack: StackFa
         late_submitted = await stack.pool.fetchval(
             "SELECT submitted_at FROM jobs WHERE id = $1", job_uuid(late)
         )
-        # Submitted ahead of the backlog: at most one slot's turnover of a's jobs went first.
+        # Submitted ahead of the backlog. What of a's can still be recorded as submitted
+        # first: the 3 it had in flight when b's job was stored (claimed before, their fal
+        # calls answering after), and the 2 a claim may take beside b's when it finds 3 slots
+        # free. First in, first out would send 27 or more of a's first.
         went_first = await stack.pool.fetchval(
             "SELECT count(*) FROM jobs WHERE client_id = $1 AND submitted_at > $2 "
             "AND submitted_at < $3",
             stack.client_id,
-            asked_at,
+            answered_at,
             late_submitted,
         )
-        assert went_first <= 3, went_first
+        assert went_first <= 3 + 2, went_first
         waiting = await stack.pool.fetchval(
             "SELECT count(*) FROM jobs WHERE id = ANY($1::uuid[]) AND submitted_at IS NULL",
             [job_uuid(j) for j in backlog],
