@@ -22,6 +22,7 @@ from app.api import (
 )
 from app.api.edge import Edge
 from app.api.problems import install_handlers
+from app.api.raw import RawRoute, RawRoutes
 from app.runtime import open_runtime
 from app.settings import Settings
 from app.worker.runner import running_worker
@@ -83,6 +84,11 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         access_log=settings.access_log,
         max_bytes=settings.max_body_bytes,
         routes={("POST", "/v1/jobs"): settings.max_job_body_bytes},
+        # The two hottest routes, without FastAPI's per-request work; still declared below.
+        raw=RawRoutes(
+            RawRoute("POST", "/v1/jobs", jobs.create_job_raw),
+            RawRoute("POST", "/callbacks/fal/{job_id}/{token}", callbacks.fal_callback_raw),
+        ),
     )
     app.include_router(jobs.router)
     app.include_router(webhooks.router)

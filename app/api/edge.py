@@ -2,7 +2,8 @@
 bound, the RateLimit fields, metrics by route template and an access line.
 
 One pure-ASGI layer, one wrapper of `send`: these were three middlewares, and their nested
-wrappers held a quarter of the API's time in the intake profile (bench/README.md).
+wrappers held a quarter of the API's time in the intake profile (bench/README.md). The hot
+routes (`app.api.raw`) are served from here, before FastAPI's router.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import logs
 from app.api.problems import problem_response
 from app.api.ratelimit import STATE_KEY
+from app.api.raw import RawRoutes
 from app.errors import BadRequest, PayloadTooLarge
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
@@ -41,12 +43,14 @@ class Edge:
         access_log: bool,
         max_bytes: int,
         routes: Mapping[tuple[str, str], int] | None = None,
+        raw: RawRoutes | None = None,
     ) -> None:
         self.app = app
         self.access_log = access_log
         self.max_bytes = max_bytes
         # (method, path) → its own bound: job creation carries file inputs as data URIs.
         self.routes = dict(routes or {})
+        self.raw = raw or RawRoutes()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,6 +63,9 @@ class Edge:
         status = 500
         method: str = scope["method"]
         path: str = scope["path"]
+        # Under a root_path, FastAPI's router strips it first: the raw routes are left to it.
+        raw = None if scope.get("root_path") else self.raw.match(method, path)
+        template: str | None = None  # a raw route's, for metrics and the access line
 
         async def send_edged(message: Message) -> None:
             nonlocal status
@@ -79,13 +86,20 @@ class Edge:
             body = await self._bounded(scope, receive, send_edged)
             if body is _ANSWERED:
                 return
+            if raw is not None:
+                route, params = raw
+                template = route.template
+                await route.serve(
+                    scope, receive if body is None else _replay(body, receive), send_edged, params
+                )
+                return
             if body is None:
                 await self.app(scope, receive, send_edged)
                 return
             await self.app(scope, _replay(body, receive), send_edged)
         finally:
             elapsed = time.perf_counter() - started
-            route_label = _route_of(scope)
+            route_label = template or _route_of(scope)
             HTTP_REQUESTS.labels(method, route_label, str(status)).inc()
             HTTP_LATENCY.labels(method, route_label).observe(elapsed)
             if self.access_log:
