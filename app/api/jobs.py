@@ -103,10 +103,7 @@ async def create_job_raw(request: RawRequest) -> Response:
         idempotency_key = raw.validate(
             _IDEMPOTENCY_KEY, idempotency_key, ("header", "Idempotency-Key"), errors
         )
-    if body is raw.UNDEFINED:
-        errors.append(raw.missing(("body",)))
-    else:
-        job = raw.validate(_JOB_CREATE, body, ("body",), errors)
+    job = raw.validate(_JOB_CREATE, body, ("body",), errors)
     if errors:
         raise ValidationFailed(issues_from_pydantic(errors))
     return await _create_job(

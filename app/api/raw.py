@@ -177,16 +177,15 @@ def _is_json(content_type: str) -> bool:
     return known
 
 
-def missing(loc: tuple[str | int, ...]) -> dict[str, Any]:
-    """FastAPI's error for a required value that was not sent."""
-    return {"type": "missing", "loc": loc, "msg": "Field required", "input": None}
-
-
 def validate(
     adapter: TypeAdapter[Any], value: Any, loc: tuple[str | int, ...], errors: list[Any]
 ) -> Any:
     """`value` validated as FastAPI validates a parameter (`from_attributes`, the errors'
-    locations under `loc`); its errors are added to `errors`, and None returned."""
+    locations under `loc`; `UNDEFINED`, nothing sent, is its "missing" error); the errors are
+    added to `errors`, and None returned."""
+    if value is UNDEFINED:
+        errors.append({"type": "missing", "loc": loc, "msg": "Field required", "input": None})
+        return None
     try:
         return adapter.validate_python(value, from_attributes=True)
     except ValidationError as exc:
