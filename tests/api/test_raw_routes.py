@@ -11,14 +11,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 from unittest import mock
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.api import jobs
 from app.api.edge import Edge
 from app.api.raw import RawRoute, RawRoutes
 from app.auth import service as auth_service
 from app.db.pool import Pool
+from app.jobs.service import IdempotencyKeyInFlight
 from app.main import create_app
 from app.settings import Settings
 from tests.support import http_client
@@ -270,3 +273,39 @@ async def test_the_access_line_and_metrics_are_those_of_the_declared_route(
             (record,) = [r for r in caplog.records if r.name == "falrelay.access"]
             lines.append((record.getMessage(), record.method, record.path, record.status))  # type: ignore[attr-defined]
     assert lines[0] == lines[1] == ("POST /v1/jobs 400", "POST", "/v1/jobs", 400)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        IdempotencyKeyInFlight("The first request with this key is still in flight."),
+        asyncpg.CannotConnectNowError("the database system is starting up"),
+        ConnectionResetError(),
+        asyncpg.UntranslatableCharacterError("unsupported Unicode escape sequence"),
+    ],
+    ids=type,
+)
+async def test_the_services_errors_are_answered_as_fastapi_answers_them(
+    apps: dict[str, FastAPI], pool: Pool, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    async def failing(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(jobs.service, "create_job", failing)
+    async for http in _clients(apps, pool):
+        answers = [await _send(http[which], JSON, _body(JOB)) for which in ("raw", "declared")]
+        assert _comparable(answers[0]) == _comparable(answers[1])
+        assert answers[0].status_code in (409, 422, 503)
+
+
+async def test_an_unexpected_error_leaves_the_raw_route_as_it_leaves_fastapis(
+    apps: dict[str, FastAPI], pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def failing(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(jobs.service, "create_job", failing)
+    async for http in _clients(apps, pool):
+        for which in ("raw", "declared"):
+            with pytest.raises(RuntimeError, match="a bug"):
+                await _send(http[which], JSON, _body(JOB))
