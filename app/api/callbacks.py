@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
@@ -10,6 +11,7 @@ from starlette.responses import Response
 from app import ids
 from app.api.deps import RuntimeDep
 from app.api.problems import error_responses
+from app.api.raw import RawRequest
 from app.api.responses import JSONBytes
 from app.errors import AppError, BadRequest, NotFound
 from app.fal.outcomes import FalWebhook
@@ -17,6 +19,7 @@ from app.fal.signatures import InvalidSignature
 from app.ids import JOB_ID_PREFIX
 from app.jobs import callbacks
 from app.metrics import FAL_CALLBACKS
+from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +38,31 @@ class SignatureRejected(AppError):
 async def fal_callback(job_id: str, token: str, request: Request, runtime: RuntimeDep) -> Response:
     """fal's webhook for one job: the URL's token checked, the signature verified (Ed25519,
     JWKS), then applied exactly once."""
+    # Served by `fal_callback_raw` (app.api.raw) but under a root_path: declared for the docs.
+    return await _apply(runtime, job_id, token, request.headers, request.body)
+
+
+async def fal_callback_raw(request: RawRequest) -> Response:
+    """`fal_callback` without FastAPI (it has no parameter FastAPI would validate)."""
+    params = request.path_params
+    return await _apply(
+        request.runtime, params["job_id"], params["token"], request.headers, request.body
+    )
+
+
+async def _apply(
+    runtime: Runtime,
+    job_id: str,
+    token: str,
+    headers: Mapping[str, str],
+    read_body: Callable[[], Awaitable[bytes]],
+) -> Response:
     if not (await runtime.callback_urls.get()).is_ours(job_id, token):
         FAL_CALLBACKS.labels("unknown_url").inc()
         raise SignatureRejected("This is not a callback URL this service handed to fal.")
-    body = await request.body()
+    body = await read_body()
     try:
-        request_id = await runtime.fal_signatures.verify(request.headers, body, now=time.time())
+        request_id = await runtime.fal_signatures.verify(headers, body, now=time.time())
     except InvalidSignature as exc:
         FAL_CALLBACKS.labels("invalid_signature").inc()
         log.warning("refused a fal callback for %s: %s", job_id, exc)

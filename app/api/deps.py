@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -34,9 +34,29 @@ async def get_principal(
 ) -> Principal:
     """The key's client; every request of a client with a rate limit counts against it here
     (so every /v1 route is limited: test pings and secret rotations too)."""
-    if credentials is None:
+    return await authenticate(
+        runtime, None if credentials is None else credentials.credentials, request.state
+    )
+
+
+def bearer_key(authorization: str | None) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header, read as `_bearer` reads it (for the
+    routes served without FastAPI, app.api.raw)."""
+    if not authorization:
+        return None
+    scheme, _, param = authorization.partition(" ")
+    key = param.strip()
+    if not (scheme and key) or scheme.lower() != "bearer":
+        return None
+    return key
+
+
+async def authenticate(runtime: Runtime, key: str | None, state: Any) -> Principal:
+    """`key`'s client, its request counted against its rate limit; the RateLimit fields are
+    left in `state` (the request's) for app.api.edge to send."""
+    if key is None:
         raise Unauthorized("Send the API key as `Authorization: Bearer <key>`.")
-    principal = await runtime.keys.resolve(credentials.credentials)
+    principal = await runtime.keys.resolve(key)
     if principal is None:
         raise Unauthorized("The API key is not valid, or it was revoked.")
     rate = principal.limits.rate
@@ -44,7 +64,7 @@ async def get_principal(
         decision = await ratelimit.consume(runtime.pool, principal.client_id, rate)
         if not decision.allowed:
             raise ratelimit.refusal(rate, decision)
-        remember(request.state, decision.headers(rate))
+        remember(state, decision.headers(rate))
     return principal
 
 

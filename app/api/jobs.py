@@ -1,16 +1,30 @@
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
+from pydantic import TypeAdapter
+from starlette.datastructures import State
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive
 
-from app.api.deps import PrincipalDep, RuntimeDep
+from app.api import raw
+from app.api.deps import PrincipalDep, RuntimeDep, authenticate, bearer_key
 from app.api.problems import error_responses
+from app.api.raw import RawRequest
 from app.api.responses import ETAG_HEADER, JSONBytes, page_response, strong_etag
 from app.api.usage import default_budget
+from app.auth.service import Principal
 from app.billing.service import BudgetExceeded
-from app.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized, ValidationFailed
+from app.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    ValidationFailed,
+    issues_from_pydantic,
+)
 from app.jobs import service, stream
 from app.jobs.models import JobStatus
 from app.jobs.schemas import IdempotencyKey, JobCreate, JobPage, JobRead, job_view
@@ -24,6 +38,7 @@ from app.jobs.stream import UnknownLastEventId
 from app.lifecycle import purge
 from app.lifecycle.purge import JobNotFinished
 from app.pagination import MAX_PAGE_SIZE
+from app.runtime import Runtime
 from app.storage.ranges import none_match
 from app.timestamps import Timestamp
 
@@ -62,6 +77,53 @@ async def create_job(
     ] = None,
 ) -> Response:
     """Store a job and queue it for fal; answered only once the job is committed."""
+    # Served by `create_job_raw` (app.api.raw) but under a root_path: declared for the docs.
+    return await _create_job(
+        runtime, principal, body, idempotency_key, prefer, lambda: _client_gone(request.receive)
+    )
+
+
+_IDEMPOTENCY_KEY: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
+_JOB_CREATE: TypeAdapter[JobCreate] = TypeAdapter(JobCreate)
+
+
+async def create_job_raw(request: RawRequest) -> Response:
+    """`create_job` without FastAPI: what its dependencies and parameters did, in their order
+    (the body read, the key authenticated, then every parameter's errors in one 422)."""
+    body = await raw.json_body(request)
+    runtime = request.runtime
+    principal = await authenticate(
+        runtime,
+        bearer_key(request.headers.get("authorization")),
+        State(request.scope.setdefault("state", {})),
+    )
+    errors: list[Any] = []
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None:
+        idempotency_key = raw.validate(
+            _IDEMPOTENCY_KEY, idempotency_key, ("header", "Idempotency-Key"), errors
+        )
+    job = raw.validate(_JOB_CREATE, body, ("body",), errors)
+    if errors:
+        raise ValidationFailed(issues_from_pydantic(errors))
+    return await _create_job(
+        runtime,
+        principal,
+        job,
+        idempotency_key,
+        request.headers.get("prefer"),
+        request.client_gone,
+    )
+
+
+async def _create_job(
+    runtime: Runtime,
+    principal: Principal,
+    body: JobCreate,
+    idempotency_key: str | None,
+    prefer: str | None,
+    client_gone: Callable[[], Awaitable[None]],
+) -> Response:
     result = await service.create_job(
         runtime.pool,
         principal.client_id,
@@ -88,7 +150,7 @@ async def create_job(
             principal.client_id,
             job,
             wait,
-            client_gone=_client_gone(request),
+            client_gone=client_gone(),
         )
         headers["Preference-Applied"] = f"wait={wait:g}"
     view = job_view(job)
@@ -96,9 +158,9 @@ async def create_job(
     return JSONBytes(view, status_code=201 if result.created else 200, headers=headers)
 
 
-async def _client_gone(request: Request) -> None:
+async def _client_gone(receive: Receive) -> None:
     """Returns when the client has disconnected: with the body read, that is all that comes."""
-    while (await request.receive())["type"] != "http.disconnect":
+    while (await receive())["type"] != "http.disconnect":
         pass
 
 

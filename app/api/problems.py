@@ -8,6 +8,7 @@ answers in the OpenAPI document.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -96,10 +97,54 @@ def _allowed_methods(request: Request) -> str:
     )
 
 
+def _on_app_error(exc: Exception, method: str, path: str) -> Response:
+    assert isinstance(exc, AppError)
+    return problem_response(exc)
+
+
+def _on_database_unavailable(exc: Exception, method: str, path: str) -> Response:
+    log.warning("database unavailable on %s %s: %r", method, path, exc)
+    return problem_response(
+        ServiceUnavailable(
+            "The database is not reachable; retry shortly.", headers={"Retry-After": "2"}
+        )
+    )
+
+
+def _on_unstorable_text(exc: Exception, method: str, path: str) -> Response:
+    return problem_response(
+        UnprocessableEntity("Text in the request contains a NUL character (\\u0000).")
+    )
+
+
+# The errors of the domain and the database that have an answer of their own; anything else is
+# a 500 (`on_unexpected`, which Starlette runs outside every middleware).
+_KNOWN: dict[type[Exception], Callable[[Exception, str, str], Response]] = {
+    AppError: _on_app_error,
+    **{exc_class: _on_database_unavailable for exc_class in DATABASE_UNAVAILABLE},
+    **{text_error: _on_unstorable_text for text_error in UNSTORABLE_TEXT},
+}
+
+
+def known_error_response(exc: Exception, method: str, path: str) -> Response | None:
+    """The answer to `exc` when it is one of `_KNOWN`'s, looked up along its classes as
+    Starlette's exception middleware does; None for anything else. For the routes served
+    before FastAPI's router (app.api.raw), so that they answer exactly as the others."""
+    for cls in type(exc).__mro__:
+        handler = _KNOWN.get(cls)
+        if handler is not None:
+            return handler(exc, method, path)
+    return None
+
+
 def install_handlers(app: FastAPI) -> None:
-    async def on_app_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, AppError)
-        return problem_response(exc)
+    def known(
+        handler: Callable[[Exception, str, str], Response],
+    ) -> Callable[[Request, Exception], Awaitable[Response]]:
+        async def on_known(request: Request, exc: Exception) -> Response:
+            return handler(exc, request.method, request.url.path)
+
+        return on_known
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -118,28 +163,14 @@ def install_handlers(app: FastAPI) -> None:
             error.headers["Allow"] = _allowed_methods(request)
         return problem_response(error)
 
-    async def on_database_unavailable(request: Request, exc: Exception) -> Response:
-        log.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc)
-        return problem_response(
-            ServiceUnavailable(
-                "The database is not reachable; retry shortly.", headers={"Retry-After": "2"}
-            )
-        )
-
-    async def on_unstorable_text(request: Request, exc: Exception) -> Response:
-        return problem_response(
-            UnprocessableEntity("Text in the request contains a NUL character (\\u0000).")
-        )
-
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(AppError())
 
-    app.add_exception_handler(AppError, on_app_error)
+    app.add_exception_handler(AppError, known(_on_app_error))
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    for exc_class in DATABASE_UNAVAILABLE:
-        app.add_exception_handler(exc_class, on_database_unavailable)
-    for text_error in UNSTORABLE_TEXT:
-        app.add_exception_handler(text_error, on_unstorable_text)
+    for exc_class, handler in _KNOWN.items():
+        if exc_class is not AppError:
+            app.add_exception_handler(exc_class, known(handler))
     app.add_exception_handler(Exception, on_unexpected)

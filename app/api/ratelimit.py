@@ -1,7 +1,7 @@
 """The RateLimit fields on every answer to a rate-limited client, and their OpenAPI entries.
 
 The limit is checked in `get_principal` (app.api.deps), which every /v1 route depends on; it
-leaves the fields in the request's state, and this middleware puts them on the answer, whatever
+leaves the fields in the request's state, and `app.api.edge` puts them on the answer, whatever
 the route returns or raises (FastAPI drops headers set on an injected Response once a route
 returns a Response of its own). A refusal (429) carries its fields itself.
 """
@@ -9,8 +9,6 @@ returns a Response of its own). A refusal (429) carries its fields itself.
 from __future__ import annotations
 
 from typing import Any
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import PROBLEM_JSON
 
@@ -20,26 +18,6 @@ STATE_KEY = "rate_limit_headers"
 def remember(state: Any, headers: dict[str, str]) -> None:
     """Called with `request.state`, which is the scope's "state" mapping underneath."""
     setattr(state, STATE_KEY, headers)
-
-
-class RateLimitHeaders:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_fields(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                fields = scope.get("state", {}).get(STATE_KEY) or {}
-                extra = [(name.lower().encode(), value.encode()) for name, value in fields.items()]
-                if extra:
-                    message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_fields)
 
 
 _FIELD = {"schema": {"type": "string"}}

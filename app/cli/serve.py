@@ -96,7 +96,7 @@ async def serve(
         forwarded_allow_ips=settings.forwarded_allow_ips,
         server_header=False,
         log_config=None,  # logging is ours: app.logs
-        access_log=False,  # and so is the access log (app.api.observe)
+        access_log=False,  # and so is the access log (app.api.edge)
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_seconds)),
         http=http_server.bounded_protocol(
             settings.http_header_timeout_seconds, settings.http_body_timeout_seconds
