@@ -19,26 +19,41 @@ SELECT COALESCE(monthly_budget_usd, $2::numeric) FROM clients WHERE id = $1
 
 # The reservation, as one compare-and-set on the client's month: its row 0 is locked by the
 # upsert, and the WHERE of DO UPDATE sees its latest committed figures, so creates racing for
-# the last dollar are decided one after the other and none can overspend. The settle shards
-# (1-64, see SETTLING) are read in the statement's snapshot: each only lowers what the month
-# used, so one committed meanwhile and missed makes the check stricter, never looser. A first
-# job of the month inserts row 0 only if its estimate alone fits. No row back: refused. It runs
-# as a step of the job's intake statement (app.jobs.repository.INTAKE), which names its inputs:
-# the client, the amount, the budget (NULL: unlimited) and the rows it depends on (`source`).
-# The month is the UTC month of now(), the instant the job's created_at defaults to.
+# the last dollar are decided one after the other and none can overspend. A first job of the
+# month inserts row 0 only if its estimate fits. No row back: refused. The shards (1-64) are
+# read in the statement's snapshot: for a client with a budget they hold only settles (see
+# `settling`), each of which lowers what the month used, so one committed meanwhile and missed
+# makes the check stricter, never looser.
+#
+# Without a budget there is nothing to decide, so nothing to take turns on: the reservation goes
+# to the session's own shard, like a settle, and a client's creates wait for no one's commit on
+# their month. (Only at the instant a budget is first set can such a reservation, made a moment
+# before, go unseen, as it can by any create that read no budget.)
+#
+# It runs as a step of the job's intake statement (app.jobs.repository.INTAKE), which names its
+# inputs: the client, the amount, the budget (NULL: unlimited) and the rows it depends on
+# (`source`). The month is the UTC month of now(), the instant the job's created_at defaults to.
 def reserve_step(*, client: str, amount: str, budget: str, source: str) -> str:
+    shards = _SHARDS.format(client=client)
     return f"""
     INSERT INTO client_spend AS s (client_id, month, shard, reserved_usd)
-    SELECT {client}, (date_trunc('month', now() AT TIME ZONE 'UTC'))::date, 0, {amount}
-    FROM {source} WHERE {budget} IS NULL OR {amount} <= {budget}
+    SELECT {client}, (date_trunc('month', now() AT TIME ZONE 'UTC'))::date,
+           CASE WHEN {budget} IS NULL THEN 1 + pg_backend_pid() % 64 ELSE 0 END, {amount}
+    FROM {source} WHERE {budget} IS NULL OR {amount} + {shards} <= {budget}
     ON CONFLICT (client_id, month, shard) DO UPDATE
     SET reserved_usd = s.reserved_usd + EXCLUDED.reserved_usd, updated_at = now()
-    WHERE {budget} IS NULL OR s.spent_usd + s.reserved_usd + EXCLUDED.reserved_usd + (
-        SELECT COALESCE(sum(o.spent_usd + o.reserved_usd), 0) FROM client_spend o
-        WHERE o.client_id = s.client_id AND o.month = s.month AND o.shard <> 0
-    ) <= {budget}
+    WHERE {budget} IS NULL OR s.spent_usd + s.reserved_usd + EXCLUDED.reserved_usd + {shards}
+        <= {budget}
     RETURNING true AS ok
     """
+
+
+# What a client's month has on its shards (1-64), to add to row 0's figures.
+_SHARDS = """(
+        SELECT COALESCE(sum(o.spent_usd + o.reserved_usd), 0) FROM client_spend o
+        WHERE o.client_id = {client}
+          AND o.month = (date_trunc('month', now() AT TIME ZONE 'UTC'))::date AND o.shard <> 0
+    )"""
 
 
 SELECT_MONTH = """
@@ -49,11 +64,10 @@ HAVING count(*) > 0
 
 # A finished job with what fal billed: its estimate leaves `reserved`, its cost joins `spent`,
 # on row 0, as that cost may exceed the estimate (and so must be seen by every reservation
-# after it). An upsert only for jobs stored before reservations existed (no row, nothing
-# reserved).
+# after it). Row 0 may not be there yet: a client without a budget reserves on its shards.
 SETTLE = """
 INSERT INTO client_spend AS s (client_id, month, shard, reserved_usd, spent_usd)
-VALUES ($1, $2, 0, 0, $4)
+VALUES ($1, $2, 0, -$3::numeric, $4)
 ON CONFLICT (client_id, month, shard) DO UPDATE
 SET reserved_usd = s.reserved_usd - $3::numeric, spent_usd = s.spent_usd + $4::numeric,
     updated_at = now()

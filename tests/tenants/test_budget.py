@@ -54,6 +54,24 @@ async def test_a_job_reserves_its_estimate(tenant: Tenant, pool: Pool) -> None:
     assert await ledger(pool, tenant.client_id) == (Decimal("0.05"), Decimal(0))
 
 
+async def test_without_a_budget_creates_reserve_on_their_sessions_shards(
+    tenant: Tenant, pool: Pool
+) -> None:
+    """Nothing to decide, so no row to take turns on: row 0 (the budget's lock) stays unwritten
+    and the month's figures are still the sums."""
+    await set_budget(pool, tenant.client_id, None)
+    for _ in range(3):
+        assert (await create(tenant.http, ONE_K)).status_code == 201
+    shards = await pool.fetch(
+        "SELECT shard, reserved_usd FROM client_spend WHERE client_id = $1", tenant.client_id
+    )
+    assert shards and all(1 <= row["shard"] <= 64 for row in shards)
+    assert await ledger(pool, tenant.client_id) == (Decimal("0.09"), Decimal(0))
+    # A budget set now counts them: 0.09 + 0.03 > 0.10.
+    await set_budget(pool, tenant.client_id, "0.10")
+    assert_problem(await create(tenant.http, ONE_K), 402, "budget-exceeded")
+
+
 async def test_the_exact_edge_is_accepted_and_a_cent_over_is_refused(
     tenant: Tenant, pool: Pool
 ) -> None:
