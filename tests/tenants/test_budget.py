@@ -65,7 +65,8 @@ async def test_without_a_budget_creates_reserve_on_their_sessions_shards(
     shards = await pool.fetch(
         "SELECT shard, reserved_usd FROM client_spend WHERE client_id = $1", tenant.client_id
     )
-    assert shards and all(1 <= row["shard"] <= 64 for row in shards)
+    assert shards
+    assert all(1 <= row["shard"] <= 64 for row in shards)
     assert await ledger(pool, tenant.client_id) == (Decimal("0.09"), Decimal(0))
     # A budget set now counts them: 0.09 + 0.03 > 0.10.
     await set_budget(pool, tenant.client_id, "0.10")
