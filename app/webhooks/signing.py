@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import secrets as random_secrets
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from standardwebhooks import Webhook
-from standardwebhooks.webhooks import WebhookVerificationError
+from standardwebhooks.webhooks import EmptyWebhookSecretError, WebhookVerificationError
 
 SECRET_PREFIX = "whsec_"
 # Active secrets an endpoint (or a client's default) holds at most: the current one and the
@@ -29,19 +30,36 @@ def new_secret() -> str:
 
 
 @lru_cache(maxsize=4096)
-def _signer(secret: str) -> Webhook:
-    return Webhook(secret)
+def _key(secret: str) -> bytes:
+    """The HMAC key of a `whsec_` secret, decoded as the `standardwebhooks` package decodes it
+    (prefix off, base64 with its padding restored)."""
+    raw = secret.removeprefix(SECRET_PREFIX)
+    key = base64.b64decode(raw + "==")
+    if not key:
+        raise EmptyWebhookSecretError("webhook secret may not be empty")
+    return key
 
 
 def sign_headers(
     message_id: str, body: bytes, secrets: Iterable[str], *, at: datetime
 ) -> dict[str, str]:
-    """The three `webhook-*` headers; one `v1,` signature per secret (rotation overlap)."""
-    text = body.decode()
-    signatures = " ".join(_signer(secret).sign(message_id, at, text) for secret in secrets)
+    """The three `webhook-*` headers; one `v1,` signature per secret (rotation overlap).
+
+    The signature is the `standardwebhooks` package's (HMAC-SHA256 of `id.timestamp.body`,
+    base64), computed here over the body's bytes with the one-shot `hmac.digest`: the
+    package's `Webhook.sign` takes the body as text and builds an HMAC object per call, which
+    cost 10 us a delivery against 6.5 here (the tests verify with the package)."""
+    # An aware datetime's timestamp is the same in any zone (a naive one is local time either
+    # way): no conversion to UTC first.
+    timestamp = str(int(at.timestamp()))
+    signed = b"%s.%s.%s" % (message_id.encode(), timestamp.encode(), body)
+    signatures = " ".join(
+        "v1," + base64.b64encode(hmac.digest(_key(secret), signed, "sha256")).decode()
+        for secret in secrets
+    )
     return {
         "webhook-id": message_id,
-        "webhook-timestamp": str(int(at.astimezone(UTC).timestamp())),
+        "webhook-timestamp": timestamp,
         "webhook-signature": signatures,
     }
 
