@@ -204,11 +204,20 @@ async def test_each_call_is_the_request_httpx_client_would_send() -> None:
 
         return httpx.MockTransport(handler)
 
+    hooked: list[str] = []
+
+    async def on_request(request: httpx.Request) -> None:
+        hooked.append(f"{request.method} sent")
+
+    async def on_response(response: httpx.Response) -> None:
+        hooked.append(f"{response.request.method} answered {response.status_code}")
+
     seen: list[httpx.Request] = []
     http = httpx.AsyncClient(
         transport=recorder(seen),
         timeout=httpx.Timeout(30, connect=5),
         headers={"User-Agent": "falrelay"},
+        event_hooks={"request": [on_request], "response": [on_response]},
     )
     fal = FalClient(http, queue_url="http://fal.test/", key="secret-key", media_ttl_seconds=60)
     arguments = {"prompt": "ünïcode ✓", "n": 1.5e16, "seed": 2**70, "nested": {"a": [1, None]}}
@@ -243,3 +252,5 @@ async def test_each_call_is_the_request_httpx_client_would_send() -> None:
 
     assert [_as_sent(r) for r in seen] == [_as_sent(r) for r in expected]
     assert (b"Cookie", b"lb=7") in seen[1].headers.raw
+    assert hooked[:4] == ["POST sent", "POST answered 200", "POST sent", "POST answered 200"]
+    assert len(hooked) == 10
