@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -170,3 +171,86 @@ async def test_result_infrastructure_errors_are_retryable_but_model_errors_are_a
     assert (answer.ok, answer.error_type) == (False, "request_timeout")
     with pytest.raises(FalUnavailable):
         await client(_raise(httpx.ReadTimeout("slow"))).result("http://fal.test/x")
+
+
+def _as_sent(request: httpx.Request) -> tuple[str, str, list[tuple[bytes, bytes]], bytes, object]:
+    return (
+        request.method,
+        str(request.url),
+        request.headers.raw,
+        request.read(),
+        request.extensions.get("timeout"),
+    )
+
+
+async def test_each_call_is_the_request_httpx_client_would_send() -> None:
+    """The client hands its requests to the transport itself (`FalClient._send`): each must be
+    the one `AsyncClient.request` builds, header for header and byte for byte, the client's
+    default headers, timeout and cookies included."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(200, json=SUBMITTED, headers={"set-cookie": "lb=7; Path=/"})
+        if request.method == "PUT":
+            return httpx.Response(202, json={"status": "CANCELLATION_REQUESTED"})
+        if request.url.path.endswith("/status"):
+            return httpx.Response(202, json={"status": "IN_QUEUE", "queue_position": 0})
+        return httpx.Response(200, json={"images": []})
+
+    def recorder(into: list[httpx.Request]) -> httpx.MockTransport:
+        def handler(request: httpx.Request) -> httpx.Response:
+            into.append(request)
+            return answer(request)
+
+        return httpx.MockTransport(handler)
+
+    hooked: list[str] = []
+
+    async def on_request(request: httpx.Request) -> None:
+        hooked.append(f"{request.method} sent")
+
+    async def on_response(response: httpx.Response) -> None:
+        hooked.append(f"{response.request.method} answered {response.status_code}")
+
+    seen: list[httpx.Request] = []
+    http = httpx.AsyncClient(
+        transport=recorder(seen),
+        timeout=httpx.Timeout(30, connect=5),
+        headers={"User-Agent": "falrelay"},
+        event_hooks={"request": [on_request], "response": [on_response]},
+    )
+    fal = FalClient(http, queue_url="http://fal.test/", key="secret-key", media_ttl_seconds=60)
+    arguments = {"prompt": "ünïcode ✓", "n": 1.5e16, "seed": 2**70, "nested": {"a": [1, None]}}
+    webhook = "https://relay.example/callbacks/fal/job_1/tok?x=a b&y=é"
+    await fal.submit(MODEL, arguments, webhook_url=webhook, low_priority=True, start_timeout=2.5)
+    await fal.submit(MODEL, arguments, webhook_url=None)  # now with fal's cookie
+    await fal.status(STATUS_URL)
+    await fal.result(RESULT_URL)
+    await fal.cancel(CANCEL_URL)
+
+    # What the client sent before: AsyncClient's own request building, from a fresh client.
+    expected: list[httpx.Request] = []
+    reference = httpx.AsyncClient(
+        transport=recorder(expected),
+        timeout=httpx.Timeout(30, connect=5),
+        headers={"User-Agent": "falrelay"},
+    )
+    submit_headers = {
+        "Authorization": "Key secret-key",
+        "X-Fal-Object-Lifecycle-Preference": '{"expiration_duration_seconds":60}',
+    }
+    url = f"http://fal.test/{MODEL}"
+    await reference.post(
+        f"{url}?fal_webhook={quote(webhook, safe='')}",
+        json=arguments,
+        headers={**submit_headers, "X-Fal-Queue-Priority": "low", "X-Fal-Request-Timeout": "2.5"},
+    )
+    await reference.post(url, json=arguments, headers=submit_headers)
+    await reference.get(STATUS_URL, headers={"Authorization": "Key secret-key"})
+    await reference.get(RESULT_URL, headers={"Authorization": "Key secret-key"})
+    await reference.put(CANCEL_URL, headers={"Authorization": "Key secret-key"})
+
+    assert [_as_sent(r) for r in seen] == [_as_sent(r) for r in expected]
+    assert (b"Cookie", b"lb=7") in seen[1].headers.raw
+    assert hooked[:4] == ["POST sent", "POST answered 200", "POST sent", "POST answered 200"]
+    assert len(hooked) == 10
