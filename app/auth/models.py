@@ -52,9 +52,10 @@ class Client(CreatedAtMixin, Base):
     monthly_budget_usd: Mapped[Decimal | None] = mapped_column(Numeric(14, 4))
     # A client's share of contended capacity relative to the others (fair share).
     weight: Mapped[int] = mapped_column(Integer, server_default="1", nullable=False)
-    # Jobs that entered `queued`: a job's intake adds one as it checks the cap (one statement,
-    # migration 0016). Its queued jobs are these less its exits, kept apart so that its
-    # submissions do not all update this row (app.jobs.models.ClientQueueExit, migration 0017).
+    # Jobs that entered `queued` under the lock of this row: a capped intake adds one as it
+    # checks the cap (one statement, migration 0016). The rest of the count is on the client's
+    # shards, so that its uncapped intakes and its submissions do not all update this row
+    # (app.jobs.models.ClientQueueCount, migrations 0017 and 0020).
     queue_entries: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
 
     __table_args__ = (

@@ -189,16 +189,19 @@ class Job(CreatedAtMixin, Base):
     )
 
 
-class ClientQueueExit(Base):
-    """Jobs that left `queued`, per client, counted on the shard of the database session that
-    moved them (a trigger on jobs, migration 0017): concurrent submissions of one client write
-    different rows, not its one clients row. A client's queued jobs are its
-    `clients.queue_entries` less the sum of its shards (app.jobs.repository.INTAKE)."""
+class ClientQueueCount(Base):
+    """A client's way in and out of `queued`, counted on the shard of the database session
+    that wrote it, so concurrent writers do not take turns on the client's one clients row:
+    jobs taken in without a queued-jobs cap (intake, migration 0020) and jobs that left
+    `queued` (a trigger on jobs, migration 0017). A client's queued jobs are its
+    `clients.queue_entries` plus, over its shards, entries less exits
+    (app.jobs.repository.INTAKE)."""
 
-    __tablename__ = "client_queue_exits"
+    __tablename__ = "client_queue_counts"
 
     client_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True
     )
     shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    entries: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     exits: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")

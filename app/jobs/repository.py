@@ -20,30 +20,41 @@ JOB_COLUMNS = (
 )
 
 # A job's intake, in one statement and so one implicit transaction: no BEGIN or COMMIT round
-# trips, and the client's row is locked only while Postgres runs it.
-#  1. The queued-jobs cap ($14, NULL: none) as a conditional increment of the client's
-#     entries (its queued jobs are its entries less its exits, migration 0017). Creates of one
-#     client take turns on that row, and each re-checks the entries its predecessor left. The
-#     exits are read in the statement's snapshot: one committed meanwhile is missed, which can
-#     only over-count what is queued, so the cap is never exceeded, only met a moment early.
-#     No row: the queue is full, and nothing was written.
+# trips, and no row locked longer than Postgres takes to run it and commit.
+#  1. The job's entry in its client's count of queued jobs (`clients.queue_entries` plus, over
+#     the client's shards, entries less exits; migrations 0017 and 0020).
+#     - With a queued-jobs cap ($14), as a conditional increment of the clients row. Creates of
+#       one client take turns on that row, and each re-checks the entries its predecessor left.
+#       The shards are read in the statement's snapshot: an exit committed meanwhile is missed,
+#       which can only over-count, so the cap is never exceeded, only met a moment early. No
+#       row: the queue is full, and nothing was written.
+#     - Without one (NULL) there is nothing to decide: the entry goes on the session's shard,
+#       and a client's creates wait for no one's commit. (Only at the instant a cap is first set
+#       can such an entry, made a moment before, go unseen, as any create that read no cap.)
 #  2. The reservation against the month's budget (the client's own, else $15; NULL: unlimited),
 #     app.billing's compare-and-set on the client's month.
-#  3. The job, only with both. When the budget refused after the cap counted the job,
-#     intake_refused raises (migration 0016) and the increment rolls back with the statement.
+#  3. The job, only with both. When the budget refused after the count took the job,
+#     intake_refused raises (migration 0016) and the entry rolls back with the statement.
 #     An Idempotency-Key taken meanwhile (two first requests at once) is a unique violation,
-#     which rolls back the increment and the reservation the same way; the second request waits
-#     on the first's clients row, so it finds the first job committed.
+#     which rolls back the entry and the reservation the same way.
 INTAKE = f"""
 WITH counted AS (
     UPDATE clients SET queue_entries = queue_entries + 1
-    WHERE id = $2 AND ($14::int IS NULL OR queue_entries - (
-        SELECT COALESCE(sum(exits), 0) FROM client_queue_exits WHERE client_id = $2
-    ) < $14::int)
+    WHERE id = $2 AND $14::int IS NOT NULL AND queue_entries + (
+        SELECT COALESCE(sum(entries - exits), 0) FROM client_queue_counts WHERE client_id = $2
+    ) < $14::int
     RETURNING COALESCE(monthly_budget_usd, $15::numeric) AS budget
+), entered AS (
+    INSERT INTO client_queue_counts AS q (client_id, shard, entries)
+    SELECT $2, pg_backend_pid() % 64, 1 WHERE $14::int IS NULL
+    ON CONFLICT (client_id, shard) DO UPDATE SET entries = q.entries + 1
+    RETURNING (SELECT COALESCE(monthly_budget_usd, $15::numeric) FROM clients WHERE id = $2)
+        AS budget
+), admitted AS (
+    SELECT budget FROM counted UNION ALL SELECT budget FROM entered
 ), reserved AS ({
     billing.reservation_step(
-        client="$2", amount="$7::numeric", budget="(SELECT budget FROM counted)", source="counted"
+        client="$2", amount="$7::numeric", budget="(SELECT budget FROM admitted)", source="admitted"
     )
 })
 INSERT INTO jobs (id, client_id, model, input, metadata, callback_url, estimated_cost_usd,
@@ -53,7 +64,7 @@ SELECT $1, $2, $3, $4, $5, $6,
        CASE WHEN (SELECT ok FROM reserved) THEN $7::numeric
             ELSE intake_refused('budget') END,
        $8, $9, $10, $11, $12, $13
-FROM counted
+FROM admitted
 RETURNING {JOB_COLUMNS}
 """
 

@@ -24,7 +24,7 @@ TABLES = {
     "client_spend",
     "models",
     "file_deletions",
-    "client_queue_exits",
+    "client_queue_counts",
 }
 
 

@@ -1,20 +1,27 @@
 """Each client's count of queued jobs, kept as entries (intake) less exits (triggers), stays the
-true count."""
+true count, and writers of one client's count do not wait for each other's commits."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, cast
 
 import asyncpg
+import pytest
 
-from app.db.pool import Pool, asyncpg_dsn
+from app import ids
+from app.db.pool import Pool, create_pool
+from app.jobs import repository
 from tests.support import Tenant, job_uuid
 
 
 async def _counted(pool: Pool, tenant: Tenant) -> tuple[int, int]:
     kept = await pool.fetchval(
-        "SELECT queue_entries - (SELECT COALESCE(sum(exits), 0) FROM client_queue_exits "
-        "WHERE client_id = $1) FROM clients WHERE id = $1",
+        "SELECT queue_entries + (SELECT COALESCE(sum(entries - exits), 0) "
+        "FROM client_queue_counts WHERE client_id = $1) FROM clients WHERE id = $1",
         tenant.client_id,
     )
     true = await pool.fetchval(
@@ -75,13 +82,7 @@ async def test_exits_land_on_the_shard_of_the_session_that_moved_the_job(
         created = await tenant.http.post("/v1/jobs", json={"input": {"prompt": f"fox {n}"}})
         assert created.status_code == 201, created.text
         ids.append(job_uuid(created.json()["id"]))
-    # Two sessions on different shards (pids are the server's: open until two differ).
-    sessions: list[asyncpg.Connection[Any]] = []
-    try:
-        while len({pid % 64 for pid in [s.get_server_pid() for s in sessions]}) < 2:
-            sessions.append(await asyncpg.connect(asyncpg_dsn(database_url)))
-        by_shard = {s.get_server_pid() % 64: s for s in sessions}
-        first, second = list(by_shard.values())[:2]
+    async with _two_shards(database_url) as (first, second):
         pids = [first.get_server_pid(), second.get_server_pid()]
         moving = [first.transaction(), second.transaction()]
         for conn, transaction, job_id in zip((first, second), moving, ids, strict=False):
@@ -92,11 +93,8 @@ async def test_exits_land_on_the_shard_of_the_session_that_moved_the_job(
             )
         for transaction in moving:
             await transaction.commit()
-    finally:
-        for session in sessions:
-            await session.close()
     shards = await pool.fetch(
-        "SELECT shard, exits FROM client_queue_exits WHERE client_id = $1 ORDER BY shard",
+        "SELECT shard, exits FROM client_queue_counts WHERE client_id = $1 ORDER BY shard",
         tenant.client_id,
     )
     assert {row["shard"]: row["exits"] for row in shards} == {pid % 64: 1 for pid in pids}
@@ -106,3 +104,85 @@ async def test_exits_land_on_the_shard_of_the_session_that_moved_the_job(
         await pool.fetchval("SELECT queue_entries FROM clients WHERE id = $1", tenant.client_id)
         == 4
     )
+
+
+@asynccontextmanager
+async def _two_shards(
+    database_url: str,
+) -> AsyncIterator[tuple[asyncpg.Connection[Any], asyncpg.Connection[Any]]]:
+    """Two sessions, set up as the service's are, on different shards (pids are the server's:
+    open until two differ)."""
+    async with AsyncExitStack() as stack:
+        sessions: list[asyncpg.Connection[Any]] = []
+        while len({session.get_server_pid() % 64 for session in sessions}) < 2:
+            pool = await create_pool(database_url, min_size=1, max_size=1)
+            stack.push_async_callback(pool.close)
+            sessions.append(await stack.enter_async_context(pool.acquire()))
+        by_shard = {session.get_server_pid() % 64: session for session in sessions}
+        first, second = list(by_shard.values())[:2]
+        yield first, second
+
+
+def _job(client_id: uuid.UUID) -> repository.NewJob:
+    return repository.NewJob(
+        id=ids.uuid7(), client_id=client_id, model="m", input={}, metadata={}, callback_url=None
+    )
+
+
+async def _intake(conn: asyncpg.Connection[Any], client_id: uuid.UUID, cap: int | None) -> Any:
+    return await repository.intake(
+        cast(Pool, conn),
+        _job(client_id),
+        key=None,
+        fingerprint=None,
+        max_queued_jobs=cap,
+        default_budget=None,
+    )
+
+
+async def test_uncapped_creates_of_one_client_do_not_wait_for_each_other(
+    tenant: Tenant, pool: Pool, database_url: str
+) -> None:
+    """Without a cap, a create's entry goes on its session's shard: a second create of the
+    same client goes through while the first is still uncommitted. With a cap, the second
+    waits for the first (the cap's exact order), as a timeout shows."""
+    async with _two_shards(database_url) as (first, second):
+        pids = [first.get_server_pid(), second.get_server_pid()]
+        async with first.transaction():
+            assert await _intake(first, tenant.client_id, None) is not None
+            # With the clients row as the counter, this would wait for the first's commit.
+            async with second.transaction():
+                row = await asyncio.wait_for(_intake(second, tenant.client_id, None), 5)
+                assert row is not None
+        shards = await pool.fetch(
+            "SELECT shard, entries FROM client_queue_counts WHERE client_id = $1",
+            tenant.client_id,
+        )
+        assert {row["shard"]: row["entries"] for row in shards} == {pid % 64: 1 for pid in pids}
+        assert await _counted(pool, tenant) == (2, 2)
+
+        async with first.transaction():
+            assert await _intake(first, tenant.client_id, 10) is not None
+            async with second.transaction():
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(_intake(second, tenant.client_id, 10), 1)
+    # The capped create counted on the clients row; the one that timed out left nothing.
+    assert (
+        await pool.fetchval("SELECT queue_entries FROM clients WHERE id = $1", tenant.client_id)
+        == 1
+    )
+    assert await _counted(pool, tenant) == (3, 3)
+
+
+async def test_the_cap_counts_entries_from_every_shard(
+    tenant: Tenant, pool: Pool, database_url: str
+) -> None:
+    """Jobs taken in without a cap count against one set later: a capped create refuses
+    once entries on the shards and on the clients row reach it."""
+    async with _two_shards(database_url) as (first, second):
+        assert await _intake(first, tenant.client_id, None) is not None
+        assert await _intake(second, tenant.client_id, None) is not None
+        assert await _intake(first, tenant.client_id, 3) is not None
+        assert await _intake(second, tenant.client_id, 3) is None
+        assert await _intake(first, tenant.client_id, 3) is None
+    assert await _counted(pool, tenant) == (3, 3)
