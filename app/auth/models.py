@@ -52,10 +52,10 @@ class Client(CreatedAtMixin, Base):
     monthly_budget_usd: Mapped[Decimal | None] = mapped_column(Numeric(14, 4))
     # A client's share of contended capacity relative to the others (fair share).
     weight: Mapped[int] = mapped_column(Integer, server_default="1", nullable=False)
-    # Jobs that entered `queued` under the lock of this row: a capped intake adds one as it
-    # checks the cap (one statement, migration 0016). The rest of the count is on the client's
-    # shards, so that its uncapped intakes and its submissions do not all update this row
-    # (app.jobs.models.ClientQueueCount, migrations 0017 and 0020).
+    # Places in the client's queue taken under the lock of this row: a capped intake's grant
+    # (one statement, migrations 0016 and 0020), a job coming back to `queued`. The rest of the
+    # count is on the client's shards, so that its creates and its submissions do not all
+    # update this row (app.jobs.models.ClientQueueCount, migrations 0017 and 0020).
     queue_entries: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
 
     __table_args__ = (

@@ -192,10 +192,10 @@ class Job(CreatedAtMixin, Base):
 class ClientQueueCount(Base):
     """A client's way in and out of `queued`, counted on the shard of the database session
     that wrote it, so concurrent writers do not take turns on the client's one clients row:
-    jobs taken in without a queued-jobs cap (intake, migration 0020) and jobs that left
-    `queued` (a trigger on jobs, migration 0017). A client's queued jobs are its
-    `clients.queue_entries` plus, over its shards, entries less exits
-    (app.jobs.repository.INTAKE)."""
+    jobs taken in without a queued-jobs cap and places in a capped queue granted to the shard
+    and not yet taken (intake, migration 0020), and jobs that left `queued` (a trigger on jobs,
+    migration 0017). A client's queued jobs are its `clients.queue_entries` plus, over its
+    shards, entries less exits less allowance (app.jobs.repository.INTAKE)."""
 
     __tablename__ = "client_queue_counts"
 
@@ -204,4 +204,5 @@ class ClientQueueCount(Base):
     )
     shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     entries: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    allowance: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     exits: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")

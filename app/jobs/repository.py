@@ -19,44 +19,30 @@ JOB_COLUMNS = (
     "priority, start_timeout, created_at, submitted_at, started_at, completed_at, files"
 )
 
+
 # A job's intake, in one statement and so one implicit transaction: no BEGIN or COMMIT round
 # trips, and no row locked longer than Postgres takes to run it and commit.
-#  1. The job's entry in its client's count of queued jobs (`clients.queue_entries` plus, over
-#     the client's shards, entries less exits; migrations 0017 and 0020).
-#     - With a queued-jobs cap ($14), as a conditional increment of the clients row. Creates of
-#       one client take turns on that row, and each re-checks the entries its predecessor left.
-#       The shards are read in the statement's snapshot: an exit committed meanwhile is missed,
-#       which can only over-count, so the cap is never exceeded, only met a moment early. No
-#       row: the queue is full, and nothing was written.
-#     - Without one (NULL) there is nothing to decide: the entry goes on the session's shard,
-#       and a client's creates wait for no one's commit. (Only at the instant a cap is first set
-#       can such an entry, made a moment before, go unseen, as any create that read no cap.)
+#  1. The job's place in its client's queue (`admitted`, no row: the queue is full). The count
+#     of a client's queued jobs is `clients.queue_entries` plus, over the client's shards,
+#     entries less exits less allowance (migrations 0017 and 0020); see the two steps below.
 #  2. The reservation against the month's budget (the client's own, else $15; NULL: unlimited),
 #     app.billing's compare-and-set on the client's month.
 #  3. The job, only with both. When the budget refused after the count took the job,
-#     intake_refused raises (migration 0016) and the entry rolls back with the statement.
+#     intake_refused raises (migration 0016) and the count rolls back with the statement.
 #     An Idempotency-Key taken meanwhile (two first requests at once) is a unique violation,
-#     which rolls back the entry and the reservation the same way.
-INTAKE = f"""
-WITH counted AS (
-    UPDATE clients SET queue_entries = queue_entries + 1
-    WHERE id = $2 AND $14::int IS NOT NULL AND queue_entries + (
-        SELECT COALESCE(sum(entries - exits), 0) FROM client_queue_counts WHERE client_id = $2
-    ) < $14::int
-    RETURNING COALESCE(monthly_budget_usd, $15::numeric) AS budget
-), entered AS (
-    INSERT INTO client_queue_counts AS q (client_id, shard, entries)
-    SELECT $2, pg_backend_pid() % 64, 1 WHERE $14::int IS NULL
-    ON CONFLICT (client_id, shard) DO UPDATE SET entries = q.entries + 1
-    RETURNING (SELECT COALESCE(monthly_budget_usd, $15::numeric) FROM clients WHERE id = $2)
-        AS budget
-), admitted AS (
-    SELECT budget FROM counted UNION ALL SELECT budget FROM entered
-), reserved AS ({
-    billing.reservation_step(
-        client="$2", amount="$7::numeric", budget="(SELECT budget FROM admitted)", source="admitted"
-    )
-})
+#     which rolls back the count and the reservation the same way.
+def _intake(counting: str) -> str:
+    return f"""
+WITH shards AS (
+    SELECT COALESCE(sum(entries - exits), 0) AS n FROM client_queue_counts WHERE client_id = $2
+), {counting.strip()}, reserved AS ({
+        billing.reservation_step(
+            client="$2",
+            amount="$7::numeric",
+            budget="(SELECT budget FROM admitted)",
+            source="admitted",
+        )
+    })
 INSERT INTO jobs (id, client_id, model, input, metadata, callback_url, estimated_cost_usd,
                   priority, start_timeout, unit_price_usd, trace_context, idempotency_key,
                   request_fingerprint)
@@ -67,6 +53,75 @@ SELECT $1, $2, $3, $4, $5, $6,
 FROM admitted
 RETURNING {JOB_COLUMNS}
 """
+
+
+# How many places in a capped queue one turn on the clients row hands to a shard.
+QUEUE_GRANT = 16
+
+# The queued-jobs cap ($14, NULL: none) without taking turns. The cap is checked against an
+# upper bound, U = `clients.queue_entries` + the shards' entries less exits: places granted to
+# shards and not yet taken count as taken.
+#  - A capped create spends a place its session's shard was granted (`took`): that shard's row
+#    is the only one it locks, and a place is spent once (the allowance's re-check on the row).
+#    Only while U, read in the statement's snapshot, is within the cap: a cap lowered below
+#    what was granted stops the spending.
+#  - With none left there, one turn on the clients row grants QUEUE_GRANT places if U, with the
+#    row's latest entries (Postgres re-reads a row it waited for), leaves room for all of them:
+#    this create takes one and its shard keeps the rest. Shards read in the snapshot can only
+#    miss an exit committed meanwhile, which over-counts: the cap is never exceeded.
+#  - No room for a grant: no row, and `intake` takes the exact step (INTAKE_EXACT).
+#  - Without a cap there is nothing to decide: the entry goes on the session's shard (`entered`).
+#    (Only at the instant a cap is first set can such an entry, made a moment before, go
+#    unseen, as by any create that read no cap.)
+INTAKE = _intake(f"""
+took AS (
+    UPDATE client_queue_counts SET allowance = allowance - 1
+    WHERE client_id = $2 AND shard = pg_backend_pid() % 64 AND allowance > 0
+      AND $14::int IS NOT NULL
+      AND (SELECT queue_entries FROM clients WHERE id = $2) + (SELECT n FROM shards) <= $14::int
+    RETURNING 1
+), granted AS (
+    UPDATE clients SET queue_entries = queue_entries + {QUEUE_GRANT}
+    WHERE id = $2 AND $14::int IS NOT NULL AND NOT EXISTS (SELECT FROM took)
+      AND queue_entries + (SELECT n FROM shards) + {QUEUE_GRANT} <= $14::int
+    RETURNING 1
+), kept AS (
+    INSERT INTO client_queue_counts AS q (client_id, shard, allowance)
+    SELECT $2, pg_backend_pid() % 64, {QUEUE_GRANT - 1} FROM granted
+    ON CONFLICT (client_id, shard) DO UPDATE SET allowance = q.allowance + EXCLUDED.allowance
+), entered AS (
+    INSERT INTO client_queue_counts AS q (client_id, shard, entries)
+    SELECT $2, pg_backend_pid() % 64, 1 WHERE $14::int IS NULL
+    ON CONFLICT (client_id, shard) DO UPDATE SET entries = q.entries + 1
+    RETURNING 1
+), admitted AS (
+    SELECT COALESCE(monthly_budget_usd, $15::numeric) AS budget FROM clients
+    WHERE id = $2 AND (EXISTS (SELECT FROM took) OR EXISTS (SELECT FROM granted)
+                       OR EXISTS (SELECT FROM entered))
+)""")
+
+# Near the cap, one place at a time: a place granted to any shard and not taken yet (waiting
+# for a create that holds its row, then re-checked), else one turn on the clients row for a
+# single place, re-checked against its latest entries as above. No row: the queue is full. A
+# grant committed after the statement's snapshot is counted but its places are not seen, so a
+# refusal can come a moment early, as with a missed exit; never late.
+INTAKE_EXACT = _intake("""
+took AS (
+    UPDATE client_queue_counts SET allowance = allowance - 1
+    WHERE ctid = (
+        SELECT ctid FROM client_queue_counts WHERE client_id = $2 AND allowance > 0
+        LIMIT 1 FOR UPDATE
+    ) AND (SELECT queue_entries FROM clients WHERE id = $2) + (SELECT n FROM shards) <= $14::int
+    RETURNING 1
+), counted AS (
+    UPDATE clients SET queue_entries = queue_entries + 1
+    WHERE id = $2 AND NOT EXISTS (SELECT FROM took)
+      AND queue_entries + (SELECT n FROM shards) < $14::int
+    RETURNING 1
+), admitted AS (
+    SELECT COALESCE(monthly_budget_usd, $15::numeric) AS budget FROM clients
+    WHERE id = $2 AND (EXISTS (SELECT FROM took) OR EXISTS (SELECT FROM counted))
+)""")
 
 # The statement's refusal when the budget does not fit (SQLSTATE of intake_refused).
 INTAKE_REFUSED = "FR001"
@@ -119,25 +174,29 @@ async def intake(
 ) -> asyncpg.Record | None:
     """The stored job, or None when the client's queue is full (nothing stored). Raises
     BudgetRefused or KeyTaken, each having stored nothing either."""
+    args = (
+        job.id,
+        job.client_id,
+        job.model,
+        job.input,
+        job.metadata,
+        job.callback_url,
+        job.estimated_cost_usd,
+        job.priority,
+        job.start_timeout,
+        job.unit_price_usd,
+        job.trace_context,
+        key,
+        fingerprint,
+        max_queued_jobs,
+        default_budget,
+    )
     try:
-        return await pool.fetchrow(
-            INTAKE,
-            job.id,
-            job.client_id,
-            job.model,
-            job.input,
-            job.metadata,
-            job.callback_url,
-            job.estimated_cost_usd,
-            job.priority,
-            job.start_timeout,
-            job.unit_price_usd,
-            job.trace_context,
-            key,
-            fingerprint,
-            max_queued_jobs,
-            default_budget,
-        )
+        row = await pool.fetchrow(INTAKE, *args)
+        if row is None:
+            # Too near the cap for a grant: place by place.
+            row = await pool.fetchrow(INTAKE_EXACT, *args)
+        return row
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name != IDEMPOTENCY_INDEX:
             raise

@@ -1,4 +1,4 @@
-"""a job taken in without a queued-jobs cap is counted on a shard, not on the clients row
+"""a client's creates count their place in its queue on shards, not all on the clients row
 
 Revision ID: 0020
 Revises: 0018
@@ -19,12 +19,15 @@ depends_on: str | Sequence[str] | None = None
 
 # Every intake added its entry on the client's clients row, cap or no cap, and held that row's
 # lock until its commit: one client's creates committed one at a time (measured: the intake
-# statement 18-23 ms mean from one client at 64 connections, 0.27 ms from 16 clients). A cap
-# needs that order to be exact; without one there is nothing to decide, so the entry now goes
-# on the session's shard (`pg_backend_pid() % 64`), where the exits already go. The shards'
-# table holds both and is renamed for it. A job coming back to `queued` still counts on the
-# clients row, under its lock, as a capped intake does.
-# Queued = clients.queue_entries + the sum over the shards of entries - exits.
+# statement 18-23 ms mean from one client at 64 connections, 0.27 ms from 16 clients). The
+# shards' table, where the exits already go (`pg_backend_pid() % 64`), now holds two more
+# figures, and is renamed for it:
+#  - `entries`: jobs taken in without a cap, which have nothing to decide;
+#  - `allowance`: places in a capped queue granted to the shard (counted on the clients row
+#    when granted) and not yet taken, which the shard's creates spend without the clients row
+#    (app.jobs.repository.INTAKE).
+# Queued = clients.queue_entries + the shards' entries - exits - allowance. A job coming back
+# to `queued` still counts on the clients row, under its lock, as a capped intake's grant does.
 FUNCTION = """
 CREATE OR REPLACE FUNCTION jobs_count_queued() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -70,22 +73,25 @@ def upgrade() -> None:
         "ALTER TABLE client_queue_counts RENAME CONSTRAINT "
         "fk_client_queue_exits_client_id_clients TO fk_client_queue_counts_client_id_clients"
     )
-    op.add_column(
-        "client_queue_counts",
-        sa.Column("entries", sa.BigInteger(), server_default="0", nullable=False),
-    )
+    for column in ("entries", "allowance"):
+        op.add_column(
+            "client_queue_counts",
+            sa.Column(column, sa.BigInteger(), server_default="0", nullable=False),
+        )
     op.execute(FUNCTION)
 
 
 def downgrade() -> None:
-    # Folds the shards' entries back into the clients rows, with jobs locked against moves.
-    op.execute("LOCK TABLE jobs IN SHARE MODE")
+    # Folds the shards' entries back into the clients rows, and takes back the places granted
+    # and not taken, with jobs and counts locked against moves.
+    op.execute("LOCK TABLE jobs, client_queue_counts IN SHARE MODE")
     op.execute(
         "UPDATE clients SET queue_entries = queue_entries + q.n FROM "
-        "(SELECT client_id, sum(entries) AS n FROM client_queue_counts GROUP BY client_id) q "
-        "WHERE clients.id = q.client_id"
+        "(SELECT client_id, sum(entries - allowance) AS n FROM client_queue_counts "
+        "GROUP BY client_id) q WHERE clients.id = q.client_id"
     )
     op.execute(PREVIOUS_FUNCTION)
+    op.drop_column("client_queue_counts", "allowance")
     op.drop_column("client_queue_counts", "entries")
     op.execute(
         "ALTER TABLE client_queue_counts RENAME CONSTRAINT "

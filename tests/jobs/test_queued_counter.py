@@ -20,7 +20,7 @@ from tests.support import Tenant, job_uuid
 
 async def _counted(pool: Pool, tenant: Tenant) -> tuple[int, int]:
     kept = await pool.fetchval(
-        "SELECT queue_entries + (SELECT COALESCE(sum(entries - exits), 0) "
+        "SELECT queue_entries + (SELECT COALESCE(sum(entries - exits - allowance), 0) "
         "FROM client_queue_counts WHERE client_id = $1) FROM clients WHERE id = $1",
         tenant.client_id,
     )
@@ -82,6 +82,7 @@ async def test_exits_land_on_the_shard_of_the_session_that_moved_the_job(
         created = await tenant.http.post("/v1/jobs", json={"input": {"prompt": f"fox {n}"}})
         assert created.status_code == 201, created.text
         ids.append(job_uuid(created.json()["id"]))
+    entries = await _entries(pool, tenant)
     async with _two_shards(database_url) as (first, second):
         pids = [first.get_server_pid(), second.get_server_pid()]
         moving = [first.transaction(), second.transaction()]
@@ -94,16 +95,24 @@ async def test_exits_land_on_the_shard_of_the_session_that_moved_the_job(
         for transaction in moving:
             await transaction.commit()
     shards = await pool.fetch(
-        "SELECT shard, exits FROM client_queue_counts WHERE client_id = $1 ORDER BY shard",
+        "SELECT shard, exits FROM client_queue_counts WHERE client_id = $1 AND exits > 0",
         tenant.client_id,
     )
     assert {row["shard"]: row["exits"] for row in shards} == {pid % 64: 1 for pid in pids}
     assert await _counted(pool, tenant) == (2, 2)
-    # Entries never fall on the way out: 4 came in.
-    assert (
-        await pool.fetchval("SELECT queue_entries FROM clients WHERE id = $1", tenant.client_id)
-        == 4
+    # Entries never fall on the way out.
+    assert await _entries(pool, tenant) == entries
+
+
+async def _entries(pool: Pool, tenant: Tenant) -> tuple[int, int, int]:
+    """(the clients row's entries, the shards' entries, the shards' allowance)"""
+    row = await pool.fetchrow(
+        "SELECT queue_entries, (SELECT (COALESCE(sum(entries), 0), COALESCE(sum(allowance), 0)) "
+        "FROM client_queue_counts WHERE client_id = $1) AS shards FROM clients WHERE id = $1",
+        tenant.client_id,
     )
+    assert row is not None
+    return row["queue_entries"], *row["shards"]
 
 
 @asynccontextmanager
@@ -130,6 +139,7 @@ def _job(client_id: uuid.UUID) -> repository.NewJob:
 
 
 async def _intake(conn: asyncpg.Connection[Any], client_id: uuid.UUID, cap: int | None) -> Any:
+    """The stored job, or None: the queue is full."""
     return await repository.intake(
         cast(Pool, conn),
         _job(client_id),
@@ -140,20 +150,20 @@ async def _intake(conn: asyncpg.Connection[Any], client_id: uuid.UUID, cap: int 
     )
 
 
-async def test_uncapped_creates_of_one_client_do_not_wait_for_each_other(
+async def test_creates_of_one_client_do_not_wait_for_each_other(
     tenant: Tenant, pool: Pool, database_url: str
 ) -> None:
-    """Without a cap, a create's entry goes on its session's shard: a second create of the
-    same client goes through while the first is still uncommitted. With a cap, the second
-    waits for the first (the cap's exact order), as a timeout shows."""
+    """A second create of the same client goes through while the first is still uncommitted:
+    without a cap, each entry goes on its session's shard; with one, each spends a place its
+    shard was granted. Near the cap, places are taken one at a time on the clients row, and
+    the second waits for the first, as a timeout shows."""
     async with _two_shards(database_url) as (first, second):
         pids = [first.get_server_pid(), second.get_server_pid()]
         async with first.transaction():
             assert await _intake(first, tenant.client_id, None) is not None
             # With the clients row as the counter, this would wait for the first's commit.
             async with second.transaction():
-                row = await asyncio.wait_for(_intake(second, tenant.client_id, None), 5)
-                assert row is not None
+                assert await asyncio.wait_for(_intake(second, tenant.client_id, None), 5)
         shards = await pool.fetch(
             "SELECT shard, entries FROM client_queue_counts WHERE client_id = $1",
             tenant.client_id,
@@ -161,28 +171,86 @@ async def test_uncapped_creates_of_one_client_do_not_wait_for_each_other(
         assert {row["shard"]: row["entries"] for row in shards} == {pid % 64: 1 for pid in pids}
         assert await _counted(pool, tenant) == (2, 2)
 
+        # With a cap: each session's first create is a grant, one turn on the clients row.
+        assert await _intake(first, tenant.client_id, 100) is not None
+        assert await _intake(second, tenant.client_id, 100) is not None
+        grant = repository.QUEUE_GRANT
+        assert await _entries(pool, tenant) == (2 * grant, 2, 2 * (grant - 1))
         async with first.transaction():
-            assert await _intake(first, tenant.client_id, 10) is not None
+            assert await _intake(first, tenant.client_id, 100) is not None
+            async with second.transaction():
+                assert await asyncio.wait_for(_intake(second, tenant.client_id, 100), 5)
+        assert await _entries(pool, tenant) == (2 * grant, 2, 2 * (grant - 2))
+        assert await _counted(pool, tenant) == (6, 6)
+
+        # Near the cap (no room for a grant, none left on the shards), one at a time.
+        await pool.execute(
+            "UPDATE client_queue_counts SET allowance = 0 WHERE client_id = $1", tenant.client_id
+        )
+        cap = 2 * grant + 2 + 2
+        async with first.transaction():
+            assert await _intake(first, tenant.client_id, cap) is not None
             async with second.transaction():
                 with pytest.raises(TimeoutError):
-                    await asyncio.wait_for(_intake(second, tenant.client_id, 10), 1)
-    # The capped create counted on the clients row; the one that timed out left nothing.
-    assert (
-        await pool.fetchval("SELECT queue_entries FROM clients WHERE id = $1", tenant.client_id)
-        == 1
-    )
-    assert await _counted(pool, tenant) == (3, 3)
+                    await asyncio.wait_for(_intake(second, tenant.client_id, cap), 1)
+    # The one that timed out left nothing.
+    assert await _entries(pool, tenant) == (2 * grant + 1, 2, 0)
 
 
-async def test_the_cap_counts_entries_from_every_shard(
+async def test_the_cap_is_exact_across_shards_and_grants(
     tenant: Tenant, pool: Pool, database_url: str
 ) -> None:
-    """Jobs taken in without a cap count against one set later: a capped create refuses
-    once entries on the shards and on the clients row reach it."""
+    """Creates through two sessions fill a capped queue to exactly its cap: places granted
+    to a shard and not taken are spent by the other's creates near the cap, and entries
+    taken in without a cap count against it."""
     async with _two_shards(database_url) as (first, second):
         assert await _intake(first, tenant.client_id, None) is not None
-        assert await _intake(second, tenant.client_id, None) is not None
-        assert await _intake(first, tenant.client_id, 3) is not None
-        assert await _intake(second, tenant.client_id, 3) is None
-        assert await _intake(first, tenant.client_id, 3) is None
-    assert await _counted(pool, tenant) == (3, 3)
+        cap = 2 * repository.QUEUE_GRANT + 7
+        admitted = 1
+        for n in range(3 * cap):
+            if await _intake((first, second)[n % 2 if n < 20 else 0], tenant.client_id, cap):
+                admitted += 1
+        assert admitted == cap
+        # Full: neither session gets a place.
+        assert await _intake(second, tenant.client_id, cap) is None
+    assert await _counted(pool, tenant) == (cap, cap)
+    assert await _entries(pool, tenant) == (cap - 1, 1, 0)
+
+
+async def test_concurrent_creates_never_pass_the_cap(
+    tenant: Tenant, pool: Pool, database_url: str
+) -> None:
+    """Twice the cap's creates at once through 12 sessions: none past the cap, and any place
+    refused a moment early (a grant not yet seen) is there for the next create."""
+    cap = 3 * repository.QUEUE_GRANT + 5
+    pools = [await create_pool(database_url, min_size=4, max_size=4) for _ in range(3)]
+    try:
+        results = await asyncio.gather(
+            *(_intake(cast(Any, pools[n % 3]), tenant.client_id, cap) for n in range(2 * cap))
+        )
+        admitted = sum(row is not None for row in results)
+        assert admitted <= cap
+        while await _intake(cast(Any, pools[0]), tenant.client_id, cap) is not None:
+            admitted += 1
+    finally:
+        for each in pools:
+            await each.close()
+    assert admitted == cap
+    assert await _counted(pool, tenant) == (cap, cap)
+
+
+async def test_a_lowered_cap_stops_the_places_granted_before_it(
+    tenant: Tenant, pool: Pool, database_url: str
+) -> None:
+    """Places a shard was granted under a cap of 100 are not spent once the cap is lowered
+    below what was granted: the queue refuses until it is back under the new cap."""
+    async with _two_shards(database_url) as (first, _):
+        assert await _intake(first, tenant.client_id, 100) is not None
+        assert await _entries(pool, tenant) == (
+            repository.QUEUE_GRANT,
+            0,
+            repository.QUEUE_GRANT - 1,
+        )
+        assert await _intake(first, tenant.client_id, 5) is None
+        assert await _intake(first, tenant.client_id, repository.QUEUE_GRANT) is not None
+    assert await _counted(pool, tenant) == (2, 2)
