@@ -22,6 +22,8 @@ from bench.workload import job_request_json
 
 CONNECTIONS = 64
 P99_GOAL_MS = 50.0
+# A cap no run reaches: the capped process does the cap's work (grants to shards) and never refuses.
+CAP_OUT_OF_REACH = 100_000_000
 # (label, bench/variants.py variants, FALRELAY_* settings)
 EXPERIMENTS: list[tuple[str, str, dict[str, Any]]] = [
     ("FALRELAY_ACCESS_LOG=false", "", {"access_log": False}),
@@ -59,10 +61,18 @@ async def run(ctx: Context) -> Report:
             python_argv("-m", "uvicorn", "bench.baselines.intake_app:app", *_listen(port)),
             {intake_app.DSN_VARIABLE: asyncpg_dsn(database_url)},
         )
-        (api, api_url), _ = await asyncio.gather(
+        (api, api_url), (capped, capped_url), _ = await asyncio.gather(
             # Every job stays queued (no worker runs): the queued-jobs cap would turn a fast
             # run into 409s, so it is lifted here as the baseline has none.
             start_falrelay(procs, "api", database_url, default_max_queued_jobs="unlimited"),
+            # ...and set out of reach in a second process, which still does the cap's work.
+            start_falrelay(
+                procs,
+                "api",
+                database_url,
+                name="falrelay-api-capped",
+                default_max_queued_jobs=str(CAP_OUT_OF_REACH),
+            ),
             baseline.wait_http(f"{baseline_url}/healthz"),
         )
 
@@ -82,6 +92,7 @@ async def run(ctx: Context) -> Report:
         targets = {
             "falrelay": (api_url, True, api),
             "falrelay, no Idempotency-Key": (api_url, False, api),
+            "falrelay, queued-jobs cap": (capped_url, True, capped),
             "baseline": (baseline_url, True, baseline),
         }
         experiments = chosen_experiments(report, EXPERIMENTS, opts.experiments)
@@ -173,7 +184,34 @@ async def run(ctx: Context) -> Report:
         [c.get("postgres", 0.0) for c in cpu["falrelay"]],
         [c.get("postgres", 0.0) for c in cpu["baseline"]],
     )
-    report.figures = [rps, p50, p99, server_cpu, postgres_cpu, no_key, no_key_p99]
+    capped_rs = results["falrelay, queued-jobs cap"]
+    with_cap = Figure(
+        "POST /v1/jobs with a queued-jobs cap",
+        "req/s",
+        [r.rps for r in capped_rs],
+        [r.rps for r in base],
+    )
+    with_cap_p99 = Figure(
+        "p99 with a queued-jobs cap", "ms", _ms(capped_rs, "p99_ms"), _ms(base, "p99_ms")
+    )
+    with_cap_postgres = Figure(
+        "Postgres CPU per request with a queued-jobs cap",
+        "ms",
+        [c.get("postgres", 0.0) for c in cpu["falrelay, queued-jobs cap"]],
+        [c.get("postgres", 0.0) for c in cpu["baseline"]],
+    )
+    report.figures = [
+        rps,
+        p50,
+        p99,
+        server_cpu,
+        postgres_cpu,
+        no_key,
+        no_key_p99,
+        with_cap,
+        with_cap_p99,
+        with_cap_postgres,
+    ]
     for variant, _, _ in experiments:
         rs = results[f"falrelay with {variant}"]
         report.figures += [
@@ -188,7 +226,8 @@ async def run(ctx: Context) -> Report:
         "driver": fal[0].driver if fal else None,
         "falrelay": (
             "falrelay api, default settings (pool 2..20, access log on) but "
-            "FALRELAY_DEFAULT_MAX_QUEUED_JOBS=unlimited"
+            "FALRELAY_DEFAULT_MAX_QUEUED_JOBS=unlimited; the cap's figures: a second process "
+            f"with FALRELAY_DEFAULT_MAX_QUEUED_JOBS={CAP_OUT_OF_REACH}"
         ),
     }
     report.details["cpu_ms_per_request"] = cpu
