@@ -223,8 +223,10 @@ async def create_job(
     )
     job = prepared.job
     fingerprint = None if idempotency_key is None else _fingerprint(job, prepared.fingerprint_input)
-    if idempotency_key is not None:
-        # A replay is looked up first: it costs one indexed read, not an intake (nor uploads).
+    if idempotency_key is not None and prepared.uploads:
+        # A replay of a job with files to upload is looked up first, not uploaded again. Any
+        # other goes straight to the intake, whose key is unique: a replay stores nothing there
+        # and is looked up below, so a first request costs one statement, not two.
         existing = await repository.find_by_idempotency_key(pool, client_id, idempotency_key)
         if existing is not None:
             return _replay(existing, fingerprint)
@@ -259,8 +261,8 @@ async def create_job(
     if row is not None:
         return Created(row, created=True)
 
-    # Nothing was stored. A request whose key another one used first (meanwhile) replays that
-    # job: it reserved when it was accepted, so a replay is never refused.
+    # Nothing was stored. A request whose key another one used first (before, or meanwhile)
+    # replays that job: it reserved when it was accepted, so a replay is never refused.
     existing = (
         None
         if idempotency_key is None
