@@ -28,6 +28,16 @@ def asyncpg_dsn(database_url: str) -> str:
     return f"postgresql://{rest}"
 
 
+def json_timestamp_sql(value: str) -> str:
+    """A timestamptz as SQL text in the JSON codec's format for a datetime (orjson, UTC as
+    `Z`, microseconds when there are any), for statements that build their own JSON."""
+    return (
+        f"to_char({value} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN "
+        f"extract(microseconds FROM {value})::bigint % 1000000 = 0 THEN '' "
+        f"ELSE to_char({value} AT TIME ZONE 'UTC', '.US') END || 'Z'"
+    )
+
+
 async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
     for type_name in ("jsonb", "json"):
         await conn.set_type_codec(

@@ -1,7 +1,8 @@
 """Job state changes and the events they write, one transaction each.
 
 Every function here is a compare-and-set on the job row plus the insert of its event in the
-same transaction (the outbox): either both are committed or neither. None comes back when the
+same transaction (the outbox): either both are committed or neither. The commonest, to
+`submitted` and `running`, are one statement with their event. None comes back when the
 job was not in a state the change may leave — someone else got there first.
 """
 
@@ -68,9 +69,14 @@ async def _in_one_transaction(
 ) -> list[asyncpg.Record | None]:
     """Each step in turn, in one transaction: the row of each that applied, else None."""
     applied: list[_Applied | None] = []
-    async with pool.acquire() as conn, conn.transaction():
-        for step in steps:
-            applied.append(await _apply(conn, step))
+    async with pool.acquire() as conn:
+        if len(steps) == 1 and steps[0].statement in _WITH_EVENT:
+            # One statement: its own transaction.
+            applied.append(await _apply(conn, steps[0]))
+        else:
+            async with conn.transaction():
+                for step in steps:
+                    applied.append(await _apply(conn, step))
     for done in applied:
         if done is None:
             continue
@@ -89,6 +95,10 @@ async def _in_one_transaction(
 
 
 async def _apply(conn: Connection, step: _Step) -> _Applied | None:
+    with_event = _WITH_EVENT.get(step.statement)
+    if with_event is not None:
+        row = await conn.fetchrow(with_event, *step.args, ids.uuid7())
+        return None if row is None else _Applied(row, None, row["deliveries"])
     settled: Settled | None = None
     # A terminal transition settles in its own statement unless fal said what it billed: the
     # cost from its units is worked out here, between the compare-and-set and the settle.
@@ -114,6 +124,13 @@ async def _apply(conn: Connection, step: _Step) -> _Applied | None:
     )
     return _Applied(row, settled, deliveries)
 
+
+# The compare-and-sets to a state without output, each with its event folded in: the payload
+# rendered by the statement (app.jobs.schemas.job_view_sql), as the row it returns would be.
+_WITH_EVENT = {
+    sql.MARK_SUBMITTED: sql.MARK_SUBMITTED_WITH_EVENT,
+    sql.MARK_RUNNING: sql.MARK_RUNNING_WITH_EVENT,
+}
 
 # The terminal compare-and-sets, each with the job's settle folded in (app.billing).
 _SETTLING = {

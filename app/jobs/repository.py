@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,7 +13,11 @@ import asyncpg
 
 from app.billing import service as billing
 from app.db.pool import Pool
+from app.events.payloads import event_body_sql
+from app.events.types import EventType
 from app.jobs.models import PRIORITIES
+from app.jobs.schemas import job_view_sql
+from app.webhooks import fanout
 
 JOB_COLUMNS = (
     "id, model, status, input, metadata, callback_url, output, error, fal_request_id, "
@@ -324,6 +329,34 @@ SET status = 'running', started_at = clock_timestamp(), updated_at = clock_times
 WHERE id = $1 AND status = 'submitted'
 RETURNING {TRANSITION_COLUMNS}
 """
+
+
+def _with_event(transition: str, event_type: EventType) -> str:
+    """`transition` (a compare-and-set returning TRANSITION_COLUMNS, to a state without output)
+    with the event it writes and the event's deliveries, in one statement: no BEGIN and COMMIT
+    round trips, and no second statement. The event's id is the next parameter; the row comes
+    back with `deliveries`, how many were queued."""
+    event_id = max(int(n) for n in re.findall(r"\$(\d+)", transition)) + 1
+    recording = fanout.recording(
+        source="moved",
+        event_id=f"${event_id}::uuid",
+        client_id="moved.client_id",
+        job_id="moved.id",
+        event_type=f"'{event_type}'",
+        payload=event_body_sql(event_type, "moved.updated_at", job_view_sql("moved")),
+        at="moved.updated_at",
+        callback_url="NULL::text",
+    )
+    return f"""
+WITH moved AS (
+{transition.strip()}
+), {recording.strip()}
+SELECT moved.*, (SELECT count(*) FROM queued) AS deliveries FROM moved
+"""
+
+
+MARK_SUBMITTED_WITH_EVENT = _with_event(MARK_SUBMITTED, "job.submitted")
+MARK_RUNNING_WITH_EVENT = _with_event(MARK_RUNNING, "job.running")
 
 _MARK_SUCCEEDED = f"""
 UPDATE jobs

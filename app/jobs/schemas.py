@@ -11,6 +11,7 @@ from app import ids
 from app.catalog import CATALOG, DEFAULT_MODEL_ID
 from app.catalog.files import output_files
 from app.catalog.spec import MAX_MODEL_ID_LENGTH
+from app.db.pool import json_timestamp_sql
 from app.ids import JOB_ID_PREFIX
 from app.jobs.models import PRIORITY_NAMES, JobStatus
 from app.outputs import links
@@ -187,6 +188,37 @@ def job_view(row: asyncpg.Record) -> dict[str, Any]:
         "started_at": row["started_at"],
         "completed_at": row["completed_at"],
     }
+
+
+def _optional_timestamp_sql(value: str) -> str:
+    text = json_timestamp_sql(value)
+    return f"CASE WHEN {value} IS NULL THEN 'null'::jsonb ELSE to_jsonb({text}) END"
+
+
+# A float as Python writes it: 30.0, not Postgres's 30; otherwise its shortest exact digits.
+_FLOAT_SQL = (
+    "CASE WHEN {0} IS NULL THEN 'null'::jsonb WHEN {0} = trunc({0}) "
+    "THEN to_jsonb(round({0}::numeric, 1)) ELSE to_jsonb({0}::text::numeric) END"
+)
+
+
+def job_view_sql(job: str) -> str:
+    """`job_view` as an SQL expression (jsonb) over the job row `job`, for a job that has not
+    succeeded (no output, no files): what lets a transition's statement write its own event.
+    A contract test holds it to `job_view`."""
+    priority = " ".join(f"WHEN {value} THEN '{name}'" for value, name in PRIORITY_NAMES.items())
+    return f"""jsonb_build_object(
+        'id', '{JOB_ID_PREFIX}_' || replace({job}.id::text, '-', ''),
+        'model', {job}.model, 'status', {job}.status, 'input', {job}.input,
+        'metadata', {job}.metadata, 'callback_url', {job}.callback_url, 'output', NULL,
+        'files', '[]'::jsonb, 'error', {job}.error, 'fal_request_id', {job}.fal_request_id,
+        'priority', CASE {job}.priority {priority} END,
+        'start_timeout', {_FLOAT_SQL.format(f"{job}.start_timeout")},
+        'created_at', {_optional_timestamp_sql(f"{job}.created_at")},
+        'submitted_at', {_optional_timestamp_sql(f"{job}.submitted_at")},
+        'started_at', {_optional_timestamp_sql(f"{job}.started_at")},
+        'completed_at', {_optional_timestamp_sql(f"{job}.completed_at")}
+    )"""
 
 
 def _files(row: asyncpg.Record) -> list[dict[str, Any]]:

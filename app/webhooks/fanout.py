@@ -1,4 +1,5 @@
-"""Recording an event and fanning it out: one statement, inside the caller's transaction.
+"""Recording an event and fanning it out: one statement, inside the caller's transaction, or
+steps of the state change's own statement (`recording`).
 
 The event row and one delivery row per target are written together with the state change
 that caused them, so a committed change always has its deliveries and an uncommitted one has
@@ -15,19 +16,54 @@ from typing import Any
 from app.db.pool import Connection
 from app.events.types import TERMINAL_EVENT_TYPES, EventType
 
-RECORD_EVENT = """
-WITH event AS (
-    INSERT INTO events (id, client_id, job_id, type, payload, created_at)
-    VALUES ($1, $2, $3, $4, $5, $6)
-    RETURNING id
-)
-INSERT INTO deliveries (id, client_id, event_id, job_id, endpoint_id, url, next_attempt_at)
-SELECT gen_random_uuid(), $2, $1, $3, e.id, NULL, $6
-FROM webhook_endpoints e
-WHERE e.client_id = $2 AND e.enabled AND $4 = ANY(e.event_types)
-UNION ALL
-SELECT gen_random_uuid(), $2, $1, $3, NULL, $7, $6
-WHERE $7::text IS NOT NULL
+
+def recording(
+    *,
+    source: str,
+    event_id: str,
+    client_id: str,
+    job_id: str,
+    event_type: str,
+    payload: str,
+    at: str,
+    callback_url: str,
+) -> str:
+    """The steps that record an event and queue its deliveries, for a statement's WITH list:
+    `event`, then `queued` (one row per delivery). Each argument is an SQL expression over
+    `source`, a step of the caller's that yields one row per event (none: nothing recorded).
+    `callback_url` is the job's own callback URL, for a terminal event (NULL: none)."""
+    return f"""
+    event AS (
+        INSERT INTO events (id, client_id, job_id, type, payload, created_at)
+        SELECT {event_id}, {client_id}, {job_id}, {event_type}, {payload}, {at} FROM {source}
+        RETURNING id, client_id, job_id, type, created_at
+    ), queued AS (
+        INSERT INTO deliveries (id, client_id, event_id, job_id, endpoint_id, url,
+                                next_attempt_at)
+        SELECT gen_random_uuid(), ev.client_id, ev.id, ev.job_id, e.id, NULL, ev.created_at
+        FROM event ev JOIN webhook_endpoints e ON e.client_id = ev.client_id
+        WHERE e.enabled AND ev.type = ANY(e.event_types)
+        UNION ALL
+        SELECT gen_random_uuid(), {client_id}, {event_id}, {job_id}, NULL, {callback_url}, {at}
+        FROM {source} WHERE {callback_url} IS NOT NULL
+        RETURNING 1
+    )"""
+
+
+RECORD_EVENT = f"""
+WITH {
+    recording(
+        source="(SELECT) AS one",
+        event_id="$1::uuid",
+        client_id="$2::uuid",
+        job_id="$3::uuid",
+        event_type="$4::text",
+        payload="$5::jsonb",
+        at="$6::timestamptz",
+        callback_url="$7::text",
+    )
+}
+SELECT count(*) FROM queued
 """
 
 # A test event goes to the one endpoint it was asked for, whatever its subscriptions.
@@ -40,11 +76,6 @@ WITH event AS (
 INSERT INTO deliveries (id, client_id, event_id, job_id, endpoint_id, url, next_attempt_at)
 VALUES ($5, $2, $1, NULL, $6, NULL, $4)
 """
-
-
-def _count(status: str) -> int:
-    # asyncpg's command tag: "INSERT 0 <rows>"
-    return int(status.rsplit(" ", 1)[-1])
 
 
 async def record_event(
@@ -60,10 +91,10 @@ async def record_event(
 ) -> int:
     """Inserts the event and its deliveries; returns how many deliveries it queued."""
     to_callback = callback_url if event_type in TERMINAL_EVENT_TYPES else None
-    status = await conn.execute(
+    queued: int = await conn.fetchval(
         RECORD_EVENT, event_id, client_id, job_id, event_type, payload, at, to_callback
     )
-    return _count(status)
+    return queued
 
 
 async def record_ping(
