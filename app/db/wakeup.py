@@ -26,12 +26,26 @@ Topic = Literal["submit", "reconcile", "deliver", "mirror"]
 TOPICS: tuple[Topic, ...] = ("submit", "reconcile", "deliver", "mirror")
 
 
+# How many of the sessions this process sent a NOTIFY from are remembered (`sent_here`): a
+# pool's worth, and more as its connections are replaced.
+_SENDERS_KEPT = 64
+
+
 class Wakeup:
     def __init__(self, pool: Pool | None, *, coalesce: float = 0.02) -> None:
         self._pool = pool
         self._coalesce = coalesce
         self.local: dict[Topic, asyncio.Event] = {topic: asyncio.Event() for topic in TOPICS}
         self._pending: dict[Topic, asyncio.Task[None]] = {}
+        # Backend pids, oldest first (a dict as an ordered set).
+        self._senders: dict[int, None] = {}
+
+    def sent_here(self, pid: int) -> bool:
+        """Whether a NOTIFY from backend `pid` is likely this process's own: its worker was
+        woken when the work was made, so hearing it again would only cost a claim that finds
+        nothing. (A pid Postgres gave another process's session since can make a foreign
+        notification be skipped: a hint lost, which polling makes up for.)"""
+        return pid in self._senders
 
     def notify(self, topic: Topic) -> None:
         self.local[topic].set()
@@ -43,7 +57,13 @@ class Wakeup:
         try:
             await asyncio.sleep(self._coalesce)
             assert self._pool is not None
-            await self._pool.execute("SELECT pg_notify($1, $2)", CHANNEL, topic)
+            async with self._pool.acquire() as conn:
+                pid = conn.get_server_pid()
+                self._senders.pop(pid, None)
+                self._senders[pid] = None
+                if len(self._senders) > _SENDERS_KEPT:
+                    del self._senders[next(iter(self._senders))]
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, topic)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("NOTIFY failed (workers will find the work by polling): %r", exc)
         finally:
@@ -68,10 +88,17 @@ class Listener:
     """
 
     def __init__(
-        self, database_url: str, on_topic: Callable[[str], None], *, check_every: float = 10.0
+        self,
+        database_url: str,
+        on_topic: Callable[[str], None],
+        *,
+        check_every: float = 10.0,
+        ignore: Callable[[int], bool] = lambda _pid: False,
     ) -> None:
+        """`ignore(pid)`: skip a notification sent from that backend (`Wakeup.sent_here`)."""
         self._dsn = asyncpg_dsn(database_url)
         self._on_topic = on_topic
+        self._ignore = ignore
         self._check_every = check_every
         self._conn: asyncpg.Connection[Any] | None = None
         self._lost = asyncio.Event()
@@ -109,10 +136,14 @@ class Listener:
         )
         self._conn = conn
         conn.add_termination_listener(lambda _conn: lost.set())
-        await conn.add_listener(CHANNEL, lambda _c, _pid, _ch, payload: self._on_topic(payload))
+        await conn.add_listener(CHANNEL, self._heard)
         # Anything committed while we were not listening is found by the first poll.
         for topic in TOPICS:
             self._on_topic(topic)
+
+    def _heard(self, _conn: Any, pid: int, _channel: str, payload: object) -> None:
+        if not self._ignore(pid):
+            self._on_topic(str(payload))
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None

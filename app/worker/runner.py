@@ -94,7 +94,10 @@ class Worker:
         settings = runtime.settings
         self._listener = (
             Listener(
-                listen_url, self._on_topic, check_every=min(10.0, settings.loop_stall_seconds / 3)
+                listen_url,
+                self._on_topic,
+                check_every=min(10.0, settings.loop_stall_seconds / 3),
+                ignore=runtime.wakeup.sent_here,
             )
             if listen_url
             else None
