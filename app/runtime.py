@@ -76,9 +76,9 @@ class Runtime:
         """fal posts its results to us (a public base URL is set); else we poll for them."""
         return bool(self.settings.public_base_url)
 
-    async def callback_url(self, public_job_id: str) -> str | None:
+    async def callback_url(self, public_job_id: str, model: str) -> str | None:
         """Where fal should post the job's result; None in poll mode."""
-        return (await self.callback_urls.get()).for_job(public_job_id)
+        return (await self.callback_urls.get()).for_job(public_job_id, model)
 
 
 def fal_http_client(settings: Settings) -> httpx.AsyncClient:

@@ -3,8 +3,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
@@ -35,18 +36,31 @@ class SignatureRejected(AppError):
 @router.post(
     "/{job_id}/{token}", responses=error_responses(BadRequest, SignatureRejected, NotFound)
 )
-async def fal_callback(job_id: str, token: str, request: Request, runtime: RuntimeDep) -> Response:
+async def fal_callback(
+    job_id: str,
+    token: str,
+    request: Request,
+    runtime: RuntimeDep,
+    model: Annotated[
+        str | None,
+        Query(
+            description="The job's model, as the URL handed to fal names it; checked against "
+            "the job's, it lets the answer be recorded in one statement."
+        ),
+    ] = None,
+) -> Response:
     """fal's webhook for one job: the URL's token checked, the signature verified (Ed25519,
     JWKS), then applied exactly once."""
     # Served by `fal_callback_raw` (app.api.raw) but under a root_path: declared for the docs.
-    return await _apply(runtime, job_id, token, request.headers, request.body)
+    return await _apply(runtime, job_id, token, request.headers, request.body, model)
 
 
 async def fal_callback_raw(request: RawRequest) -> Response:
-    """`fal_callback` without FastAPI (it has no parameter FastAPI would validate)."""
+    """`fal_callback` without FastAPI (its parameters are strings FastAPI would not refuse)."""
     params = request.path_params
+    model = request.query_params.get("model")
     return await _apply(
-        request.runtime, params["job_id"], params["token"], request.headers, request.body
+        request.runtime, params["job_id"], params["token"], request.headers, request.body, model
     )
 
 
@@ -56,6 +70,7 @@ async def _apply(
     token: str,
     headers: Mapping[str, str],
     read_body: Callable[[], Awaitable[bytes]],
+    model: str | None,
 ) -> Response:
     if not (await runtime.callback_urls.get()).is_ours(job_id, token):
         FAL_CALLBACKS.labels("unknown_url").inc()
@@ -83,6 +98,7 @@ async def _apply(
             queue_url=runtime.settings.fal_queue_url,
             wakeup=runtime.wakeup,
             mirror=runtime.store is not None,
+            model=model,
         )
     FAL_CALLBACKS.labels(outcome.value).inc()
     if outcome is callbacks.CallbackOutcome.UNKNOWN_JOB:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from pydantic import TypeAdapter, ValidationError
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, QueryParams
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
@@ -47,6 +47,10 @@ class RawRequest:
         self.path_params = path_params
         self.headers = Headers(scope=scope)
         self._body: bytes | None = None
+
+    @property
+    def query_params(self) -> QueryParams:
+        return QueryParams(self.scope["query_string"])
 
     @property
     def runtime(self) -> Runtime:

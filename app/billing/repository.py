@@ -75,25 +75,31 @@ RETURNING (SELECT name FROM clients WHERE id = $1)
 """
 
 
+def settle_step(source: str) -> str:
+    """The settle of each job row in `source` (terminal, with the cost its transition booked),
+    as a step `spend` for a statement's WITH list. Its cost is never more than the estimate it
+    releases, so it goes on the session's own shard (migration 0018), where finishing jobs of
+    one client do not wait for each other."""
+    return f"""
+    spend AS (
+        INSERT INTO client_spend AS s (client_id, month, shard, reserved_usd, spent_usd)
+        SELECT client_id, date_trunc('month', created_at AT TIME ZONE 'UTC')::date,
+               1 + pg_backend_pid() % 64, -estimated_cost_usd, cost_usd
+        FROM {source}
+        ON CONFLICT (client_id, month, shard) DO UPDATE
+        SET reserved_usd = s.reserved_usd + EXCLUDED.reserved_usd,
+            spent_usd = s.spent_usd + EXCLUDED.spent_usd, updated_at = now()
+    )"""
+
+
 def settling(transition: str) -> str:
     """`transition` (a terminal compare-and-set returning the job's row) with the job's settle in
     the same statement, fed by the row the compare-and-set returned, so it runs exactly when the
-    transition does. Its cost is the one the transition booked (the estimate, or 0): never more
-    than it releases, so it goes on the session's own shard (migration 0018), where finishing
-    jobs of one client do not wait for each other. The row comes back with `client_name` (the
-    metrics')."""
+    transition does (`settle_step`). The row comes back with `client_name` (the metrics')."""
     return f"""
 WITH moved AS (
 {transition.strip()}
-), spend AS (
-    INSERT INTO client_spend AS s (client_id, month, shard, reserved_usd, spent_usd)
-    SELECT client_id, date_trunc('month', created_at AT TIME ZONE 'UTC')::date,
-           1 + pg_backend_pid() % 64, -estimated_cost_usd, cost_usd
-    FROM moved
-    ON CONFLICT (client_id, month, shard) DO UPDATE
-    SET reserved_usd = s.reserved_usd + EXCLUDED.reserved_usd,
-        spent_usd = s.spent_usd + EXCLUDED.spent_usd, updated_at = now()
-)
+), {settle_step("moved").strip()}
 SELECT moved.*, (SELECT name FROM clients WHERE id = moved.client_id) AS client_name FROM moved
 """
 

@@ -100,6 +100,12 @@ async def settle(
     return await repository.settle(conn, client_id, month_of(created_at), reserved, cost)
 
 
+def settle_step(source: str) -> str:
+    """The settle of each terminal job row in `source`, as a step of a statement's WITH list
+    (see `settling`)."""
+    return repository.settle_step(source)
+
+
 def settling(transition: str) -> str:
     """A terminal transition's statement that also settles the job (see `settle`) when it
     applies: one statement, so one round trip and no explicit transaction. Its cost is the one

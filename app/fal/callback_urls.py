@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from urllib.parse import quote
 
 from app.db.pool import Pool
 
@@ -36,11 +37,15 @@ class CallbackUrls:
         # Bytes: compare_digest refuses str with non-ASCII characters, and a URL may carry any.
         return hmac.compare_digest(self.token(public_job_id).encode(), token.encode())
 
-    def for_job(self, public_job_id: str) -> str | None:
-        """Where fal should POST its webhook for a job; None in poll mode."""
+    def for_job(self, public_job_id: str, model: str | None = None) -> str | None:
+        """Where fal should POST its webhook for a job; None in poll mode. The URL names the
+        job's model too: it lets fal's answer be recorded in one statement (the event's files
+        need the model's output schema). The token does not cover it: the statement checks it
+        against the job's, and a wrong one only takes the longer way (app.jobs.callbacks)."""
         if self._base is None:
             return None
-        return f"{self._base}/callbacks/fal/{public_job_id}/{self.token(public_job_id)}"
+        url = f"{self._base}/callbacks/fal/{public_job_id}/{self.token(public_job_id)}"
+        return url if model is None else f"{url}?model={quote(model)}"
 
 
 async def load(pool: Pool, public_base_url: str | None) -> CallbackUrls:

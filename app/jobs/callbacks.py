@@ -45,7 +45,10 @@ async def apply(
     queue_url: str,
     wakeup: Wakeup,
     mirror: bool = False,
+    model: str | None = None,
 ) -> CallbackOutcome:
+    """`model`: the one the callback's URL names (app.fal.callback_urls), None for a URL
+    without; only a hint, checked against the job's."""
     if (
         not tracing.enabled()
         and webhook.payload_error is None
@@ -62,6 +65,7 @@ async def apply(
             wakeup=wakeup,
             mirror=mirror,
             at_fal_only=True,
+            model=model,
         )
         if finished is not None:
             return CallbackOutcome.APPLIED

@@ -26,7 +26,7 @@ from app.fal.client import Submitted
 from app.fal.outcomes import Outcome, Succeeded
 from app.jobs import repository as sql
 from app.jobs.models import JobStatus
-from app.jobs.schemas import job_view
+from app.jobs.schemas import fal_files, job_view
 from app.metrics import COST_USD, JOB_TRANSITIONS, JOBS_SETTLED
 from app.webhooks import fanout
 
@@ -70,7 +70,7 @@ async def _in_one_transaction(
     """Each step in turn, in one transaction: the row of each that applied, else None."""
     applied: list[_Applied | None] = []
     async with pool.acquire() as conn:
-        if len(steps) == 1 and steps[0].statement in _WITH_EVENT:
+        if len(steps) == 1 and steps[0].statement in _WRITES_ITS_EVENT:
             # One statement: its own transaction.
             applied.append(await _apply(conn, steps[0]))
         else:
@@ -95,10 +95,14 @@ async def _in_one_transaction(
 
 
 async def _apply(conn: Connection, step: _Step) -> _Applied | None:
-    with_event = _WITH_EVENT.get(step.statement)
-    if with_event is not None:
-        row = await conn.fetchrow(with_event, *step.args, ids.uuid7())
-        return None if row is None else _Applied(row, None, row["deliveries"])
+    if step.statement in _WRITES_ITS_EVENT:
+        row = await conn.fetchrow(step.statement, *step.args, ids.uuid7())
+        if row is None:
+            return None
+        client = row.get("client_name")
+        return _Applied(
+            row, None if client is None else Settled(client, row["cost_usd"]), row["deliveries"]
+        )
     settled: Settled | None = None
     # A terminal transition settles in its own statement unless fal said what it billed: the
     # cost from its units is worked out here, between the compare-and-set and the settle.
@@ -125,12 +129,16 @@ async def _apply(conn: Connection, step: _Step) -> _Applied | None:
     return _Applied(row, settled, deliveries)
 
 
-# The compare-and-sets to a state without output, each with its event folded in: the payload
-# rendered by the statement (app.jobs.schemas.job_view_sql), as the row it returns would be.
-_WITH_EVENT = {
-    sql.MARK_SUBMITTED: sql.MARK_SUBMITTED_WITH_EVENT,
-    sql.MARK_RUNNING: sql.MARK_RUNNING_WITH_EVENT,
-}
+# The compare-and-sets with their event folded in: the payload rendered by the statement
+# (app.jobs.schemas.job_view_sql), as the row it returns would be. The event's id is their last
+# parameter.
+_WRITES_ITS_EVENT = frozenset(
+    {
+        sql.MARK_SUBMITTED_WITH_EVENT,
+        sql.MARK_RUNNING_WITH_EVENT,
+        sql.MARK_SUCCEEDED_AT_FAL_WITH_EVENT,
+    }
+)
 
 # The terminal compare-and-sets, each with the job's settle folded in (app.billing).
 _SETTLING = {
@@ -181,7 +189,7 @@ async def mark_submitted(
 def _submitted_step(job_id: uuid.UUID, submitted: Submitted, next_poll_at: datetime) -> _Step:
     return _Step(
         "job.submitted",
-        sql.MARK_SUBMITTED,
+        sql.MARK_SUBMITTED_WITH_EVENT,
         (
             job_id,
             submitted.request_id,
@@ -218,9 +226,22 @@ async def adopt_and_finish(
 
 
 def _outcome_step(
-    job_id: uuid.UUID, outcome: Outcome, *, fal_request_id: str | None, at_fal_only: bool = False
+    job_id: uuid.UUID,
+    outcome: Outcome,
+    *,
+    fal_request_id: str | None,
+    at_fal_only: bool = False,
+    model: str | None = None,
 ) -> _Step:
     if isinstance(outcome, Succeeded):
+        if at_fal_only and model is not None and outcome.billable_units is None:
+            # fal's callback names the model (app.fal.callback_urls): the files are worked out
+            # here and the event written by the statement, which checks the model is the job's.
+            return _Step(
+                "job.succeeded",
+                sql.MARK_SUCCEEDED_AT_FAL_WITH_EVENT,
+                (job_id, outcome.output, fal_request_id, model, fal_files(model, outcome.output)),
+            )
         return _Step(
             "job.succeeded",
             sql.MARK_SUCCEEDED_AT_FAL if at_fal_only else sql.MARK_SUCCEEDED,
@@ -264,7 +285,9 @@ async def attach_fal_request(
 async def mark_running(
     pool: Pool, job_id: uuid.UUID, *, next_poll_at: datetime, wakeup: Wakeup | None
 ) -> asyncpg.Record | None:
-    return await _transition(pool, wakeup, "job.running", sql.MARK_RUNNING, job_id, next_poll_at)
+    return await _transition(
+        pool, wakeup, "job.running", sql.MARK_RUNNING_WITH_EVENT, job_id, next_poll_at
+    )
 
 
 async def mark_succeeded(
@@ -402,10 +425,12 @@ async def finish(
     wakeup: Wakeup | None,
     mirror: bool = False,
     at_fal_only: bool = False,
+    model: str | None = None,
 ) -> asyncpg.Record | None:
     """Record fal's answer. With `mirror` (an object store is configured), a success waits for
     its files to be copied (`receive_output`). `at_fal_only`: leave a queued job as it is
-    (`receive_output` always does)."""
+    (`receive_output` always does). `model`: the job's, if the caller knows it; with a
+    different one nothing changes."""
     if isinstance(outcome, Succeeded) and mirror:
         return await receive_output(
             pool, job_id, outcome, fal_request_id=fal_request_id, wakeup=wakeup
@@ -413,6 +438,14 @@ async def finish(
     (row,) = await _in_one_transaction(
         pool,
         wakeup,
-        [_outcome_step(job_id, outcome, fal_request_id=fal_request_id, at_fal_only=at_fal_only)],
+        [
+            _outcome_step(
+                job_id,
+                outcome,
+                fal_request_id=fal_request_id,
+                at_fal_only=at_fal_only,
+                model=model,
+            )
+        ],
     )
     return row

@@ -331,27 +331,34 @@ RETURNING {TRANSITION_COLUMNS}
 """
 
 
-def _with_event(transition: str, event_type: EventType) -> str:
-    """`transition` (a compare-and-set returning TRANSITION_COLUMNS, to a state without output)
-    with the event it writes and the event's deliveries, in one statement: no BEGIN and COMMIT
-    round trips, and no second statement. The event's id is the next parameter; the row comes
-    back with `deliveries`, how many were queued."""
-    event_id = max(int(n) for n in re.findall(r"\$(\d+)", transition)) + 1
+def _with_event(
+    transition: str, event_type: EventType, *, files: str | None = None, settles: bool = False
+) -> str:
+    """`transition` (a compare-and-set returning TRANSITION_COLUMNS) with the event it writes
+    and the event's deliveries, in one statement: no BEGIN and COMMIT round trips, and no second
+    statement. A job that succeeds needs its `files` (see `job_view_sql`); a terminal one
+    `settles` too, and comes back with `client_name` (the metrics'). The event's id is the next
+    parameter; the row comes back with `deliveries`, how many were queued."""
+    event_id = max(int(n) for n in re.findall(r"\$(\d+)", f"{transition} {files}")) + 1
     recording = fanout.recording(
         source="moved",
         event_id=f"${event_id}::uuid",
         client_id="moved.client_id",
         job_id="moved.id",
         event_type=f"'{event_type}'",
-        payload=event_body_sql(event_type, "moved.updated_at", job_view_sql("moved")),
+        payload=event_body_sql(event_type, "moved.updated_at", job_view_sql("moved", files)),
         at="moved.updated_at",
-        callback_url="NULL::text",
+        callback_url="moved.callback_url" if settles else "NULL::text",
+    )
+    settle = f"{billing.settle_step('moved').strip()}, " if settles else ""
+    client_name = (
+        ", (SELECT name FROM clients WHERE id = moved.client_id) AS client_name" if settles else ""
     )
     return f"""
 WITH moved AS (
 {transition.strip()}
-), {recording.strip()}
-SELECT moved.*, (SELECT count(*) FROM queued) AS deliveries FROM moved
+), {settle}{recording.strip()}
+SELECT moved.*, (SELECT count(*) FROM queued) AS deliveries{client_name} FROM moved
 """
 
 
@@ -371,6 +378,14 @@ RETURNING {TRANSITION_COLUMNS}
 MARK_SUCCEEDED = _MARK_SUCCEEDED.format(statuses="'queued', 'submitted', 'running'")
 # fal's callback: a job still queued must read submitted first (the callback adopts it).
 MARK_SUCCEEDED_AT_FAL = _MARK_SUCCEEDED.format(statuses="'submitted', 'running'")
+# The same, settled, with its event, when the caller knows the model ($4, checked: no row if it
+# is not the job's) and so the files of the output ($5; none copied yet).
+MARK_SUCCEEDED_AT_FAL_WITH_EVENT = _with_event(
+    MARK_SUCCEEDED_AT_FAL.replace("RETURNING", "  AND model = $4 AND files IS NULL\nRETURNING"),
+    "job.succeeded",
+    files="$5::jsonb",
+    settles=True,
+)
 
 # With owned outputs (app.outputs): fal's result is kept, and the job stays at fal's side of the
 # line (running) until its files are copied. Due at once for the mirror loop; never claimed by

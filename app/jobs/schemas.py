@@ -202,16 +202,20 @@ _FLOAT_SQL = (
 )
 
 
-def job_view_sql(job: str) -> str:
-    """`job_view` as an SQL expression (jsonb) over the job row `job`, for a job that has not
-    succeeded (no output, no files): what lets a transition's statement write its own event.
-    A contract test holds it to `job_view`."""
+def job_view_sql(job: str, files: str | None = None) -> str:
+    """`job_view` as an SQL expression (jsonb) over the job row `job`: what lets a transition's
+    statement write its own event. For a job that has not succeeded (no output, no files), or
+    with `files`, an expression of the succeeded job's files as `job_view` has them (worked out
+    from its output by the caller, who knows the model). A contract test holds it to
+    `job_view`."""
+    output = "NULL" if files is None else f"{job}.output"
+    files = "'[]'::jsonb" if files is None else files
     priority = " ".join(f"WHEN {value} THEN '{name}'" for value, name in PRIORITY_NAMES.items())
     return f"""jsonb_build_object(
         'id', '{JOB_ID_PREFIX}_' || replace({job}.id::text, '-', ''),
         'model', {job}.model, 'status', {job}.status, 'input', {job}.input,
-        'metadata', {job}.metadata, 'callback_url', {job}.callback_url, 'output', NULL,
-        'files', '[]'::jsonb, 'error', {job}.error, 'fal_request_id', {job}.fal_request_id,
+        'metadata', {job}.metadata, 'callback_url', {job}.callback_url, 'output', {output},
+        'files', {files}, 'error', {job}.error, 'fal_request_id', {job}.fal_request_id,
         'priority', CASE {job}.priority {priority} END,
         'start_timeout', {_FLOAT_SQL.format(f"{job}.start_timeout")},
         'created_at', {_optional_timestamp_sql(f"{job}.created_at")},
@@ -221,12 +225,18 @@ def job_view_sql(job: str) -> str:
     )"""
 
 
+def fal_files(model: str, output: Any) -> list[dict[str, Any]]:
+    """The files of a succeeded job's output, at fal's URLs (not copied), as `job_view` has
+    them."""
+    spec = CATALOG.get(model)
+    return output_files(spec.output_schema if spec is not None else None, output)
+
+
 def _files(row: asyncpg.Record) -> list[dict[str, Any]]:
     output = row["output"]
     if output is None:
         return []
-    spec = CATALOG.get(row["model"])
-    found = output_files(spec.output_schema if spec is not None else None, output)
+    found = fal_files(row["model"], output)
     copies = row["files"]
     if copies is None:
         return found  # not mirrored: fal's URLs

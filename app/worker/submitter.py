@@ -51,7 +51,7 @@ async def submit(runtime: Runtime, job: asyncpg.Record) -> None:
 
 async def _submit(runtime: Runtime, job: asyncpg.Record) -> Submitted | SubmitError:
     claimed_at = time.monotonic()
-    webhook_url = await runtime.callback_url(public_job_id(job["id"]))
+    webhook_url = await runtime.callback_url(public_job_id(job["id"]), job["model"])
     answer: Submitted | SubmitError
     try:
         answer = await runtime.fal.submit(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -11,11 +12,13 @@ import pytest
 from app.auth import service as auth_service
 from app.db.pool import Pool
 from app.db.wakeup import Wakeup
+from app.events.payloads import event_body
+from app.fal import outcomes
 from app.fal.outcomes import FalWebhook
 from app.fal.urls import request_urls
-from app.jobs import callbacks, lifecycle
+from app.jobs import callbacks, lifecycle, repository
 from app.jobs import service as jobs_service
-from app.jobs.schemas import JobCreate
+from app.jobs.schemas import JobCreate, job_view
 
 QUEUE_URL = "http://127.0.0.1:9"
 IMAGE = {"url": "http://127.0.0.1:9/files/a.png", "content_type": "image/png"}
@@ -100,3 +103,91 @@ async def test_a_duplicate_of_that_result_changes_nothing(pool: Pool) -> None:
         callbacks.CallbackOutcome.DUPLICATE,
     )
     assert await _events(pool, job_id) == before
+
+
+@pytest.mark.parametrize("named", ["the job's", "another", "none"])
+async def test_a_callback_naming_the_model_records_the_same_job_and_event(
+    pool: Pool, named: str
+) -> None:
+    """With the job's model in its URL, fal's answer is one statement that writes its own
+    event; with another model, or none, it takes the longer way. Either way the job, its
+    settle and its event are the same: the event's payload, byte for byte as stored, is what
+    `job_view` renders from the finished row."""
+    job_id, model = await _queued_job(pool)
+    request_id = f"req-{uuid.uuid4().hex[:12]}"
+    submitted = request_urls(QUEUE_URL, model, request_id)
+    await lifecycle.mark_submitted(
+        pool, job_id, submitted, next_poll_at=datetime.now(UTC), wakeup=None
+    )
+    webhook = FalWebhook.model_validate(
+        {"request_id": request_id, "status": "OK", "payload": {"images": [IMAGE], "seed": 7}}
+    )
+    hint = {"the job's": model, "another": "fal-ai/flux/dev", "none": None}[named]
+
+    outcome = await callbacks.apply(
+        pool, job_id, webhook, queue_url=QUEUE_URL, wakeup=Wakeup(None), model=hint
+    )
+    assert outcome is callbacks.CallbackOutcome.APPLIED
+
+    row = await pool.fetchrow(
+        f"SELECT {repository.TRANSITION_COLUMNS} FROM jobs WHERE id = $1", job_id
+    )
+    assert row is not None
+    assert row["status"] == "succeeded"
+    assert row["cost_usd"] == row["estimated_cost_usd"]
+    events = await pool.fetch(
+        "SELECT type, payload::text AS payload, created_at FROM events WHERE job_id = $1 "
+        "ORDER BY created_at, id",
+        job_id,
+    )
+    assert [event["type"] for event in events] == ["job.submitted", "job.succeeded"]
+    expected = await pool.fetchval(
+        "SELECT $1::jsonb::text", event_body("job.succeeded", row["updated_at"], job_view(row))
+    )
+    assert events[1]["payload"] == expected
+    assert events[1]["created_at"] == row["updated_at"]
+    assert json.loads(expected)["data"]["files"][0]["url"] == IMAGE["url"]
+    # Settled once: the month's reservation released, the cost spent.
+    month = await pool.fetchrow(
+        "SELECT sum(reserved_usd) AS reserved, sum(spent_usd) AS spent FROM client_spend "
+        "WHERE client_id = (SELECT client_id FROM jobs WHERE id = $1)",
+        job_id,
+    )
+    assert month is not None
+    assert (month["reserved"], month["spent"]) == (0, row["cost_usd"])
+
+
+async def test_only_the_jobs_model_takes_the_one_statement_way(pool: Pool) -> None:
+    job_id, model = await _queued_job(pool)
+    request_id = f"req-{uuid.uuid4().hex[:12]}"
+    await lifecycle.mark_submitted(
+        pool,
+        job_id,
+        request_urls(QUEUE_URL, model, request_id),
+        next_poll_at=datetime.now(UTC),
+        wakeup=None,
+    )
+    outcome = outcomes.from_webhook(
+        FalWebhook.model_validate(
+            {"request_id": request_id, "status": "OK", "payload": {"images": [IMAGE]}}
+        )
+    )
+
+    async def finish(named: str) -> Any:
+        return await lifecycle.finish(
+            pool,
+            job_id,
+            outcome,
+            fal_request_id=request_id,
+            wakeup=None,
+            at_fal_only=True,
+            model=named,
+        )
+
+    assert await finish("fal-ai/flux/dev") is None
+    assert await pool.fetchval("SELECT status FROM jobs WHERE id = $1", job_id) == "submitted"
+    row = await finish(model)
+    assert row is not None
+    # The columns only the one statement returns: its deliveries, and the settle's client.
+    assert row["deliveries"] == 0
+    assert row["client_name"] == "callback-order"
