@@ -69,7 +69,13 @@ class _Queue:
     claim: Claim
     work: Work
     capacity: int
+    # Whether what the claim takes depends on what this worker has in flight (fair share of
+    # deliveries counts them): then every step that ends may let it take more.
+    counts_in_flight: bool = False
     in_flight: set[asyncio.Task[None]] = field(default_factory=set)
+    # The last claim filled every free slot: more may be due, and a slot freeing lets the loop
+    # take it. A claim that took less found nothing more (or only what the counts held back).
+    saturated: bool = True
 
     @property
     def batch(self) -> int:
@@ -114,7 +120,13 @@ class Worker:
         ]
         if deliverer is not None:
             self._queues.append(
-                _Queue("deliver", deliverer.claim, deliverer.work, settings.delivery_concurrency)
+                _Queue(
+                    "deliver",
+                    deliverer.claim,
+                    deliverer.work,
+                    settings.delivery_concurrency,
+                    counts_in_flight=True,
+                )
             )
         self._queues.append(
             _Queue("mirror", _claim_mirrors, mirrorer.mirror, settings.mirror_concurrency)
@@ -180,6 +192,7 @@ class Worker:
         claimed: list[asyncpg.Record] = []
         if not self.supervisor.stopping and (free >= q.batch or (free > 0 and not q.in_flight)):
             claimed = await q.claim(runtime, free)
+            q.saturated = len(claimed) == free
             for row in claimed:
                 task = asyncio.create_task(q.work(runtime, row))
                 q.in_flight.add(task)
@@ -192,7 +205,9 @@ class Worker:
     @staticmethod
     def _done(q: _Queue, wake: asyncio.Event, task: asyncio.Task[None]) -> None:
         q.in_flight.discard(task)
-        if q.capacity - len(q.in_flight) >= q.batch:
+        # A freed slot matters only to a loop that left work for want of one; else waking it
+        # costs a claim that finds nothing (new work wakes it itself).
+        if (q.saturated or q.counts_in_flight) and q.capacity - len(q.in_flight) >= q.batch:
             wake.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("%s step failed", q.topic, exc_info=task.exception())
