@@ -9,6 +9,8 @@ A lease that runs out (its worker died) makes the row claimable again by anyone.
 
 from __future__ import annotations
 
+import contextlib
+
 import asyncpg
 
 from app.db.pool import Pool
@@ -81,9 +83,19 @@ WHERE id = ANY(ARRAY(SELECT id FROM picked)) AND status = 'queued'
 RETURNING id, model, input, attempts, priority, start_timeout, trace_context
 """
 
-_CLAIM_SUBMISSIONS_TIMEOUTS = """
-SELECT set_config('idle_in_transaction_session_timeout', '5s', true),
-       set_config('lock_timeout', '5s', true)
+# The claim's transaction up to the lock, in one round trip: without parameters (the lock's key
+# is a constant), a string of statements goes as one simple query, each run in turn. The lock
+# is still a statement of its own: the claim's snapshot must be taken after it is held, or it
+# would miss the leases of the claim that held it last.
+# Every replica queues on this lock, so no session may keep it long: one whose host vanished
+# mid-claim (no FIN, no RST) is ended by Postgres after a few seconds idle in its transaction,
+# not after TCP keepalive's hours, and a claim waits at most as long (then fails, and its loop
+# tries again).
+_CLAIM_SUBMISSIONS_BEGIN = f"""
+BEGIN;
+SET LOCAL idle_in_transaction_session_timeout = '5s';
+SET LOCAL lock_timeout = '5s';
+SELECT pg_advisory_xact_lock({_SUBMISSION_LOCK});
 """
 
 _CLAIM_RECONCILIATIONS = """
@@ -142,23 +154,25 @@ async def claim_submissions(
     """Lease up to `limit` due jobs, within the account-wide `max_in_flight` and each client's
     own cap (None: no cap), by fair share between clients (or first due first, with
     `fair_share` off)."""
-    async with pool.acquire() as conn, conn.transaction():
-        # A statement of its own: the claim's snapshot must be taken after the lock is held, or
-        # it would miss the leases of the claim that held it last.
-        # Every replica queues on this lock, so no session may keep it long: one whose host
-        # vanished mid-claim (no FIN, no RST) is ended by Postgres after a few seconds idle in
-        # its transaction, not after TCP keepalive's hours, and a claim waits at most as long
-        # (then fails, and its loop tries again).
-        await conn.execute(_CLAIM_SUBMISSIONS_TIMEOUTS)
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _SUBMISSION_LOCK)
-        return await conn.fetch(
-            _CLAIM_SUBMISSIONS,
-            limit,
-            lease,
-            max_in_flight,
-            default_client_max_in_flight,
-            fair_share,
-        )
+    async with pool.acquire() as conn:
+        try:
+            await conn.execute(_CLAIM_SUBMISSIONS_BEGIN)
+            rows = await conn.fetch(
+                _CLAIM_SUBMISSIONS,
+                limit,
+                lease,
+                max_in_flight,
+                default_client_max_in_flight,
+                fair_share,
+            )
+            await conn.execute("COMMIT")
+        except BaseException:
+            # The pool would roll it back too, but it logs that as a leaked transaction.
+            if not conn.is_closed() and conn.is_in_transaction():
+                with contextlib.suppress(Exception):
+                    await conn.execute("ROLLBACK")
+            raise
+        return rows
 
 
 async def claim_reconciliations(pool: Pool, limit: int, lease: float) -> list[asyncpg.Record]:
