@@ -146,6 +146,13 @@ WHERE id = ANY($1::uuid[]) AND status = 'pending'
 # backlog on every batch (measured: 25.6 ms per 64 rows with 14,000 pending, against 0.84 ms
 # by primary key).
 #
+# Both joins to deliveries also name the ids as `d.id = ANY($2)`, an index condition on the
+# primary key whatever the join: the statement runs on a cached generic plan (asyncpg prepares
+# it once per connection), and a plan made while the table was small (a fresh database, the
+# first batches) hash-joins the arrays against a sequential scan of every delivery and keeps
+# doing so as the table grows, until the next ANALYZE. Measured in the fan-out benchmark
+# (20,000 deliveries after 1,000): 11-16 ms mean per batch of about 22, 860 buffers read each.
+#
 # An answer closes the breaker; a 2xx also ends the failing period. Only endpoint rows that
 # change are written (the hot path records successes to healthy endpoints).
 _RECORD = """
@@ -155,7 +162,7 @@ WITH attempts AS (
     SELECT u.* FROM unnest($1::uuid[], $2::uuid[], $6::timestamptz[], $7::int[], $8::int2[],
                            $9::text[], $10::text[])
         AS u(id, delivery_id, attempted_at, duration_ms, status_code, error, response_body)
-    JOIN deliveries d ON d.id = u.delivery_id
+    JOIN deliveries d ON d.id = u.delivery_id AND d.id = ANY($2::uuid[])
 ),
 recorded AS (
     UPDATE deliveries AS d SET
@@ -170,7 +177,7 @@ recorded AS (
     FROM unnest($2::uuid[], $3::int[], $4::text[], $5::timestamptz[], $8::int2[], $9::text[],
                 $6::timestamptz[])
         AS u(id, attempt_count, status, next_attempt_at, status_code, error, attempted_at)
-    WHERE d.id = u.id AND d.attempt_count = u.attempt_count
+    WHERE d.id = ANY($2::uuid[]) AND d.id = u.id AND d.attempt_count = u.attempt_count
       AND d.status = (SELECT 'pending'::text)
 )
 UPDATE webhook_endpoints SET failing_since = NULL, consecutive_failures = 0,
