@@ -108,3 +108,15 @@ async def test_0006_moves_each_default_secret_into_the_list_and_back(
             await conn.close()
     finally:
         await postgres.drop_database(name)
+
+
+async def test_deliveries_leave_room_for_their_leases(fresh_database_url: str) -> None:
+    """Migration 0019: a delivery's lease is a HOT update only with room on its page."""
+    conn = await asyncpg.connect(asyncpg_dsn(fresh_database_url))
+    try:
+        options = await conn.fetchval(
+            "SELECT reloptions FROM pg_class WHERE relname = 'deliveries'"
+        )
+    finally:
+        await conn.close()
+    assert options == ["fillfactor=70"]
