@@ -41,7 +41,14 @@ from app.fakefal.registry import catalog_ids, known_model
 from app.fakefal.signing import WebhookSigner
 from app.fakefal.stats import Stats
 from app.fakefal.storage import CdnTokens, FileStore
-from app.fakefal.store import FakeRequest, Mode, RequestStore, State, WebhookPlan
+from app.fakefal.store import (
+    NO_WEBHOOK_FAULTS,
+    FakeRequest,
+    Mode,
+    RequestStore,
+    State,
+    WebhookPlan,
+)
 from app.fakefal.webhooks import WebhookSender, webhook_body
 
 logger = logging.getLogger(__name__)
@@ -141,8 +148,8 @@ class FakeFal:
         for task in self._tasks:
             task.cancel()
         for request in self.requests:
-            request.changed.set()  # ends their status streams
-            request.done.set()  # and answers their sync runs
+            request.signal_changed()  # ends their status streams
+            request.signal_done()  # and answers their sync runs
         self.requests.clear()
         self._held.clear()
         self._slotted.clear()
@@ -300,6 +307,8 @@ class FakeFal:
             payload_error=rng.random() < config.payload_error_rate,
             delay=config.webhook_delay + rng.uniform(0.0, config.webhook_reorder),
         )
+        if plan == NO_WEBHOOK_FAULTS:
+            plan = NO_WEBHOOK_FAULTS  # one shared object for the requests that keep it
         model_input: Any = None
         outcome: Generation | Failure
         try:
@@ -438,7 +447,7 @@ class FakeFal:
         fake_request.cancelled_at = now
         if fake_request.timer is not None:
             fake_request.timer.cancel()
-        fake_request.changed.set()
+        fake_request.signal_changed()
         fake_request.timer = self._spawn(self._finish(fake_request))
         return JSONResponse({"status": "CANCELLATION_REQUESTED"}, 202, headers=headers)
 
@@ -519,8 +528,10 @@ class FakeFal:
         if fake_request.finished:
             return
         fake_request.finished = True
-        fake_request.changed.set()
-        fake_request.done.set()
+        # Nothing cancels or restarts a finished request's timer: the request need not keep it.
+        fake_request.timer = None
+        fake_request.signal_changed()
+        fake_request.signal_done()
         if fake_request.held:
             self._schedule(time.monotonic())  # its slot (if it had one) is free
         outcome = fake_request.result()
@@ -560,7 +571,7 @@ class FakeFal:
             if not delivered:
                 fake_request.webhook_abandoned = True
                 return
-            fake_request.webhook_delivered_at.append(time.time())
+            fake_request.webhook_delivered_at += (time.time(),)
             if copy == 1:
                 self.stats.webhooks_duplicated += 1
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -67,7 +68,7 @@ CASES: list[tuple[str, str, dict[str, str], dict[str, str], bytes]] = [
     ("not UTF-8", f"/{IMAGINEART}", {}, JSON, b'{"prompt": "\xff\xfe"}'),
     ("a huge integer", f"/{IMAGINEART}", {}, JSON, b'{"prompt": "p", "seed": 1' + b"0" * 30 + b"}"),
     ("an invalid input", f"/{IMAGINEART}", {}, JSON, b'{"prompt": ""}'),
-    ("unicode", f"/{IMAGINEART}", {}, JSON, json.dumps({"prompt": "fox \u2603 \U0001f98a"}).encode()),
+    ("UTF-8", f"/{IMAGINEART}", {}, JSON, '{"prompt": "fox \u2603 \U0001f98a"}'.encode()),
     ("a trailing slash", f"/{IMAGINEART}/", {}, JSON, BODY),
     ("double slashes", f"//{IMAGINEART}", {}, JSON, BODY),
     ("an unknown model", "/someone/something", {}, JSON, BODY),
@@ -113,17 +114,26 @@ def servers() -> Iterator[tuple[str, str, FakeFal, FakeFal]]:
         yield a.url, b.url, fast, routed
 
 
-def _mounted(app: Any) -> Starlette:
+def _mounted(fake: FakeFal, app: Any) -> Starlette:
     async def other(request: Any) -> None:  # pragma: no cover - never reached
         raise AssertionError
 
-    return Starlette(routes=[Route("/x", other), Mount("/fal", app=app)])
+    @asynccontextmanager
+    async def lifespan(outer: Starlette) -> AsyncIterator[None]:
+        yield
+        await fake.aclose()  # a mounted app's own lifespan never runs
+
+    return Starlette(routes=[Route("/x", other), Mount("/fal", app=app)], lifespan=lifespan)
 
 
 @pytest.fixture(scope="module")
 def mounted() -> Iterator[tuple[str, str]]:
-    fast, routed = FakeFal(FakeFalConfig(random_seed=7)), FakeFal(FakeFalConfig(random_seed=7))
-    with LiveServer(_mounted(fast.app)) as a, LiveServer(_mounted(routed.routed)) as b:
+    config = {"random_seed": 7, "webhook_retry_delays": []}
+    fast, routed = FakeFal(FakeFalConfig(**config)), FakeFal(FakeFalConfig(**config))  # type: ignore[arg-type]
+    with (
+        LiveServer(_mounted(fast, fast.app)) as a,
+        LiveServer(_mounted(routed, routed.routed)) as b,
+    ):
         yield f"{a.url}/fal", f"{b.url}/fal"
 
 
@@ -169,15 +179,18 @@ def test_a_mounted_submit_answers_as_the_router_does(
 def test_faults_are_drawn_alike() -> None:
     config = {"random_seed": 3, "submit_5xx_rate": 0.3, "submit_429_rate": 0.3}
     fast, routed = FakeFal(FakeFalConfig(**config)), FakeFal(FakeFalConfig(**config))  # type: ignore[arg-type]
-    with LiveServer(fast.app) as a, LiveServer(routed.routed) as b:
-        with httpx.Client(trust_env=False, timeout=10) as client:
-            answers = [
-                (
-                    _normalised(_send(client, a.url, f"/{IMAGINEART}", {}, JSON, BODY), a.url),
-                    _normalised(_send(client, b.url, f"/{IMAGINEART}", {}, JSON, BODY), b.url),
-                )
-                for _ in range(30)
-            ]
+    with (
+        LiveServer(fast.app) as a,
+        LiveServer(routed.routed) as b,
+        httpx.Client(trust_env=False, timeout=10) as client,
+    ):
+        answers = [
+            (
+                _normalised(_send(client, a.url, f"/{IMAGINEART}", {}, JSON, BODY), a.url),
+                _normalised(_send(client, b.url, f"/{IMAGINEART}", {}, JSON, BODY), b.url),
+            )
+            for _ in range(30)
+        ]
     assert {status for (status, _, _), _ in answers} == {200, 429, 502, 503}
     for fast_answer, routed_answer in answers:
         assert fast_answer == routed_answer
@@ -207,7 +220,8 @@ def test_every_other_route_lives_under_a_reserved_root() -> None:
     # catch-all can match it.
     fake = FakeFal()
     *others, catch_all = fake.routed.routes
-    assert isinstance(catch_all, Route) and catch_all.path == "/{path:path}"
+    assert isinstance(catch_all, Route)
+    assert catch_all.path == "/{path:path}"
     for route in others:
         assert isinstance(route, Route)
         assert route.path.split("/")[1] in RESERVED_ROOTS, route.path
