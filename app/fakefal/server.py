@@ -663,5 +663,28 @@ def _logs_wanted(request: Request) -> bool:
 def _base_url(request: Request) -> str:
     """Scheme, host and mount prefix. Starlette's `request.base_url` would drop the prefix of a
     Mount (it is the top-level app's root); `root_path` has it."""
-    url = request.url.replace(path=request.scope.get("root_path", ""), query="", fragment="")
+    scope = request.scope
+    root_path = scope.get("root_path", "")
+    host = request.headers.get("host")
+    # Without a Host header or a server address, the URL is the path alone, and the path
+    # decides what it parses as: not worth keeping.
+    if host is None and scope.get("server") is None:
+        return _url_base(request, root_path)
+    key = (scope.get("scheme", "http"), host, scope.get("server"), root_path)
+    base = _BASE_URLS.get(key)
+    if base is None:
+        if len(_BASE_URLS) >= _MAX_BASE_URLS:
+            _BASE_URLS.clear()
+        base = _BASE_URLS[key] = _url_base(request, root_path)
+    return base
+
+
+def _url_base(request: Request, root_path: str) -> str:
+    url = request.url.replace(path=root_path, query="", fragment="")
     return str(url).rstrip("/")
+
+
+# Base URLs by what they are made of (scheme, Host header, server address, mount prefix): the
+# same few for every request, and a parse and a rebuild of its URL each (see _base_url).
+_BASE_URLS: dict[tuple[Any, ...], str] = {}
+_MAX_BASE_URLS = 256
