@@ -7,6 +7,7 @@ full-id form (`owner/app/path/requests/{id}`) appears in some per-model docs, so
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -36,13 +37,9 @@ class Endpoint:
 
     @classmethod
     def parse(cls, model_id: str) -> Endpoint | None:
-        parts = model_id.strip("/").split("/")
-        if parts[0] in RESERVED_ROOTS:
-            return None
-        namespace = parts.pop(0) if parts[0] in NAMESPACES else None
-        if len(parts) < 2 or not all(parts):
-            return None
-        return cls(namespace, parts[0], parts[1], "/".join(parts[2:]))
+        """The same id gives the same object (it cannot change): the requests kept for one
+        model share it, rather than each holding one more object for the garbage collector."""
+        return _parse_endpoint(model_id)
 
     @property
     def app_id(self) -> str:
@@ -57,6 +54,17 @@ class Endpoint:
     def serves(self, app_part: str) -> bool:
         """Whether a request path's app part names this endpoint, in either form."""
         return app_part.strip("/") in (self.app_id, self.model_id)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_endpoint(model_id: str) -> Endpoint | None:
+    parts = model_id.strip("/").split("/")
+    if parts[0] in RESERVED_ROOTS:
+        return None
+    namespace = parts.pop(0) if parts[0] in NAMESPACES else None
+    if len(parts) < 2 or not all(parts):
+        return None
+    return Endpoint(namespace, parts[0], parts[1], "/".join(parts[2:]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,12 +36,16 @@ class Band:
 
 def png_size(width: int, band_rows: Sequence[int]) -> int:
     """The length of `encode_png`'s output for bands of these heights, without encoding."""
-    deflate = sum(
-        _STORED_HEADER + 1 + 3 * width + sum(len(piece) for piece, _, _ in _repeats(width, rows))
-        for rows in band_rows
-    )
+    deflate = sum(_band_size(width, rows) for rows in band_rows)
     idat = len(_ZLIB_HEADER) + deflate + len(_FINAL_BLOCK) + 4
     return len(SIGNATURE) + (12 + 13) + (12 + idat) + 12
+
+
+@lru_cache(maxsize=4096)
+def _band_size(width: int, rows: int) -> int:
+    """A band's bytes in the deflate stream: its stored first line, then its repeats. A
+    function of two small numbers, asked for every file an output names."""
+    return _STORED_HEADER + 1 + 3 * width + sum(len(piece) for piece, _, _ in _repeats(width, rows))
 
 
 def encode_png(width: int, bands: Sequence[Band]) -> bytes:

@@ -41,7 +41,10 @@ class WebhookPlan:
     delay: float = 0.0
 
 
-@dataclass(eq=False)
+NO_WEBHOOK_FAULTS = WebhookPlan()
+
+
+@dataclass(eq=False, slots=True)
 class FakeRequest:
     id: str
     endpoint: Endpoint
@@ -67,17 +70,48 @@ class FakeRequest:
     cancelled_at: float | None = None
     # Set once, when the request's completion has been counted and its webhook started.
     finished: bool = False
-    # Wakes status streams when a cancel completes the request ahead of its timeline.
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    # Set once it has finished (or been forgotten by a reset): a sync run waits on it.
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+    # Until it finishes: the task that finishes it when its timeline says.
     timer: asyncio.Task[None] | None = None
     # What became of its webhook: when a receiver answered 2xx (wall clock; twice for a
     # duplicate), and whether the fake gave up on a copy. Chaos runs read these to tell a
     # duplicate submission that fal's protocol allows from one it does not.
-    webhook_delivered_at: list[float] = field(default_factory=list)
+    webhook_delivered_at: tuple[float, ...] = ()
     webhook_abandoned: bool = False
-    _output: dict[str, Any] | None = None
+    # `changed` and `done` are made when first waited on: a request nobody waits for (a
+    # webhook's) keeps no events. Every object a kept request holds is one more for each of
+    # the garbage collector's full passes, and the fake keeps up to `max_requests` of them.
+    _changed: asyncio.Event | None = field(default=None, init=False, repr=False)
+    _done: asyncio.Event | None = field(default=None, init=False, repr=False)
+    _changed_set: bool = field(default=False, init=False, repr=False)
+    _done_set: bool = field(default=False, init=False, repr=False)
+
+    @property
+    def changed(self) -> asyncio.Event:
+        """Wakes status streams when a cancel completes the request ahead of its timeline."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+            if self._changed_set:
+                self._changed.set()
+        return self._changed
+
+    @property
+    def done(self) -> asyncio.Event:
+        """Set once it has finished (or been forgotten by a reset): a sync run waits on it."""
+        if self._done is None:
+            self._done = asyncio.Event()
+            if self._done_set:
+                self._done.set()
+        return self._done
+
+    def signal_changed(self) -> None:
+        self._changed_set = True
+        if self._changed is not None:
+            self._changed.set()
+
+    def signal_done(self) -> None:
+        self._done_set = True
+        if self._done is not None:
+            self._done.set()
 
     @property
     def ready_at(self) -> float:
@@ -130,12 +164,10 @@ class FakeRequest:
         return START_TIMEOUT if self.timed_out else self.outcome
 
     def output(self) -> dict[str, Any]:
-        """The output JSON of a successful request, built once (file sizes cost a little)."""
+        """The output JSON of a successful request (built when asked, not kept: see `_done`)."""
         outcome = self.result()
         assert isinstance(outcome, Generation)
-        if self._output is None:
-            self._output = outcome.output(f"{self.base_url}/files")
-        return self._output
+        return outcome.output(f"{self.base_url}/files")
 
     @property
     def response_url(self) -> str:

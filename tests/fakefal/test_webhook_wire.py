@@ -1,0 +1,139 @@
+"""A webhook's bytes on the wire are what fal's webhooks sent through httpx's client (over the
+same aiohttp pool) before the sender went to aiohttp directly: request line, headers in their
+order and case, and body, for URLs of every shape. A raw socket on loopback records both."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from app.fakefal.signing import WebhookSigner
+from app.fakefal.stats import Stats
+from app.fakefal.webhooks import FIRST_ATTEMPT_TIMEOUT, WebhookSender, _target
+from app.fal.transport import AiohttpTransport
+
+
+@asynccontextmanager
+async def recording_server(status: int = 200) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """A keep-alive HTTP/1.1 server on loopback: every request's bytes, answered `status`."""
+    seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                seen.append(head + await reader.readexactly(length))
+                writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: 2\r\n\r\nok".encode())
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], seen
+    finally:
+        server.close()
+
+
+async def httpx_sent(
+    signer: WebhookSigner, url: str, request_id: str, user_id: str, at: int, body: bytes
+) -> None:
+    """A webhook as the sender sent it through httpx."""
+    headers = {"Content-Type": "application/json", **signer.headers(request_id, user_id, at, body)}
+    async with httpx.AsyncClient(
+        transport=AiohttpTransport(), follow_redirects=False, trust_env=False
+    ) as client:
+        await client.post(url, content=body, headers=headers, timeout=FIRST_ATTEMPT_TIMEOUT)
+
+
+def timestamp(request: bytes) -> int:
+    for line in request.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.lower() == b"x-fal-webhook-timestamp":
+            return int(value)
+    raise AssertionError("no timestamp header")
+
+
+PATHS = [
+    "/hook",
+    "/callbacks/fal/0b4c1a52-8a7e-4c1e-9d0f-2f8f0e8c6b11/tok_en-42",
+    "/a%2Fb/c%20d",
+    "/café/ünïcode",
+    "/q?x=1&y=%20z&z=a+b",
+    "/q?fal=%E2%9C%93&empty=&flag",
+    "/q?raw=a b&t=✓",
+    "/path/../dot/./s",
+    "/trailing/",
+    "",
+]
+BODIES = [
+    b'{"request_id": "r", "status": "OK", "payload": {"images": []}}',
+    '{"payload": {"prompt": "a fox \u2603 in snow"}}'.encode(),
+    b"x" * 70_000,
+]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_a_webhook_is_the_bytes_httpx_sent(path: str, host: str) -> None:
+    signer, user_id = WebhookSigner(), "user-1"
+    async with recording_server() as (port, seen):
+        url = f"http://{host}:{port}{path}"
+        sender = WebhookSender(signer, Stats())
+        try:
+            for body in BODIES:
+                assert await sender.send(url, "req-1", body, user_id=user_id, retry_delays=[])
+                sent = seen[-1]
+                # The same moment signs the same bytes (Ed25519 is deterministic).
+                await httpx_sent(signer, url, "req-1", user_id, timestamp(sent), body)
+                assert seen[-1] == sent
+        finally:
+            await sender.aclose()
+
+
+async def test_the_default_port_is_left_out_of_the_host_header_as_httpx_does() -> None:
+    # Port 80 cannot be bound here; the URL's parse is what makes the header, so compare it.
+    for url in ["http://example.test:80/x", "https://example.test:443/x", "http://h.test:8080/"]:
+        request = httpx.Request("POST", url)
+        target, host = _target(url)
+        assert host == request.headers["host"]
+        assert str(target) == str(request.url)
+
+
+async def test_a_non_2xx_answer_is_retried_with_the_same_bytes_signed_again() -> None:
+    stats = Stats()
+    async with recording_server(status=503) as (port, seen):
+        sender = WebhookSender(WebhookSigner(), stats)
+        try:
+            delivered = await sender.send(
+                f"http://127.0.0.1:{port}/hook", "r", b"{}", user_id="u", retry_delays=[0.01]
+            )
+        finally:
+            await sender.aclose()
+    assert not delivered
+    assert len(seen) == 2
+    assert (stats.webhook_attempts, stats.webhook_failed_attempts) == (2, 2)
+    assert stats.webhooks_abandoned == 1
+
+
+@pytest.mark.parametrize("url", ["http://", "http://[::1/x", "http://bad host/x"])
+async def test_a_url_httpx_refused_counts_as_failed_attempts(url: str) -> None:
+    stats = Stats()
+    sender = WebhookSender(WebhookSigner(), stats)
+    try:
+        assert not await sender.send(url, "r", b"{}", user_id="u", retry_delays=[0.0, 0.0])
+    finally:
+        await sender.aclose()
+    assert (stats.webhook_attempts, stats.webhook_failed_attempts) == (3, 3)
+    assert stats.webhooks_abandoned == 1
