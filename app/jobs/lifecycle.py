@@ -1,8 +1,9 @@
 """Job state changes and the events they write, one transaction each.
 
 Every function here is a compare-and-set on the job row plus the insert of its event in the
-same transaction (the outbox): either both are committed or neither. The commonest, to
-`submitted` and `running`, are one statement with their event. None comes back when the
+same transaction (the outbox): either both are committed or neither. The commonest (to
+`submitted`, to `running`, and fal's callback's success) are one statement with their event.
+None comes back when the
 job was not in a state the change may leave — someone else got there first.
 """
 
