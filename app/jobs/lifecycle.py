@@ -3,8 +3,8 @@
 Every function here is a compare-and-set on the job row plus the insert of its event in the
 same transaction (the outbox): either both are committed or neither. The commonest (to
 `submitted`, to `running`, and fal's callback's success) are one statement with their event.
-None comes back when the
-job was not in a state the change may leave — someone else got there first.
+None comes back when the job was not in a state the change may leave — someone else got
+there first.
 """
 
 from __future__ import annotations
