@@ -93,8 +93,8 @@ RETURNING id, model, input, attempts, priority, start_timeout, trace_context
 # tries again).
 _CLAIM_SUBMISSIONS_BEGIN = f"""
 BEGIN;
-SET LOCAL idle_in_transaction_session_timeout = '5s';
-SET LOCAL lock_timeout = '5s';
+SELECT set_config('idle_in_transaction_session_timeout', '5s', true),
+       set_config('lock_timeout', '5s', true);
 SELECT pg_advisory_xact_lock({_SUBMISSION_LOCK});
 """
 
