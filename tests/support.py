@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +27,20 @@ from app.settings import Settings
 from app.storage import ObjectStore
 
 PROBLEM_JSON = "application/problem+json"
+
+
+async def until(condition: Callable[[], Any], within: float = 30.0) -> Any:
+    """Wait for `condition()` (a value, or an awaitable of one) to be truthy, and answer it.
+    Checked every 20 ms; fails after `within` seconds, a bound for a busy machine."""
+    deadline = time.monotonic() + within
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
 
 
 @dataclass

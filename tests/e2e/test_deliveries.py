@@ -15,6 +15,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from tests.receivers import Answer, Received, Receiver
 from tests.servers import LiveServer
 from tests.stack import Stack, StackFactory
+from tests.support import until
 
 
 @pytest.fixture
@@ -22,17 +23,6 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
     receiver = Receiver()
     with LiveServer(receiver.app) as server:
         yield receiver, server.url
-
-
-async def until(condition: Callable[[], Any], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not await _value(condition()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
-async def _value(value: Any) -> Any:
-    return await value if asyncio.iscoroutine(value) else value
 
 
 async def register(stack: Stack, url: str, **body: Any) -> dict[str, Any]:

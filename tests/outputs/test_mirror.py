@@ -3,11 +3,8 @@ HTTP, before `job.succeeded`; checked in Postgres, in the store and on the wire.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +19,9 @@ from app.storage import open_store
 from app.worker import mirrorer
 from tests.moto import BUCKET, REGION, MotoServer
 from tests.stack import Stack, StackFactory
-from tests.support import job_uuid, worker_runtime
+from tests.support import job_uuid, until, worker_runtime
 
 pytestmark = pytest.mark.slow
-
-
-async def until(condition: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while not await condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def get(url: str) -> httpx.Response:

@@ -4,10 +4,7 @@ delivery of its terminal event, and the receiver is handed that trace's `tracepa
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
@@ -18,7 +15,7 @@ from app import tracing
 from tests.receivers import Receiver
 from tests.servers import LiveServer
 from tests.stack import StackFactory
-from tests.support import job_uuid
+from tests.support import job_uuid, until
 
 
 @pytest.fixture
@@ -38,14 +35,6 @@ def exported() -> Iterator[InMemorySpanExporter]:
     finally:
         tracing.uninstall()
     assert not tracing.enabled()
-
-
-async def until(condition: Callable[[], Any], within: float = 15.0) -> Any:
-    deadline = time.monotonic() + within
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-    return value
 
 
 def named(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:

@@ -24,7 +24,7 @@ from tests.receivers import Receiver
 from tests.reliability.processes import falrelay_command, serve_environment
 from tests.servers import LiveServer, free_port
 from tests.stack import Stack, StackFactory
-from tests.support import job_uuid
+from tests.support import job_uuid, until
 
 pytestmark = pytest.mark.slow
 
@@ -90,13 +90,6 @@ def _inject(stack: Stack, loop: str, fault: str, times: float) -> Injected:
         return Injected(worker._deliverer, "_record", fault, times)
     assert loop == "listen"
     return Injected(worker._listener, "_connect", fault, times)
-
-
-async def until(condition: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while not await condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
