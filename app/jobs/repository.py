@@ -75,6 +75,12 @@ QUEUE_GRANT = 16
 #    this create takes one and its shard keeps the rest. Shards read in the snapshot can only
 #    miss an exit committed meanwhile, which over-counts: the cap is never exceeded.
 #  - No room for a grant: no row, and `intake` takes the exact step (INTAKE_EXACT).
+#  - Locks are taken in one order by every intake: a queue shard's row, the clients row, then
+#    the month's spend row (the reservation). So a grant locks its shard's row (`mine`, in a
+#    condition the clients row's update evaluates before locking it) and writes its places
+#    there (`kept`, which `admitted` reads) before the reservation. Granting first and writing
+#    the shard last deadlocked against a create of the same shard (sessions whose pids agree
+#    modulo 64) that had spent a place and waited for the month's spend row.
 #  - Without a cap there is nothing to decide: the entry goes on the session's shard (`entered`).
 #    (Only at the instant a cap is first set can such an entry, made a moment before, go
 #    unseen, as by any create that read no cap.)
@@ -85,15 +91,21 @@ took AS (
       AND $14::int IS NOT NULL
       AND (SELECT queue_entries FROM clients WHERE id = $2) + (SELECT n FROM shards) <= $14::int
     RETURNING 1
+), mine AS (
+    SELECT FROM client_queue_counts
+    WHERE client_id = $2 AND shard = pg_backend_pid() % 64 AND NOT EXISTS (SELECT FROM took)
+    FOR UPDATE
 ), granted AS (
     UPDATE clients SET queue_entries = queue_entries + {QUEUE_GRANT}
     WHERE id = $2 AND $14::int IS NOT NULL AND NOT EXISTS (SELECT FROM took)
+      AND (SELECT count(*) FROM mine) >= 0
       AND queue_entries + (SELECT n FROM shards) + {QUEUE_GRANT} <= $14::int
     RETURNING 1
 ), kept AS (
     INSERT INTO client_queue_counts AS q (client_id, shard, allowance)
     SELECT $2, pg_backend_pid() % 64, {QUEUE_GRANT - 1} FROM granted
     ON CONFLICT (client_id, shard) DO UPDATE SET allowance = q.allowance + EXCLUDED.allowance
+    RETURNING 1
 ), entered AS (
     INSERT INTO client_queue_counts AS q (client_id, shard, entries)
     SELECT $2, pg_backend_pid() % 64, 1 WHERE $14::int IS NULL
@@ -101,7 +113,7 @@ took AS (
     RETURNING 1
 ), admitted AS (
     SELECT COALESCE(monthly_budget_usd, $15::numeric) AS budget FROM clients
-    WHERE id = $2 AND (EXISTS (SELECT FROM took) OR EXISTS (SELECT FROM granted)
+    WHERE id = $2 AND (EXISTS (SELECT FROM took) OR EXISTS (SELECT FROM kept)
                        OR EXISTS (SELECT FROM entered))
 )""")
 

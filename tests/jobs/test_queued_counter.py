@@ -15,7 +15,7 @@ import pytest
 from app import ids
 from app.db.pool import Pool, create_pool
 from app.jobs import repository
-from tests.support import Tenant, job_uuid
+from tests.support import Tenant, job_uuid, until
 
 
 async def _counted(pool: Pool, tenant: Tenant) -> tuple[int, int]:
@@ -254,3 +254,45 @@ async def test_a_lowered_cap_stops_the_places_granted_before_it(
         assert await _intake(first, tenant.client_id, 5) is None
         assert await _intake(first, tenant.client_id, repository.QUEUE_GRANT) is not None
     assert await _counted(pool, tenant) == (2, 2)
+
+
+async def test_a_grant_locks_its_shard_before_the_clients_and_spend_rows(
+    tenant: Tenant, pool: Pool, database_url: str
+) -> None:
+    """Every intake locks a queue shard's row before the clients row and the month's spend
+    row. Another session holds the shard's row, as a create of the same shard (pids that
+    agree modulo 64) spending a place does before it reserves on the spend row: a create that
+    must grant waits for the shard's row holding nothing. Granting first and writing the
+    shard last held both rows while waiting, and deadlocked against such a create."""
+    async with _two_shards(database_url) as (first, other):
+        assert await _intake(first, tenant.client_id, 100) is not None
+        shard = first.get_server_pid() % 64
+        await pool.execute(
+            "UPDATE client_queue_counts SET allowance = 0 WHERE client_id = $1", tenant.client_id
+        )
+        async with other.transaction():
+            await other.execute(
+                "SELECT FROM client_queue_counts WHERE client_id = $1 AND shard = $2 FOR UPDATE",
+                tenant.client_id,
+                shard,
+            )
+            grant = asyncio.create_task(_intake(first, tenant.client_id, 100))
+            await until(
+                lambda: pool.fetchval(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
+                    first.get_server_pid(),
+                )
+            )
+            # Neither row the grant goes on to lock is held while it waits.
+            await other.execute(
+                "SELECT FROM clients WHERE id = $1 FOR UPDATE NOWAIT", tenant.client_id
+            )
+            await other.execute(
+                "SELECT FROM client_spend WHERE client_id = $1 AND shard = $2 FOR UPDATE NOWAIT",
+                tenant.client_id,
+                1 + shard,
+            )
+        assert await asyncio.wait_for(grant, 30) is not None
+    grant_size = repository.QUEUE_GRANT
+    # The places set aside by hand above are lost; this grant's are on the shard.
+    assert await _entries(pool, tenant) == (2 * grant_size, 0, grant_size - 1)
