@@ -28,7 +28,7 @@ from app.worker.deliverer import Deliverer
 from app.worker.runner import Worker
 from tests.receivers import Receiver
 from tests.servers import LiveServer
-from tests.support import worker_runtime
+from tests.support import until, worker_runtime
 
 
 @pytest.fixture
@@ -201,3 +201,55 @@ async def test_two_delivery_workers_never_send_one_delivery_twice(
     attempts = await seed.fetchval("SELECT count(*) FROM delivery_attempts")
     assert attempts == 150
     await seed.close()
+
+
+@pytest.mark.parametrize(("jobs", "capacity", "claims"), [(1, 4, 1), (2, 1, 3)])
+async def test_a_step_that_ends_wakes_its_loop_only_if_the_claim_filled_every_slot(
+    fresh_database_url: str, fal_url: str, jobs: int, capacity: int, claims: int
+) -> None:
+    """A submission that ends frees a slot; the loop claims again for it only if its last
+    claim took as many jobs as it had slots (more may be waiting). One job in four slots: the
+    claim found everything due, and waking the loop would cost a claim that finds nothing.
+    Two jobs in one slot: the second is claimed as soon as the first's step ends, not at the
+    next poll (set beyond the test's bounds); that claim too filled the slot, so the second's
+    end brings one more, which finds nothing."""
+    settings = Settings(
+        database_url=fresh_database_url,
+        fal_queue_url=fal_url,
+        fal_key="k",
+        worker_poll_seconds=600,
+        loop_stall_seconds=1800,
+        worker_concurrency=capacity,
+    )
+    pool = await create_pool(fresh_database_url, min_size=1, max_size=4)
+    http = httpx.AsyncClient()
+    try:
+        await _create_jobs(pool, jobs)
+        runtime = worker_runtime(pool, FalClient(http, queue_url=fal_url, key="k"), settings)
+        worker = Worker(runtime, listen_url=None)
+        submit = next(q for q in worker._queues if q.topic == "submit")
+        made = [0]
+        real_claim = submit.claim
+
+        async def counted(runtime: Runtime, free: int) -> Any:
+            made[0] += 1
+            return await real_claim(runtime, free)
+
+        submit.claim = counted
+        run = asyncio.create_task(worker.run())
+        await until(
+            lambda: pool.fetchval(
+                "SELECT count(*) = $1 FROM jobs WHERE fal_request_id IS NOT NULL", jobs
+            )
+        )
+        await until(lambda: not submit.in_flight)
+        # A woken loop claims within a few turns of the event loop; none comes.
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert made[0] == claims
+        assert not runtime.wakeup.local["submit"].is_set()
+        worker.stop()
+        await run
+    finally:
+        await http.aclose()
+        await pool.close()
