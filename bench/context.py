@@ -225,7 +225,11 @@ async def start_fakefal(procs: Processes, name: str = "fakefal") -> tuple[Proces
 async def start_receiver(procs: Processes, name: str = "receiver") -> tuple[Process, str]:
     port = free_port()
     url = f"http://{HOST}:{port}"
-    process = procs.start(name, uvicorn_argv("bench.receiver:app", port, lifespan="off"))
+    # Some benchmarks leave requests hanging on it: its stop waits for none of them.
+    argv = uvicorn_argv(
+        "bench.receiver:app", port, "--timeout-graceful-shutdown", "1", lifespan="off"
+    )
+    process = procs.start(name, argv)
     await process.wait_http(f"{url}/stats")
     return process, url
 

@@ -78,6 +78,8 @@ async def _variant(
         name=f"falrelay-worker-{name}",
         allow_private_webhook_urls=True,
         delivery_fair_share=fair,
+        # Stopped with A's deliveries hanging: a drain would only wait out its bound.
+        shutdown_timeout_seconds=2,
     )
     conn = await connect(database_url)
     try:

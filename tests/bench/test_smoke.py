@@ -45,7 +45,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shm.is_dir() and os.access(shm, os.W_OK):
         argv += ["--scratch", str(shm)]
     done = subprocess.run(
-        # A bound, not a wait: about 2 min on a loaded 2-core machine for all of them.
+        # A bound, not a wait: about 1 min quiet, 2 on a loaded 2-core machine, for all of them.
         argv,
         cwd=ROOT,
         env=env,
