@@ -145,13 +145,8 @@ class Job(CreatedAtMixin, Base):
             unique=True,
             postgresql_where=text("fal_request_id IS NOT NULL"),
         ),
-        # The submission worker's scan touches only rows still waiting for fal...
-        Index(
-            "ix_jobs_submission_due",
-            "next_attempt_at",
-            postgresql_where=text("status = 'queued'"),
-        ),
-        # The fair claim: each client's due jobs in sending order, and its jobs at fal.
+        # The submission claim: each client's due jobs in sending order (only rows still
+        # waiting for fal), and its jobs at fal.
         Index(
             "ix_jobs_client_submission_due",
             "client_id",
@@ -169,7 +164,7 @@ class Job(CreatedAtMixin, Base):
             "client_id",
             postgresql_where=text("status = 'queued' AND locked_until IS NOT NULL"),
         ),
-        # ...and the reconciler's only rows at fal; for both, next_attempt_at is "look again at".
+        # The reconciler's rows at fal; for both claims, next_attempt_at is "look again at".
         Index(
             "ix_jobs_reconcile_due",
             "next_attempt_at",
