@@ -73,8 +73,8 @@ ENDPOINTS_DISABLED = Gauge(
     "falrelay_webhook_endpoints_disabled", "Webhook endpoints currently disabled"
 )
 
-# Each queue's scan uses a partial index of its rows (for submissions, the claim's
-# ix_jobs_client_submission_due, read whole); the whole read is one round trip.
+# Each queue's scan uses a partial index of its rows (for submissions and deliveries, their
+# claims' per-client indexes, read whole); the whole read is one round trip.
 QUEUES_SQL = """
 SELECT 'submission' AS queue, count(*) AS depth,
        COALESCE(EXTRACT(EPOCH FROM now() - min(next_attempt_at)), 0) AS oldest

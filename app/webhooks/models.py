@@ -97,13 +97,7 @@ class Delivery(CreatedAtMixin, Base):
     __table_args__ = (
         CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
         CheckConstraint("(endpoint_id IS NULL) <> (url IS NULL)", name="one_target"),
-        # The delivery worker's scan.
-        Index(
-            "ix_deliveries_due",
-            "next_attempt_at",
-            postgresql_where=text("status = 'pending'"),
-        ),
-        # The fair claim: each client's first due deliveries.
+        # The delivery claim: each client's first due deliveries.
         Index(
             "ix_deliveries_client_due",
             "client_id",

@@ -142,9 +142,10 @@ WHERE id = ANY($1::uuid[]) AND status = 'pending'
 # deleted meanwhile (its endpoint was) just has no log.
 #
 # The deliveries' status is compared with a subquery, not a literal: with `d.status =
-# 'pending'` the planner matches the partial index ix_deliveries_due and hash-joins the whole
-# backlog on every batch (measured: 25.6 ms per 64 rows with 14,000 pending, against 0.84 ms
-# by primary key).
+# 'pending'` the planner matches a partial index of pending deliveries (measured with
+# ix_deliveries_due, since dropped; ix_deliveries_client_due is one too) and hash-joins the
+# whole backlog on every batch (25.6 ms per 64 rows with 14,000 pending, against 0.84 ms by
+# primary key).
 #
 # Both joins to deliveries also name the ids as `d.id = ANY($2)`, an index condition on the
 # primary key whatever the join: the statement runs on a cached generic plan (asyncpg prepares
