@@ -52,8 +52,10 @@ def load_summary(result: LoadResult) -> dict[str, Any]:
 
 
 def check_errors(result: LoadResult, what: str, notes: list[str], limit: float = 0.001) -> None:
-    """A run that mostly answered errors measured the wrong thing: say so loudly."""
-    if result.error_share > limit:
+    """A run that mostly answered errors measured the wrong thing: say so loudly. A server
+    error is a bug whatever its share: said too."""
+    server_errors = any(str(status).startswith("5") for status in result.statuses)
+    if result.error_share > limit or server_errors:
         notes.append(
             f"{what}: {result.errors} of {result.requests} requests failed ({result.statuses})"
         )
