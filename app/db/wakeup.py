@@ -22,8 +22,13 @@ from app.db.pool import Pool, asyncpg_dsn
 log = logging.getLogger(__name__)
 
 CHANNEL = "falrelay_work"
+# A worker loop's topic: new work for it.
 Topic = Literal["submit", "reconcile", "deliver", "mirror"]
 TOPICS: tuple[Topic, ...] = ("submit", "reconcile", "deliver", "mirror")
+# Not a loop's: a job left fal, so a slot there is free. It wakes the submission loop only
+# while that loop's last claim may have left due jobs for want of such a slot (the account's
+# or a client's cap); else it would cost a claim that finds nothing, one per finished job.
+FREED: Literal["freed"] = "freed"
 
 
 # How many of the sessions this process sent a NOTIFY from are remembered (`sent_here`): a
@@ -36,7 +41,10 @@ class Wakeup:
         self._pool = pool
         self._coalesce = coalesce
         self.local: dict[Topic, asyncio.Event] = {topic: asyncio.Event() for topic in TOPICS}
-        self._pending: dict[Topic, asyncio.Task[None]] = {}
+        # Set by this process's submission loop after each claim (see FREED). True until its
+        # first claim: a worker that knows nothing yet takes every wake-up.
+        self.submissions_held_back = True
+        self._pending: dict[Topic | Literal["freed"], asyncio.Task[None]] = {}
         # Backend pids, oldest first (a dict as an ordered set).
         self._senders: dict[int, None] = {}
 
@@ -47,13 +55,21 @@ class Wakeup:
         notification be skipped: a hint lost, which polling makes up for.)"""
         return pid in self._senders
 
-    def notify(self, topic: Topic) -> None:
-        self.local[topic].set()
+    def notify(self, topic: Topic | Literal["freed"]) -> None:
+        self.wake_here(topic)
         if self._pool is None or topic in self._pending:
             return
         self._pending[topic] = asyncio.create_task(self._send(topic))
 
-    async def _send(self, topic: Topic) -> None:
+    def wake_here(self, topic: str) -> None:
+        """This process's loops for `topic`, made here or heard from another process."""
+        if topic == FREED:
+            if self.submissions_held_back:
+                self.local["submit"].set()
+        elif topic in self.local:
+            self.local[topic].set()
+
+    async def _send(self, topic: Topic | Literal["freed"]) -> None:
         try:
             await asyncio.sleep(self._coalesce)
             assert self._pool is not None

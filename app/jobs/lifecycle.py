@@ -20,7 +20,7 @@ import asyncpg
 from app import ids
 from app.billing import service as billing
 from app.db.pool import Connection, Pool
-from app.db.wakeup import Wakeup
+from app.db.wakeup import FREED, Wakeup
 from app.events.payloads import event_body
 from app.events.types import EventType
 from app.fal.client import Submitted
@@ -90,8 +90,9 @@ async def _in_one_transaction(
             if done.deliveries:
                 wakeup.notify("deliver")
             if settled is not None:
-                # A finished job frees a slot at fal: the next submission need not wait.
-                wakeup.notify("submit")
+                # A finished job frees a slot at fal: a submission held back for one need not
+                # wait for the next poll (app.db.wakeup.FREED).
+                wakeup.notify(FREED)
     return [None if done is None else done.row for done in applied]
 
 

@@ -10,6 +10,7 @@ A lease that runs out (its worker died) makes the row claimable again by anyone.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -34,6 +35,13 @@ _SUBMISSION_LOCK = 0x66616C7273756221
 #
 # $1 slots this worker has, $2 lease seconds, $3 the account-wide cap, $4 the default per-client
 # cap (NULL: none for either; LEAST ignores a NULL), $5 fair share.
+#
+# With the leased rows comes `held_back`, on each and on a row of its own when none was leased
+# (its columns NULL): whether due jobs may have been left for want of a slot at fal, the
+# account's (fewer slots than the worker had) or a client's (one at its cap, or ranked past it).
+# It may say so when nothing was due (counting those would read every capped client's queue);
+# it never misses it. A job that leaves fal wakes the submission loop only then
+# (app.db.wakeup.FREED).
 _CLAIM_SUBMISSIONS = """
 WITH flight AS (
     SELECT client_id, count(*) AS n FROM (
@@ -72,15 +80,24 @@ picked AS (
     WHERE cap IS NULL OR n + r <= cap
     ORDER BY CASE WHEN $5::bool THEN (n + r)::float8 / weight END, next_attempt_at, id
     LIMIT (SELECT slots FROM free)
+),
+held AS (
+    SELECT (SELECT slots FROM free) < $1::int
+        OR EXISTS (SELECT FROM clients c LEFT JOIN flight f ON f.client_id = c.id
+                   WHERE COALESCE(c.max_in_flight, $4::int) <= COALESCE(f.n, 0))
+        OR EXISTS (SELECT FROM ranked WHERE n + r > cap) AS held_back
+),
+claimed AS (
+    UPDATE jobs
+    SET locked_until = now() + make_interval(secs => $2), attempts = attempts + 1
+    -- = ANY(ARRAY(...)), not IN (SELECT ...): the planner guesses a hundred-odd picks and
+    -- hash-joins every queued row against them (measured: 5 ms with 10,000 queued); by primary
+    -- key it costs nothing.
+    WHERE id = ANY(ARRAY(SELECT id FROM picked)) AND status = 'queued'
+      AND (locked_until IS NULL OR locked_until <= now())
+    RETURNING id, model, input, attempts, priority, start_timeout, trace_context
 )
-UPDATE jobs
-SET locked_until = now() + make_interval(secs => $2), attempts = attempts + 1
--- = ANY(ARRAY(...)), not IN (SELECT ...): the planner guesses a hundred-odd picks and
--- hash-joins every queued row against them (measured: 5 ms with 10,000 queued); by primary key
--- it costs nothing.
-WHERE id = ANY(ARRAY(SELECT id FROM picked)) AND status = 'queued'
-  AND (locked_until IS NULL OR locked_until <= now())
-RETURNING id, model, input, attempts, priority, start_timeout, trace_context
+SELECT c.*, held.held_back FROM held LEFT JOIN claimed c ON true
 """
 
 # The claim's transaction up to the lock, in one round trip: without parameters (the lock's key
@@ -142,6 +159,13 @@ RETURNING id, client_id, model, status, output, files, billable_units, trace_con
 """
 
 
+@dataclass(frozen=True, slots=True)
+class SubmissionClaim:
+    rows: list[asyncpg.Record]
+    # Due jobs may have been left for want of a slot at fal (see _CLAIM_SUBMISSIONS).
+    held_back: bool
+
+
 async def claim_submissions(
     pool: Pool,
     limit: int,
@@ -150,7 +174,7 @@ async def claim_submissions(
     max_in_flight: int | None = None,
     default_client_max_in_flight: int | None = None,
     fair_share: bool = True,
-) -> list[asyncpg.Record]:
+) -> SubmissionClaim:
     """Lease up to `limit` due jobs, within the account-wide `max_in_flight` and each client's
     own cap (None: no cap), by fair share between clients (or first due first, with
     `fair_share` off)."""
@@ -172,7 +196,9 @@ async def claim_submissions(
                 with contextlib.suppress(Exception):
                     await conn.execute("ROLLBACK")
             raise
-        return rows
+    return SubmissionClaim(
+        rows=[row for row in rows if row["id"] is not None], held_back=rows[0]["held_back"]
+    )
 
 
 async def claim_reconciliations(pool: Pool, limit: int, lease: float) -> list[asyncpg.Record]:

@@ -40,7 +40,7 @@ Work = Callable[[Runtime, asyncpg.Record], Coroutine[Any, Any, None]]
 
 async def _claim_submissions(runtime: Runtime, limit: int) -> list[asyncpg.Record]:
     settings = runtime.settings
-    return await queue.claim_submissions(
+    claimed = await queue.claim_submissions(
         runtime.pool,
         limit,
         settings.submit_lease_seconds,
@@ -48,6 +48,8 @@ async def _claim_submissions(runtime: Runtime, limit: int) -> list[asyncpg.Recor
         default_client_max_in_flight=settings.default_max_in_flight,
         fair_share=settings.fair_share,
     )
+    runtime.wakeup.submissions_held_back = claimed.held_back
+    return claimed.rows
 
 
 async def _claim_reconciliations(runtime: Runtime, limit: int) -> list[asyncpg.Record]:
@@ -179,8 +181,7 @@ class Worker:
                 await listener.aclose()
 
     def _on_topic(self, topic: str) -> None:
-        if topic in self.runtime.wakeup.local:
-            self.runtime.wakeup.local[topic].set()
+        self.runtime.wakeup.wake_here(topic)
 
     async def _iterate(self, q: _Queue) -> None:
         """One pass: claim what free slots allow, start a step per row, then wait to be woken

@@ -1,5 +1,6 @@
-"""A process's own NOTIFY is not heard back by its listener: the worker it wakes was woken when
-the work was made, and hearing it again would only cost a claim that finds nothing."""
+"""Wake-ups: a process's own NOTIFY is not heard back by its listener (the worker it wakes was
+woken when the work was made, and hearing it again would only cost a claim that finds
+nothing), and a job leaving fal wakes submissions only when they wait for a slot there."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 import asyncpg
 
 from app.db.pool import Pool, asyncpg_dsn
-from app.db.wakeup import CHANNEL, Listener, Wakeup
+from app.db.wakeup import CHANNEL, FREED, Listener, Wakeup
 
 
 async def test_a_process_does_not_hear_its_own_notifications(pool: Pool, database_url: str) -> None:
@@ -42,3 +43,27 @@ async def test_a_process_does_not_hear_its_own_notifications(pool: Pool, databas
         await listener.aclose()
         await other.close()
         await wakeup.aclose()
+
+
+def test_a_job_leaving_fal_wakes_submissions_only_while_they_are_held_back() -> None:
+    """FREED, made here or heard from another process: the submission loop is woken only if
+    its last claim may have left due jobs for want of a slot at fal; every other topic wakes
+    its own loop."""
+    wakeup = Wakeup(None)
+    assert wakeup.submissions_held_back  # before any claim: every wake-up is taken
+    wakeup.notify(FREED)
+    assert wakeup.local["submit"].is_set()
+
+    wakeup.local["submit"].clear()
+    wakeup.submissions_held_back = False
+    wakeup.notify(FREED)
+    wakeup.wake_here(FREED)
+    assert not any(event.is_set() for event in wakeup.local.values())
+    wakeup.notify("submit")  # new work always wakes it
+    assert wakeup.local["submit"].is_set()
+
+    wakeup.local["submit"].clear()
+    wakeup.submissions_held_back = True
+    wakeup.wake_here(FREED)
+    assert wakeup.local["submit"].is_set()
+    wakeup.wake_here("no such topic")  # a notification from a newer release: ignored

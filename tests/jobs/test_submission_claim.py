@@ -30,4 +30,4 @@ async def test_a_claim_waits_for_the_lock_a_few_seconds_then_gives_up_cleanly(
     # Every connection went back to the pool out of any transaction: claims work again.
     async with pool.acquire() as conn:
         assert not conn.is_in_transaction()
-    assert await queue.claim_submissions(pool, 0, 30.0) == []
+    assert (await queue.claim_submissions(pool, 0, 30.0)).rows == []

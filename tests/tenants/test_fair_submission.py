@@ -57,7 +57,7 @@ async def _jobs(pool: Pool, client_id: uuid.UUID, n: int, **options: Any) -> lis
 
 
 async def _claim(pool: Pool, limit: int = 100, **options: Any) -> list[uuid.UUID]:
-    rows = await queue.claim_submissions(pool, limit, 60, **options)
+    rows = (await queue.claim_submissions(pool, limit, 60, **options)).rows
     return [row["id"] for row in rows]
 
 
@@ -128,6 +128,37 @@ async def test_a_clients_own_cap_holds_while_slots_are_free(pool: Pool) -> None:
     await _jobs(pool, other, 5)
     claimed = await _claim(pool, max_in_flight=50, default_client_max_in_flight=3)
     assert await _owners(pool, claimed) == {"other": 2}
+
+
+async def test_a_claim_says_whether_it_left_due_jobs_for_want_of_a_slot_at_fal(
+    pool: Pool,
+) -> None:
+    """`held_back` is what lets a job leaving fal wake the submission loop (app.db.wakeup.FREED):
+    true whenever a cap kept a due job from this claim, false when the claim took everything
+    due with slots to spare, so that a finished job then costs no claim."""
+
+    async def held(**options: Any) -> bool:
+        return (await queue.claim_submissions(pool, 10, 60, **options)).held_back
+
+    a = await _client(pool, "a")
+    assert not await held()  # nothing due, no cap
+    assert not await held(max_in_flight=50, default_client_max_in_flight=5)
+    await _jobs(pool, a, 3)
+    claim = await queue.claim_submissions(pool, 10, 60, max_in_flight=50)
+    assert len(claim.rows) == 3
+    assert not claim.held_back  # all three, seven slots to spare
+    await _jobs(pool, a, 3)
+    # The account's cap: 3 at fal (leased) and a cap of 4 leave one slot of the worker's ten.
+    claim = await queue.claim_submissions(pool, 10, 60, max_in_flight=4)
+    assert len(claim.rows) == 1
+    assert claim.held_back
+    assert await held(max_in_flight=4)  # none left at all: said on the row of its own
+    # A client's own cap: four in flight against its cap of 5, with two due.
+    assert await held(max_in_flight=50, default_client_max_in_flight=5)  # ranked past it
+    assert await held(max_in_flight=50, default_client_max_in_flight=5)  # now at it
+    # Every job finished: nothing at fal, nothing due.
+    await pool.execute("UPDATE jobs SET status = 'succeeded' WHERE client_id = $1", a)
+    assert not await held(max_in_flight=50, default_client_max_in_flight=5)
 
 
 async def test_priority_orders_a_clients_own_jobs(pool: Pool) -> None:

@@ -23,7 +23,9 @@ async def _claimed(pool: Pool) -> object:
     client_id, _ = await auth_service.create_client(pool, "submitter")
     created = await jobs_service.create_job(pool, client_id, JobCreate(input={"prompt": "p"}), None)
     (row,) = [
-        r for r in await queue.claim_submissions(pool, 100, 120) if r["id"] == created.job["id"]
+        r
+        for r in (await queue.claim_submissions(pool, 100, 120)).rows
+        if r["id"] == created.job["id"]
     ]
     return row
 
@@ -60,7 +62,7 @@ async def test_an_ambiguous_submit_holds_the_job_for_the_lease(pool: Pool) -> No
     assert job["status"] == "queued"
     assert 115 < job["held"].total_seconds() <= 120  # nobody may submit it for a lease
     assert "ReadTimeout" in job["last_error"]
-    again = await queue.claim_submissions(pool, 100, 120)
+    again = (await queue.claim_submissions(pool, 100, 120)).rows
     assert row["id"] not in {r["id"] for r in again}  # type: ignore[index]
 
 

@@ -105,9 +105,9 @@ async def test_claims_skip_rows_another_worker_holds(fresh_database_url: str) ->
     pool = await create_pool(fresh_database_url, min_size=2, max_size=4)
     try:
         await _create_jobs(pool, 5)
-        first = await queue.claim_submissions(pool, 3, 120)
-        second = await queue.claim_submissions(pool, 10, 120)
-        third = await queue.claim_submissions(pool, 10, 120)
+        first = (await queue.claim_submissions(pool, 3, 120)).rows
+        second = (await queue.claim_submissions(pool, 10, 120)).rows
+        third = (await queue.claim_submissions(pool, 10, 120)).rows
         assert len(first) == 3
         assert len(second) == 2
         assert third == []
@@ -117,7 +117,7 @@ async def test_claims_skip_rows_another_worker_holds(fresh_database_url: str) ->
             "UPDATE jobs SET locked_until = now() - interval '1 second' WHERE id = $1",
             first[0]["id"],
         )
-        again = await queue.claim_submissions(pool, 10, 120)
+        again = (await queue.claim_submissions(pool, 10, 120)).rows
         assert [r["id"] for r in again] == [first[0]["id"]]
         assert again[0]["attempts"] == 2
     finally:
