@@ -59,6 +59,8 @@ class Wakeup:
         self.wake_here(topic)
         if self._pool is None or topic in self._pending:
             return
+        if topic == FREED and "submit" in self._pending:
+            return  # the "submit" on its way wakes other processes' submissions anyway
         self._pending[topic] = asyncio.create_task(self._send(topic))
 
     def wake_here(self, topic: str) -> None:

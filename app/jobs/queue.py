@@ -38,9 +38,10 @@ _SUBMISSION_LOCK = 0x66616C7273756221
 #
 # With the leased rows comes `held_back`, on each and on a row of its own when none was leased
 # (its columns NULL): whether due jobs may have been left for want of a slot at fal, the
-# account's (fewer slots than the worker had) or a client's (one at its cap, or ranked past it).
-# It may say so when nothing was due (counting those would read every capped client's queue);
-# it never misses it. A job that leaves fal wakes the submission loop only then
+# account's (it left fewer slots than the worker had, and the claim took them all) or a
+# client's (one at its cap, or ranked past it). It may say so when nothing more was due (at
+# the account's cap, or a client at its own: counting what is due there would read their
+# queues); it never misses it. A job that leaves fal wakes the submission loop only then
 # (app.db.wakeup.FREED).
 _CLAIM_SUBMISSIONS = """
 WITH flight AS (
@@ -82,7 +83,8 @@ picked AS (
     LIMIT (SELECT slots FROM free)
 ),
 held AS (
-    SELECT (SELECT slots FROM free) < $1::int
+    SELECT ((SELECT slots FROM free) < $1::int
+            AND (SELECT count(*) FROM picked) = (SELECT slots FROM free))
         OR EXISTS (SELECT FROM clients c LEFT JOIN flight f ON f.client_id = c.id
                    WHERE COALESCE(c.max_in_flight, $4::int) <= COALESCE(f.n, 0))
         OR EXISTS (SELECT FROM ranked WHERE n + r > cap) AS held_back

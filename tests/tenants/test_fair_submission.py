@@ -147,6 +147,12 @@ async def test_a_claim_says_whether_it_left_due_jobs_for_want_of_a_slot_at_fal(
     claim = await queue.claim_submissions(pool, 10, 60, max_in_flight=50)
     assert len(claim.rows) == 3
     assert not claim.held_back  # all three, seven slots to spare
+    # The account's cap leaves fewer slots than the worker has, but the claim needed fewer.
+    await _jobs(pool, a, 1)
+    claim = await queue.claim_submissions(pool, 10, 60, max_in_flight=6)
+    assert len(claim.rows) == 1
+    assert not claim.held_back
+    await pool.execute("UPDATE jobs SET status = 'succeeded' WHERE id = $1", claim.rows[0]["id"])
     await _jobs(pool, a, 3)
     # The account's cap: 3 at fal (leased) and a cap of 4 leave one slot of the worker's ten.
     claim = await queue.claim_submissions(pool, 10, 60, max_in_flight=4)
