@@ -8,8 +8,9 @@ second and wakes only the waiters whose job moved: the database's cost no longer
 number of waiters, only with the number of jobs that change.
 
 Between polls, a finished job wakes the poller at once: the processes that finish jobs send a
-Postgres NOTIFY then (app.db.wakeup's "submit", meant for the workers: a slot at fal is free),
-and the watcher LISTENs for it while anyone waits, so a wait or stream hears of its job's end
+Postgres NOTIFY then (app.db.wakeup's FREED, meant for the workers: a slot at fal is free; or
+the "submit" it gives way to when one is on its way), and the watcher LISTENs for both while
+anyone waits, so a wait or stream hears of its job's end
 within a few tens of milliseconds rather than at the next poll. It is a hint: a poll follows it,
 no sooner than `MIN_GAP_SECONDS` after the last, and the regular polls go on regardless.
 
@@ -31,7 +32,7 @@ from datetime import datetime
 
 from app.db.availability import UNAVAILABLE
 from app.db.pool import Pool
-from app.db.wakeup import Listener
+from app.db.wakeup import FREED, Listener
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,9 @@ POLL_SECONDS = 0.25
 MIN_GAP_SECONDS = 0.1
 LISTEN_RETRY_SECONDS = 5.0
 SLOW_CYCLE_SECONDS = 0.75
-# The hint that a job finished (app.jobs.lifecycle sends it for every terminal transition).
-FINISHED_TOPIC = "submit"
+# The hints that a job finished (app.jobs.lifecycle sends FREED for every terminal transition,
+# unless a "submit" is about to go, which then stands for it).
+FINISHED_TOPICS = frozenset({FREED, "submit"})
 STATES = "SELECT id, status, updated_at FROM jobs WHERE id = ANY($1::uuid[])"
 
 
@@ -135,7 +137,7 @@ class JobWatcher:
             )
 
     def _on_topic(self, topic: str) -> None:
-        if topic == FINISHED_TOPIC:
+        if topic in FINISHED_TOPICS:
             self._poke.set()
 
     async def _listen(self, url: str) -> None:

@@ -9,7 +9,9 @@ from typing import Any
 import asyncpg
 
 from app.db.pool import Pool
-from app.jobs import repository
+from app.db.wakeup import Wakeup
+from app.jobs import lifecycle, repository
+from app.jobs.models import JobStatus
 from app.jobs.service import wait_until_finished
 from app.jobs.watch import JobWatcher
 from tests.support import Tenant, job_uuid
@@ -128,12 +130,16 @@ async def test_a_finished_job_wakes_its_waiters_before_the_next_poll(
     job = await _job(pool, tenant)
     # Polls five seconds apart: only the NOTIFY of a finished job can wake the waiter sooner.
     watcher = JobWatcher(pool, poll_seconds=5.0, listen_url=database_url)
+    # The notifications of the process that finishes the job, as the service sends them.
+    wakeup = Wakeup(pool, coalesce=0)
     try:
         async with watcher.watch(job["id"], job["status"]) as watch:
             await asyncio.sleep(1.0)  # the first poll, early: the LISTEN began
             assert not watch.changed.is_set()
-            await _cancel(pool, job)
-            await pool.execute("SELECT pg_notify('falrelay_work', 'submit')")
+            await lifecycle.mark_canceled(
+                pool, tenant.client_id, job["id"], from_statuses=[JobStatus.QUEUED], wakeup=wakeup
+            )
             await asyncio.wait_for(watch.changed.wait(), 2.0)
     finally:
         await watcher.aclose()
+        await wakeup.aclose()
