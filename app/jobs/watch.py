@@ -10,9 +10,9 @@ number of waiters, only with the number of jobs that change.
 Between polls, a finished job wakes the poller at once: the processes that finish jobs send a
 Postgres NOTIFY then (app.db.wakeup's FREED, meant for the workers: a slot at fal is free; or
 the "submit" it gives way to when one is on its way), and the watcher LISTENs for both while
-anyone waits, so a wait or stream hears of its job's end
-within a few tens of milliseconds rather than at the next poll. It is a hint: a poll follows it,
-no sooner than `MIN_GAP_SECONDS` after the last, and the regular polls go on regardless.
+anyone waits, so a wait or stream hears of its job's end within a few tens of milliseconds
+rather than at the next poll. It is a hint: a poll follows it, no sooner than
+`MIN_GAP_SECONDS` after the last, and the regular polls go on regardless.
 
 A waiter may say what it holds already (the job's status as it last read it): it is then woken
 only when the job is seen to differ from that, not "in case" on the first poll, and a change
