@@ -129,6 +129,7 @@ async def _apply(
                 job_id,
                 submitted,
                 outcome,
+                model=row["model"],
                 next_poll_at=datetime.now(UTC) + _ADOPTED_POLL,
                 wakeup=wakeup,
             )
@@ -143,6 +144,9 @@ async def _apply(
             next_poll_at=datetime.now(UTC) + _ADOPTED_POLL,
             wakeup=wakeup,
         )
+    # At fal now (read so, or adopted just above): as to a job at fal, with the model read, so
+    # that a success is one statement with its event. (The first try, before the read, missed
+    # it: the submit's record landed in between, or the URL named no model or another.)
     finished = await lifecycle.finish(
         pool,
         job_id,
@@ -150,5 +154,17 @@ async def _apply(
         fal_request_id=webhook.request_id,
         wakeup=wakeup,
         mirror=mirror,
+        at_fal_only=True,
+        model=row["model"],
     )
+    if finished is None:
+        # Moved on since the read (or back to queued): as any unfinished status allows.
+        finished = await lifecycle.finish(
+            pool,
+            job_id,
+            outcome,
+            fal_request_id=webhook.request_id,
+            wakeup=wakeup,
+            mirror=mirror,
+        )
     return CallbackOutcome.APPLIED if finished is not None else CallbackOutcome.DUPLICATE

@@ -209,19 +209,30 @@ async def adopt_and_finish(
     submitted: Submitted,
     outcome: Outcome,
     *,
+    model: str,
     next_poll_at: datetime,
     wakeup: Wakeup | None,
 ) -> asyncpg.Record | None:
     """fal's answer for a job whose submit is not recorded yet: record the submit, then the
     answer, in one transaction, so the job reads submitted before it is finished (its
     `job.submitted` before the terminal event). The finish's row, None if it changed nothing.
-    Not for a success whose files are to be copied (`finish` with `mirror`)."""
+    Not for a success whose files are to be copied (`finish` with `mirror`).
+
+    The answer is applied as to a job at fal (`model`, the job's, as read), which it is by then
+    in this transaction, or was already if the submit's record came first: a success is then
+    one statement with its event."""
     _, row = await _in_one_transaction(
         pool,
         wakeup,
         [
             _submitted_step(job_id, submitted, next_poll_at),
-            _outcome_step(job_id, outcome, fal_request_id=submitted.request_id),
+            _outcome_step(
+                job_id,
+                outcome,
+                fal_request_id=submitted.request_id,
+                at_fal_only=True,
+                model=model,
+            ),
         ],
     )
     return row

@@ -72,10 +72,11 @@ async def test_a_result_before_the_submit_is_recorded_still_reads_in_order(
 
     job = await pool.fetchrow(
         "SELECT status, fal_request_id, fal_response_url, created_at, submitted_at, "
-        "completed_at FROM jobs WHERE id = $1",
+        "completed_at, cost_usd FROM jobs WHERE id = $1",
         job_id,
     )
     assert job["status"] == terminal
+    assert job["cost_usd"] is not None  # settled in the same transaction
     assert job["fal_request_id"] == request_id
     assert job["fal_response_url"] == submitted.response_url
     assert job["submitted_at"] is not None
