@@ -157,8 +157,9 @@ async def _apply(
         at_fal_only=True,
         model=row["model"],
     )
-    if finished is None:
-        # Moved on since the read (or back to queued): as any unfinished status allows.
+    if finished is None and not (mirror and isinstance(outcome, Succeeded)):
+        # Moved on since the read (or back to queued): as any unfinished status allows. (Output
+        # to copy is received the one way, whatever the status: nothing to try again.)
         finished = await lifecycle.finish(
             pool,
             job_id,
