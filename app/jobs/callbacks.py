@@ -8,6 +8,7 @@ reconciler harmless too.
 from __future__ import annotations
 
 import enum
+import functools
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -147,25 +148,18 @@ async def _apply(
     # At fal now (read so, or adopted just above): as to a job at fal, with the model read, so
     # that a success is one statement with its event. (The first try, before the read, missed
     # it: the submit's record landed in between, or the URL named no model or another.)
-    finished = await lifecycle.finish(
+    finish = functools.partial(
+        lifecycle.finish,
         pool,
         job_id,
         outcome,
         fal_request_id=webhook.request_id,
         wakeup=wakeup,
         mirror=mirror,
-        at_fal_only=True,
-        model=row["model"],
     )
+    finished = await finish(at_fal_only=True, model=row["model"])
     if finished is None and not (mirror and isinstance(outcome, Succeeded)):
         # Moved on since the read (or back to queued): as any unfinished status allows. (Output
         # to copy is received the one way, whatever the status: nothing to try again.)
-        finished = await lifecycle.finish(
-            pool,
-            job_id,
-            outcome,
-            fal_request_id=webhook.request_id,
-            wakeup=wakeup,
-            mirror=mirror,
-        )
+        finished = await finish()
     return CallbackOutcome.APPLIED if finished is not None else CallbackOutcome.DUPLICATE
