@@ -202,6 +202,40 @@ async def test_a_claim_with_a_big_backlog_stays_fast(pool: Pool) -> None:
     assert sorted(timings)[len(timings) // 2] < 0.05, timings
 
 
+def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    return [plan, *(node for child in plan.get("Plans", []) for node in _nodes(child))]
+
+
+async def test_a_claim_reads_by_index_whatever_the_costs_say(pool: Pool) -> None:
+    """The claim's count of what is in flight reads partial indexes full of dead entries
+    (every job that left fal leaves one until the next vacuum): only a plain index scan learns
+    to skip them, a bitmap scan visits each one's heap page on every claim. Here the costs are
+    tilted towards a bitmap scan (random reads dear; no sequential scans, as with a big table),
+    and the plan is checked: no bitmap scan, and the update finds its picks by primary key."""
+    a = await _client(pool, "a")
+    insert = (
+        "INSERT INTO jobs (id, client_id, model, input, status) "
+        "SELECT gen_random_uuid(), $1, $2, '{}'::jsonb, $3 FROM generate_series(1, $4)"
+    )
+    await pool.execute(insert, a, DEFAULT_MODEL_ID, "submitted", 40)
+    await pool.execute(insert, a, DEFAULT_MODEL_ID, "queued", 2000)
+    await pool.execute("ANALYZE jobs")
+    async with pool.acquire() as conn:
+        await conn.execute(queue._CLAIM_SUBMISSIONS_BEGIN)
+        try:
+            await conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL random_page_cost = 40")
+            plan = await conn.fetchval(
+                f"EXPLAIN (FORMAT JSON) {queue._CLAIM_SUBMISSIONS}", 8, 60, 1000, None, True
+            )
+        finally:
+            await conn.execute("ROLLBACK")
+    nodes = _nodes(plan[0]["Plan"])  # the pool decodes json
+    assert not [n for n in nodes if "Bitmap" in n["Node Type"]], plan
+    (update,) = [n for n in nodes if n["Node Type"] == "ModifyTable"]
+    (scan,) = [n for n in update["Plans"] if n.get("Relation Name") == "jobs"]
+    assert (scan["Node Type"], scan.get("Index Name")) == ("Index Scan", "pk_jobs"), plan
+
+
 # -- two workers, one account-wide cap ------------------------------------------------------
 
 
