@@ -220,15 +220,17 @@ async def test_a_claim_reads_by_index_whatever_the_costs_say(pool: Pool) -> None
     await pool.execute(insert, a, DEFAULT_MODEL_ID, "submitted", 40)
     await pool.execute(insert, a, DEFAULT_MODEL_ID, "queued", 2000)
     await pool.execute("ANALYZE jobs")
-    async with pool.acquire() as conn:
-        await conn.execute(queue._CLAIM_SUBMISSIONS_BEGIN)
-        try:
-            await conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL random_page_cost = 40")
-            plan = await conn.fetchval(
-                f"EXPLAIN (FORMAT JSON) {queue._CLAIM_SUBMISSIONS}", 8, 60, 1000, None, True
-            )
-        finally:
-            await conn.execute("ROLLBACK")
+    async with pool.acquire() as conn, conn.transaction():
+        # The statement of the installed function (migration 0023), run as it runs: with the
+        # function's own settings.
+        function = await conn.fetchrow(
+            "SELECT prosrc, proconfig FROM pg_proc WHERE proname = 'claim_submissions'"
+        )
+        statement = function["prosrc"].split("RETURN QUERY", 1)[1].rsplit(";", 1)[0]
+        for setting in function["proconfig"]:
+            await conn.execute("SELECT set_config($1, $2, true)", *setting.split("=", 1))
+        await conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL random_page_cost = 40")
+        plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {statement}", 8, 60, 1000, None, True)
     nodes = _nodes(plan[0]["Plan"])  # the pool decodes json
     assert not [n for n in nodes if "Bitmap" in n["Node Type"]], plan
     (update,) = [n for n in nodes if n["Node Type"] == "ModifyTable"]
