@@ -54,6 +54,11 @@ class Outcome:
 # The circuit breaker (app.webhooks.policy): an endpoint whose breaker is open has its
 # deliveries skipped (left pending, attempts not spent); half-open (breaker_open_until passed),
 # one at a time: the Deliverer treats such a target as capped at one in flight.
+#
+# With the leased rows comes `held_back`, on each and on a row of its own when none was leased
+# (its columns NULL): whether a due delivery was skipped for what is in flight here (beyond its
+# client's share, or a half-open endpoint's second). Only then can a delivery that ends let
+# the next claim take more; else waking the loop for it costs a claim that finds nothing.
 _CLAIM_DELIVERIES = """
 WITH flight AS (
     SELECT f.client_id, f.n FROM unnest($4::uuid[], $5::int[]) AS f(client_id, n)
@@ -84,14 +89,21 @@ contenders AS (
     SELECT COALESCE(sum(weight), 0) AS w FROM tenants
     WHERE n > 0 OR id IN (SELECT client_id FROM due)
 ),
+judged AS (
+    SELECT id, n, r, weight, next_attempt_at,
+           NOT (probing AND tr > 1)
+           AND (NOT $8::bool
+                OR n + r <= GREATEST(1, floor(($6::int - $7::int) * weight::float8
+                                              / (SELECT w FROM contenders)))) AS fits
+    FROM due
+),
 picked AS (
-    SELECT id FROM due
-    WHERE NOT (probing AND tr > 1)
-      AND (NOT $8::bool
-           OR n + r <= GREATEST(1, floor(($6::int - $7::int) * weight::float8
-                                         / (SELECT w FROM contenders))))
+    SELECT id FROM judged WHERE fits
     ORDER BY CASE WHEN $8::bool THEN (n + r)::float8 / weight END, next_attempt_at, id
     LIMIT $1
+),
+held AS (
+    SELECT EXISTS (SELECT FROM judged WHERE NOT fits) AS held_back
 ),
 claimed AS (
     UPDATE deliveries
@@ -103,17 +115,20 @@ claimed AS (
     WHERE id = ANY(ARRAY(SELECT id FROM picked)) AND status = (SELECT 'pending'::text)
       AND (locked_until IS NULL OR locked_until <= now())
     RETURNING id, client_id, event_id, endpoint_id, url, attempt_count
+),
+sending AS (
+    SELECT c.id, c.client_id, c.event_id, c.endpoint_id, c.attempt_count,
+           COALESCE(c.endpoint_id::text, c.url) AS target,
+           COALESCE(e.url, c.url) AS target_url, e.enabled AS endpoint_enabled,
+           e.breaker_open_until IS NOT NULL AS probing,
+           e.secrets AS endpoint_secrets, cl.webhook_secrets AS client_secrets,
+           ev.payload{trace_column}
+    FROM claimed c
+    JOIN events ev ON ev.id = c.event_id
+    JOIN clients cl ON cl.id = c.client_id
+    LEFT JOIN webhook_endpoints e ON e.id = c.endpoint_id{trace_join}
 )
-SELECT c.id, c.client_id, c.event_id, c.endpoint_id, c.attempt_count,
-       COALESCE(c.endpoint_id::text, c.url) AS target,
-       COALESCE(e.url, c.url) AS target_url, e.enabled AS endpoint_enabled,
-       e.breaker_open_until IS NOT NULL AS probing,
-       e.secrets AS endpoint_secrets, cl.webhook_secrets AS client_secrets,
-       ev.payload{trace_column}
-FROM claimed c
-JOIN events ev ON ev.id = c.event_id
-JOIN clients cl ON cl.id = c.client_id
-LEFT JOIN webhook_endpoints e ON e.id = c.endpoint_id{trace_join}
+SELECT sending.*, held.held_back FROM held LEFT JOIN sending ON true
 """
 # With tracing on (app.tracing), each delivery is a span of its job's trace: the job's stored
 # context comes along, by primary key (a ping has no job). Read through events → jobs at claim
@@ -121,7 +136,7 @@ LEFT JOIN webhook_endpoints e ON e.id = c.endpoint_id{trace_join}
 # with tracing off the claim is the statement it was.
 _CLAIM_DELIVERIES_PLAIN = _CLAIM_DELIVERIES.format(trace_column="", trace_join="")
 _CLAIM_DELIVERIES_TRACED = _CLAIM_DELIVERIES.format(
-    trace_column=", j.trace_context", trace_join="\nLEFT JOIN jobs j ON j.id = ev.job_id"
+    trace_column=", j.trace_context", trace_join="\n    LEFT JOIN jobs j ON j.id = ev.job_id"
 )
 
 # Claimed beyond a target's cap: handed back untouched.
@@ -236,6 +251,13 @@ WHERE id = ANY($1::uuid[]) AND enabled
 """
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryClaim:
+    rows: list[asyncpg.Record]
+    # A due delivery was skipped for what is in flight here (see _CLAIM_DELIVERIES).
+    held_back: bool
+
+
 async def claim_deliveries(
     pool: Pool,
     limit: int,
@@ -247,12 +269,12 @@ async def claim_deliveries(
     reserve: int,
     fair_share: bool = True,
     traced: bool = False,
-) -> list[asyncpg.Record]:
+) -> DeliveryClaim:
     """Lease up to `limit` due deliveries, skipping `saturated` targets, by fair share between
     clients over `capacity` slots (`in_flight` per client here, `reserve` held back for
     clients with none), or first due first with `fair_share` off. `traced`: each row also
     has its job's `trace_context`."""
-    return await pool.fetch(
+    rows = await pool.fetch(
         _CLAIM_DELIVERIES_TRACED if traced else _CLAIM_DELIVERIES_PLAIN,
         limit,
         lease,
@@ -262,6 +284,9 @@ async def claim_deliveries(
         capacity,
         reserve,
         fair_share,
+    )
+    return DeliveryClaim(
+        rows=[row for row in rows if row["id"] is not None], held_back=rows[0]["held_back"]
     )
 
 

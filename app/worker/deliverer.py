@@ -76,12 +76,15 @@ class Deliverer:
         self._unrecorded = 0  # sent, not yet committed: pending plus the batch being written
         self._has_pending = asyncio.Event()
         self._recorded = asyncio.Event()
+        # The last claim left a due delivery for what is in flight here: a delivery that ends
+        # may let the next claim take it (app.worker.runner wakes the loop only then).
+        self.held_back = True
 
     async def claim(self, runtime: Runtime, limit: int) -> list[asyncpg.Record]:
         saturated = [t for t, n in self._in_flight.items() if n >= self._cap(t)]
         saturated += [t for t in self._probes_unrecorded if t not in self._in_flight]
         capacity = runtime.settings.delivery_concurrency
-        rows = await queue.claim_deliveries(
+        claimed = await queue.claim_deliveries(
             runtime.pool,
             limit,
             runtime.settings.delivery_lease_seconds,
@@ -94,7 +97,7 @@ class Deliverer:
         )
         taken: list[asyncpg.Record] = []
         over_cap: list[uuid.UUID] = []
-        for row in rows:
+        for row in claimed.rows:
             target = row["target"]
             if row["probing"]:
                 self._probing.add(target)
@@ -108,6 +111,8 @@ class Deliverer:
             taken.append(row)
         if over_cap:
             await queue.release_deliveries(runtime.pool, over_cap)
+        # Targets skipped or handed back for their cap here come free as their deliveries end.
+        self.held_back = claimed.held_back or bool(saturated) or bool(over_cap)
         return taken
 
     def _cap(self, target: str) -> int:

@@ -71,9 +71,10 @@ class _Queue:
     claim: Claim
     work: Work
     capacity: int
-    # Whether what the claim takes depends on what this worker has in flight (fair share of
-    # deliveries counts them): then every step that ends may let it take more.
-    counts_in_flight: bool = False
+    # Whether the last claim left due rows for what this worker has in flight (fair share of
+    # deliveries counts them, and each target's cap): then a step that ends may let it take
+    # more.
+    held_back: Callable[[], bool] = lambda: False
     in_flight: set[asyncio.Task[None]] = field(default_factory=set)
     # The last claim filled every free slot: more may be due, and a slot freeing lets the loop
     # take it. A claim that took less found nothing more (or only what the counts held back).
@@ -127,7 +128,7 @@ class Worker:
                     deliverer.claim,
                     deliverer.work,
                     settings.delivery_concurrency,
-                    counts_in_flight=True,
+                    held_back=lambda: deliverer.held_back,
                 )
             )
         self._queues.append(
@@ -208,7 +209,7 @@ class Worker:
         q.in_flight.discard(task)
         # A freed slot matters only to a loop that left work for want of one; else waking it
         # costs a claim that finds nothing (new work wakes it itself).
-        if (q.saturated or q.counts_in_flight) and q.capacity - len(q.in_flight) >= q.batch:
+        if (q.saturated or q.held_back()) and q.capacity - len(q.in_flight) >= q.batch:
             wake.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("%s step failed", q.topic, exc_info=task.exception())

@@ -253,3 +253,77 @@ async def test_a_step_that_ends_wakes_its_loop_only_if_the_claim_filled_every_sl
     finally:
         await http.aclose()
         await pool.close()
+
+
+@pytest.mark.parametrize(("deliveries", "claims"), [(1, 1), (7, None)])
+async def test_a_delivery_that_ends_wakes_its_loop_only_if_its_claim_held_some_back(
+    fresh_database_url: str, deliveries: int, claims: int | None
+) -> None:
+    """Eight slots, two of them held back for clients with nothing in flight: one client's
+    share is six. One delivery: the claim took it and skipped nothing, so its end wakes no
+    claim (which would find nothing). Seven: the claim skipped the seventh for the share, so the
+    first delivery to end brings the claim that sends it, not the next poll (set beyond the
+    test's bounds)."""
+    inbox = Receiver()
+    settings = Settings(
+        database_url=fresh_database_url,
+        fal_key="k",
+        allow_private_webhook_urls=True,
+        worker_poll_seconds=600,
+        loop_stall_seconds=1800,
+        delivery_concurrency=8,
+    )
+    pool = await create_pool(fresh_database_url, min_size=1, max_size=4)
+    session = make_session(concurrency=8, timeout=5, allow_private=True)
+    try:
+        with LiveServer(inbox.app) as receiver:
+            client_id, _ = await auth_service.create_client(pool, "gate")
+            endpoint = await webhooks_repository.insert_endpoint(
+                pool,
+                endpoint_id=uuid7(),
+                client_id=client_id,
+                url=f"{receiver.url}/hook",
+                description=None,
+                event_types=["job.succeeded"],
+                secret=signing.new_secret(),
+            )
+            now = datetime.now(UTC)
+            async with pool.acquire() as conn, conn.transaction():
+                for _ in range(deliveries):
+                    await fanout.record_ping(
+                        conn,
+                        event_id=uuid7(),
+                        delivery_id=uuid7(),
+                        client_id=client_id,
+                        endpoint_id=endpoint["id"],
+                        payload={"type": "ping", "timestamp": now, "data": {}},
+                        at=now,
+                    )
+            async with httpx.AsyncClient() as http:
+                runtime = worker_runtime(
+                    pool, FalClient(http, queue_url="http://unused", key="k"), settings
+                )
+                worker = Worker(runtime, listen_url=None, deliverer=Deliverer(runtime, session))
+                deliver = next(q for q in worker._queues if q.topic == "deliver")
+                made = [0]
+                real_claim = deliver.claim
+
+                async def counted(runtime: Runtime, free: int) -> Any:
+                    made[0] += 1
+                    return await real_claim(runtime, free)
+
+                deliver.claim = counted
+                run = asyncio.create_task(worker.run())
+                await until(lambda: len(inbox.received) == deliveries)
+                await until(lambda: not deliver.in_flight)
+                # A woken loop claims within a few turns of the event loop.
+                for _ in range(20):
+                    await asyncio.sleep(0)
+                if claims is not None:
+                    assert made[0] == claims
+                    assert not runtime.wakeup.local["deliver"].is_set()
+                worker.stop()
+                await run
+    finally:
+        await session.close()
+        await pool.close()
