@@ -189,10 +189,15 @@ class Worker:
         (new work, a free slot) or for the poll interval."""
         runtime = self.runtime
         wake = self.runtime.wakeup.local[q.topic]
+        woken = wake.is_set()
         wake.clear()  # before claiming, so a wake-up during the claim is not lost
         free = q.capacity - len(q.in_flight)
         claimed: list[asyncpg.Record] = []
-        if not self.supervisor.stopping and (free >= q.batch or (free > 0 and not q.in_flight)):
+        if free < q.batch and q.in_flight:
+            # Woken for work it has too few free slots to claim yet: the step that frees
+            # enough must wake it, whatever the last claim found.
+            q.saturated = q.saturated or woken
+        elif not self.supervisor.stopping:
             claimed = await q.claim(runtime, free)
             q.saturated = len(claimed) == free
             for row in claimed:

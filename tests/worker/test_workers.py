@@ -327,3 +327,56 @@ async def test_a_delivery_that_ends_wakes_its_loop_only_if_its_claim_held_some_b
     finally:
         await session.close()
         await pool.close()
+
+
+async def test_work_woken_for_with_too_few_free_slots_is_claimed_as_soon_as_they_free(
+    fresh_database_url: str,
+) -> None:
+    """While work is in flight a loop claims only once a batch of its slots is free (an
+    eighth). Woken for new work with fewer free than that, it cannot claim yet; the step that
+    frees enough must then wake it, even though its last claim took everything due and held
+    nothing back. The loop's claim and steps are stand-ins here, the poll interval beyond the
+    test's bounds."""
+    settings = Settings(
+        database_url=fresh_database_url,
+        fal_key="k",
+        worker_poll_seconds=600,
+        loop_stall_seconds=1800,
+        mirror_concurrency=16,  # a batch of two
+    )
+    pool = await create_pool(fresh_database_url, min_size=1, max_size=4)
+    try:
+        async with httpx.AsyncClient() as http:
+            runtime = worker_runtime(
+                pool, FalClient(http, queue_url="http://unused", key="k"), settings
+            )
+            worker = Worker(runtime, listen_url=None)
+            mirror = next(q for q in worker._queues if q.topic == "mirror")
+            due = list(range(15))
+            claims: list[int] = []
+            ends = {n: asyncio.Event() for n in range(16)}
+
+            async def claim(runtime: Runtime, free: int) -> Any:
+                taken, due[:] = due[:free], due[free:]
+                claims.append(len(taken))
+                return taken
+
+            async def work(runtime: Runtime, n: Any) -> None:
+                await ends[n].wait()
+
+            mirror.claim, mirror.work = claim, work
+            run = asyncio.create_task(worker.run())
+            await until(lambda: claims == [15])  # one slot left free: less than a batch
+            due.append(15)
+            runtime.wakeup.notify("mirror")
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert claims == [15]
+            ends[0].set()  # two free now
+            await until(lambda: claims == [15, 1])
+            for event in ends.values():
+                event.set()
+            worker.stop()
+            await run
+    finally:
+        await pool.close()
