@@ -18,7 +18,9 @@ from app.db.pool import Pool
 # Submission claims take turns on a lock (transaction-scoped, so a crash cannot leave it held):
 # count what is in flight, pick, lease, commit. Serialised, the account-wide cap is exact across
 # replicas. A claim takes a few milliseconds (p50 6-8 ms with 10,000 jobs queued for one client
-# and 10 for another, on a loaded 2-core machine), against a slot's turnover of seconds.
+# and 10 for another, on a loaded 2-core machine), against a slot's turnover of seconds. The
+# key is written into the function (migration 0023); a test holds it here and sees the claim
+# wait.
 _SUBMISSION_LOCK = 0x66616C7273756221
 
 # The lock and the claim are one function (migration 0023, where the statement and how it
