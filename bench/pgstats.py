@@ -350,7 +350,7 @@ async def _debian_server(bin_dir: Path, scratch: Path | None) -> AsyncIterator[S
         try:
             postgres = BenchPostgres(
                 admin_url=f"postgresql://postgres@{HOST}:{port}/postgres",
-                description=f"private {bin_dir.parent.name} with pg_stat_statements in {tmp}",
+                description=f"private {bin_dir.parent.name} with pg_stat_statements",
                 pgdata=data,
             )
             server = StatsServer(postgres, PG_STAT_STATEMENTS, postgres.description)
@@ -380,7 +380,7 @@ async def _logging_embedded_server(scratch: Path | None) -> AsyncIterator[StatsS
                 await conn.close()
             postgres = BenchPostgres(
                 admin_url=server.url("postgres"),
-                description=f"private embedded (pgserver) with log_statement=all in {tmp}",
+                description="private embedded (pgserver) with log_statement=all",
                 pgdata=pgdata,
             )
             stats = StatsServer(
