@@ -47,6 +47,32 @@ async def _create_jobs(pool: Pool, n: int) -> list[str]:
     return jobs
 
 
+async def _pings(pool: Pool, client: str, url: str, n: int) -> None:
+    """A client with one endpoint at `url`, and `n` ping deliveries to it, due now."""
+    client_id, _ = await auth_service.create_client(pool, client)
+    endpoint = await webhooks_repository.insert_endpoint(
+        pool,
+        endpoint_id=uuid7(),
+        client_id=client_id,
+        url=url,
+        description=None,
+        event_types=["job.succeeded"],
+        secret=signing.new_secret(),
+    )
+    now = datetime.now(UTC)
+    async with pool.acquire() as conn, conn.transaction():
+        for _ in range(n):
+            await fanout.record_ping(
+                conn,
+                event_id=uuid7(),
+                delivery_id=uuid7(),
+                client_id=client_id,
+                endpoint_id=endpoint["id"],
+                payload={"type": "ping", "timestamp": now, "data": {}},
+                at=now,
+            )
+
+
 async def test_two_workers_never_submit_one_job_twice(
     fresh_database_url: str, fal_url: str
 ) -> None:
@@ -137,28 +163,7 @@ async def test_two_delivery_workers_never_send_one_delivery_twice(
     )
     seed = await create_pool(fresh_database_url, min_size=1, max_size=2)
     with LiveServer(inbox.app) as receiver:
-        client_id, _ = await auth_service.create_client(seed, "fan-out")
-        endpoint = await webhooks_repository.insert_endpoint(
-            seed,
-            endpoint_id=uuid7(),
-            client_id=client_id,
-            url=f"{receiver.url}/hook",
-            description=None,
-            event_types=["job.succeeded"],
-            secret=signing.new_secret(),
-        )
-        now = datetime.now(UTC)
-        async with seed.acquire() as conn, conn.transaction():
-            for _ in range(150):
-                await fanout.record_ping(
-                    conn,
-                    event_id=uuid7(),
-                    delivery_id=uuid7(),
-                    client_id=client_id,
-                    endpoint_id=endpoint["id"],
-                    payload={"type": "ping", "timestamp": now, "data": {}},
-                    at=now,
-                )
+        await _pings(seed, "fan-out", f"{receiver.url}/hook", 150)
 
         sent = [0, 0]
         workers, closers = [], []
@@ -277,28 +282,7 @@ async def test_a_delivery_that_ends_wakes_its_loop_only_if_its_claim_held_some_b
     session = make_session(concurrency=8, timeout=5, allow_private=True)
     try:
         with LiveServer(inbox.app) as receiver:
-            client_id, _ = await auth_service.create_client(pool, "gate")
-            endpoint = await webhooks_repository.insert_endpoint(
-                pool,
-                endpoint_id=uuid7(),
-                client_id=client_id,
-                url=f"{receiver.url}/hook",
-                description=None,
-                event_types=["job.succeeded"],
-                secret=signing.new_secret(),
-            )
-            now = datetime.now(UTC)
-            async with pool.acquire() as conn, conn.transaction():
-                for _ in range(deliveries):
-                    await fanout.record_ping(
-                        conn,
-                        event_id=uuid7(),
-                        delivery_id=uuid7(),
-                        client_id=client_id,
-                        endpoint_id=endpoint["id"],
-                        payload={"type": "ping", "timestamp": now, "data": {}},
-                        at=now,
-                    )
+            await _pings(pool, "gate", f"{receiver.url}/hook", deliveries)
             async with httpx.AsyncClient() as http:
                 runtime = worker_runtime(
                     pool, FalClient(http, queue_url="http://unused", key="k"), settings
