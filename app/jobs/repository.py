@@ -81,6 +81,13 @@ QUEUE_GRANT = 16
 #    there (`kept`, which `admitted` reads) before the reservation. Granting first and writing
 #    the shard last deadlocked against a create of the same shard (sessions whose pids agree
 #    modulo 64) that had spent a place and waited for the month's spend row.
+#  - A grant needs its shard's row locked first, so only a row the statement's snapshot holds
+#    can take one. A row committed after the snapshot (by another session of the same shard)
+#    would be found only by `kept`'s upsert, which then waits for it holding the clients row:
+#    against an exact create holding that row (`took` below locks the row it picks even when
+#    it cannot spend it) and waiting for the clients row, a deadlock. With no row, the shard's
+#    row is made with nothing on it (`seeded`, after the statement, holding no other row) and
+#    this create takes the exact step; the shard's next create can grant.
 #  - Without a cap there is nothing to decide: the entry goes on the session's shard (`entered`).
 #    (Only at the instant a cap is first set can such an entry, made a moment before, go
 #    unseen, as by any create that read no cap.)
@@ -98,7 +105,7 @@ took AS (
 ), granted AS (
     UPDATE clients SET queue_entries = queue_entries + {QUEUE_GRANT}
     WHERE id = $2 AND $14::int IS NOT NULL AND NOT EXISTS (SELECT FROM took)
-      AND (SELECT count(*) FROM mine) >= 0
+      AND (SELECT count(*) FROM mine) = 1
       AND queue_entries + (SELECT n FROM shards) + {QUEUE_GRANT} <= $14::int
     RETURNING 1
 ), kept AS (
@@ -106,6 +113,11 @@ took AS (
     SELECT $2, pg_backend_pid() % 64, {QUEUE_GRANT - 1} FROM granted
     ON CONFLICT (client_id, shard) DO UPDATE SET allowance = q.allowance + EXCLUDED.allowance
     RETURNING 1
+), seeded AS (
+    INSERT INTO client_queue_counts (client_id, shard)
+    SELECT $2, pg_backend_pid() % 64
+    WHERE $14::int IS NOT NULL AND NOT EXISTS (SELECT FROM took) AND NOT EXISTS (SELECT FROM mine)
+    ON CONFLICT (client_id, shard) DO NOTHING
 ), entered AS (
     INSERT INTO client_queue_counts AS q (client_id, shard, entries)
     SELECT $2, pg_backend_pid() % 64, 1 WHERE $14::int IS NULL

@@ -245,15 +245,18 @@ async def test_a_lowered_cap_stops_the_places_granted_before_it(
     """Places a shard was granted under a cap of 100 are not spent once the cap is lowered
     below what was granted: the queue refuses until it is back under the new cap."""
     async with _two_shards(database_url) as (first, _):
+        # No row on the session's shard yet: one place on the clients row, and the row made.
         assert await _intake(first, tenant.client_id, 100) is not None
+        assert await _entries(pool, tenant) == (1, 0, 0)
+        assert await _intake(first, tenant.client_id, 100) is not None  # a grant
         assert await _entries(pool, tenant) == (
-            repository.QUEUE_GRANT,
+            1 + repository.QUEUE_GRANT,
             0,
             repository.QUEUE_GRANT - 1,
         )
         assert await _intake(first, tenant.client_id, 5) is None
-        assert await _intake(first, tenant.client_id, repository.QUEUE_GRANT) is not None
-    assert await _counted(pool, tenant) == (2, 2)
+        assert await _intake(first, tenant.client_id, 1 + repository.QUEUE_GRANT) is not None
+    assert await _counted(pool, tenant) == (3, 3)
 
 
 async def test_a_grant_locks_its_shard_before_the_clients_and_spend_rows(
@@ -265,11 +268,9 @@ async def test_a_grant_locks_its_shard_before_the_clients_and_spend_rows(
     must grant waits for the shard's row holding nothing. Granting first and writing the
     shard last held both rows while waiting, and deadlocked against such a create."""
     async with _two_shards(database_url) as (first, other):
+        # The session's first create makes its shard's row (taking one place exactly).
         assert await _intake(first, tenant.client_id, 100) is not None
         shard = first.get_server_pid() % 64
-        await pool.execute(
-            "UPDATE client_queue_counts SET allowance = 0 WHERE client_id = $1", tenant.client_id
-        )
         async with other.transaction():
             await other.execute(
                 "SELECT FROM client_queue_counts WHERE client_id = $1 AND shard = $2 FOR UPDATE",
@@ -294,5 +295,58 @@ async def test_a_grant_locks_its_shard_before_the_clients_and_spend_rows(
             )
         assert await asyncio.wait_for(grant, 30) is not None
     grant_size = repository.QUEUE_GRANT
-    # The places set aside by hand above are lost; this grant's are on the shard.
-    assert await _entries(pool, tenant) == (2 * grant_size, 0, grant_size - 1)
+    assert await _entries(pool, tenant) == (1 + grant_size, 0, grant_size - 1)
+
+
+async def test_a_grant_never_waits_for_its_shards_row_holding_the_clients_row(
+    tenant: Tenant, pool: Pool, database_url: str
+) -> None:
+    """A create whose statement began before its shard's row existed, the row then committed
+    by another session of the same shard, could find the row only after locking the clients row
+    to grant, and then waited for it. An exact create holding that row (it locks the row it
+    picks) and waiting for the clients row made a deadlock. Such a create takes the exact
+    step instead of granting. Here the clients row is held while the create starts, the shard's
+    row is made and locked meanwhile, and whoever holds it then asks for the clients row."""
+    client_id = tenant.client_id
+    async with (
+        _two_shards(database_url) as (first, _),
+        pool.acquire() as holder,
+        pool.acquire() as shard_holder,
+    ):
+        shard = first.get_server_pid() % 64
+        async with holder.transaction():
+            await holder.execute(
+                "UPDATE clients SET queue_entries = queue_entries WHERE id = $1", client_id
+            )
+            create = asyncio.create_task(_intake(first, client_id, 100))
+            await until(lambda: _blocked_by(pool, first, holder))
+            await pool.execute(
+                "INSERT INTO client_queue_counts (client_id, shard, allowance) VALUES ($1, $2, 5) "
+                "ON CONFLICT (client_id, shard) DO UPDATE SET allowance = 5",
+                client_id,
+                shard,
+            )
+            await shard_holder.execute("BEGIN")
+            await shard_holder.execute(
+                "SELECT FROM client_queue_counts WHERE client_id = $1 AND shard = $2 FOR UPDATE",
+                client_id,
+                shard,
+            )
+        # The clients row is free: the create finishes, or (granting) waits for the shard's row.
+        await until(lambda: create.done() or _blocked_by(pool, first, shard_holder))
+        try:
+            await shard_holder.execute(
+                "UPDATE clients SET queue_entries = queue_entries WHERE id = $1", client_id
+            )
+        finally:
+            await shard_holder.execute("COMMIT")
+        assert await asyncio.wait_for(create, 30) is not None
+
+
+async def _blocked_by(
+    pool: Pool, waiter: asyncpg.Connection[Any], holder: asyncpg.Connection[Any]
+) -> bool:
+    blockers: list[int] = await pool.fetchval(
+        "SELECT pg_blocking_pids($1)", waiter.get_server_pid()
+    )
+    return holder.get_server_pid() in blockers
