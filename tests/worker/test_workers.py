@@ -73,6 +73,20 @@ async def _pings(pool: Pool, client: str, url: str, n: int) -> None:
             )
 
 
+def _counting_claims(worker: Worker, topic: str) -> tuple[Any, list[int]]:
+    """The worker's loop for `topic`, and a one-item list counting the claims it makes."""
+    loop = next(q for q in worker._queues if q.topic == topic)
+    made = [0]
+    real_claim = loop.claim
+
+    async def counted(runtime: Runtime, free: int) -> Any:
+        made[0] += 1
+        return await real_claim(runtime, free)
+
+    loop.claim = counted
+    return loop, made
+
+
 async def test_two_workers_never_submit_one_job_twice(
     fresh_database_url: str, fal_url: str
 ) -> None:
@@ -232,15 +246,7 @@ async def test_a_step_that_ends_wakes_its_loop_only_if_the_claim_filled_every_sl
         await _create_jobs(pool, jobs)
         runtime = worker_runtime(pool, FalClient(http, queue_url=fal_url, key="k"), settings)
         worker = Worker(runtime, listen_url=None)
-        submit = next(q for q in worker._queues if q.topic == "submit")
-        made = [0]
-        real_claim = submit.claim
-
-        async def counted(runtime: Runtime, free: int) -> Any:
-            made[0] += 1
-            return await real_claim(runtime, free)
-
-        submit.claim = counted
+        submit, made = _counting_claims(worker, "submit")
         run = asyncio.create_task(worker.run())
         await until(
             lambda: pool.fetchval(
@@ -288,15 +294,7 @@ async def test_a_delivery_that_ends_wakes_its_loop_only_if_its_claim_held_some_b
                     pool, FalClient(http, queue_url="http://unused", key="k"), settings
                 )
                 worker = Worker(runtime, listen_url=None, deliverer=Deliverer(runtime, session))
-                deliver = next(q for q in worker._queues if q.topic == "deliver")
-                made = [0]
-                real_claim = deliver.claim
-
-                async def counted(runtime: Runtime, free: int) -> Any:
-                    made[0] += 1
-                    return await real_claim(runtime, free)
-
-                deliver.claim = counted
+                deliver, made = _counting_claims(worker, "deliver")
                 run = asyncio.create_task(worker.run())
                 await until(lambda: len(inbox.received) == deliveries)
                 await until(lambda: not deliver.in_flight)
