@@ -31,6 +31,7 @@ from app.fal.client import FalClient
 from app.fal.signatures import JwksCache, SignatureVerifier
 from app.fal.storage import FalStorage
 from app.fal.transport import AiohttpTransport
+from app.jobs.intake import Intake
 from app.jobs.watch import JobWatcher
 from app.outputs import links
 from app.settings import FAL_CONNECT_TIMEOUT, Settings
@@ -65,6 +66,8 @@ class Runtime:
     keys: KeyResolver
     fal_signatures: SignatureVerifier
     watcher: JobWatcher
+    # The API's: new jobs, stored together while a client's last statement runs.
+    intake: Intake
     now: Callable[[], datetime] = utcnow
     rng: random.Random = field(default_factory=random.Random)
 
@@ -118,6 +121,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     key = settings.fal_key.get_secret_value() if settings.fal_key else None
     wakeup = Wakeup(pool)
     watcher = JobWatcher(pool, listen_url=settings.require_database_url())
+    intake = Intake(pool)
     store: ObjectStore | None = None
     try:
         try:
@@ -153,8 +157,10 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 JwksCache(fal_http, settings.fal_jwks_url), user_id=settings.fal_user_id
             ),
             watcher=watcher,
+            intake=intake,
         )
     finally:
+        await intake.aclose()
         await watcher.aclose()
         if store is not None:
             await store.aclose()

@@ -21,6 +21,7 @@ from app.fal.callback_urls import CallbackUrlSource
 from app.fal.client import FalClient
 from app.fal.signatures import JwksCache, SignatureVerifier
 from app.fal.storage import FalStorage
+from app.jobs.intake import Intake
 from app.jobs.watch import JobWatcher
 from app.runtime import Runtime
 from app.settings import Settings
@@ -106,4 +107,5 @@ def worker_runtime(
         keys=KeyResolver(pool, ttl=settings.api_key_cache_seconds),
         fal_signatures=SignatureVerifier(JwksCache(http, settings.fal_jwks_url), user_id=None),
         watcher=JobWatcher(pool),
+        intake=Intake(pool),
     )

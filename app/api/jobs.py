@@ -137,6 +137,7 @@ async def _create_job(
             max_bytes=runtime.settings.max_input_file_bytes,
             inline_bytes=runtime.settings.inline_input_file_bytes,
         ),
+        intake=runtime.intake,
     )
     if result.created:
         runtime.wakeup.notify("submit")

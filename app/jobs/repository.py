@@ -25,6 +25,30 @@ JOB_COLUMNS = (
 )
 
 
+# The rows of the jobs to store: one job, its columns $1 to $13.
+_ONE_JOB = """
+SELECT $1, $2, $3, $4, $5, $6,
+       CASE WHEN (SELECT ok FROM reserved) THEN $7::numeric
+            ELSE intake_refused('budget') END,
+       $8, $9, $10, $11, $12, $13
+FROM admitted
+"""
+
+# Several jobs of one client at once (`intake_many`): each column of the jobs an array, $16
+# how many. The reservation is their sum, so all are taken or none.
+_MANY_JOBS = """
+SELECT j.id, $2, j.model, j.input, j.metadata, j.callback_url,
+       CASE WHEN (SELECT ok FROM reserved) THEN j.estimate ELSE intake_refused('budget') END,
+       j.priority, j.start_timeout, j.unit_price, j.trace_context, j.key, j.fingerprint
+FROM admitted,
+     unnest($1::uuid[], $3::text[], $4::jsonb[], $5::jsonb[], $6::text[], $7::numeric[],
+            $8::smallint[], $9::float8[], $10::numeric[], $11::text[], $12::text[], $13::bytea[])
+     AS j(id, model, input, metadata, callback_url, estimate, priority, start_timeout,
+          unit_price, trace_context, key, fingerprint)
+"""
+_MANY_AMOUNT = "(SELECT sum(e) FROM unnest($7::numeric[]) AS e)"
+
+
 # A job's intake, in one statement and so one implicit transaction: no BEGIN or COMMIT round
 # trips, and no row locked longer than Postgres takes to run it and commit.
 #  1. The job's place in its client's queue (`admitted`, no row: the queue is full). The count
@@ -36,14 +60,14 @@ JOB_COLUMNS = (
 #     intake_refused raises (migration 0016) and the count rolls back with the statement.
 #     An Idempotency-Key taken meanwhile (two first requests at once) is a unique violation,
 #     which rolls back the count and the reservation the same way.
-def _intake(counting: str) -> str:
+def _intake(counting: str, *, amount: str = "$7::numeric", jobs: str = _ONE_JOB) -> str:
     return f"""
 WITH shards AS (
     SELECT COALESCE(sum(entries - exits), 0) AS n FROM client_queue_counts WHERE client_id = $2
 ), {counting.strip()}, reserved AS ({
         billing.reservation_step(
             client="$2",
-            amount="$7::numeric",
+            amount=amount,
             budget="(SELECT budget FROM admitted)",
             source="admitted",
         )
@@ -51,17 +75,14 @@ WITH shards AS (
 INSERT INTO jobs (id, client_id, model, input, metadata, callback_url, estimated_cost_usd,
                   priority, start_timeout, unit_price_usd, trace_context, idempotency_key,
                   request_fingerprint)
-SELECT $1, $2, $3, $4, $5, $6,
-       CASE WHEN (SELECT ok FROM reserved) THEN $7::numeric
-            ELSE intake_refused('budget') END,
-       $8, $9, $10, $11, $12, $13
-FROM admitted
+{jobs.strip()}
 RETURNING {JOB_COLUMNS}
 """
 
 
 # How many places in a capped queue one turn on the clients row hands to a shard.
 QUEUE_GRANT = 16
+
 
 # The queued-jobs cap ($14, NULL: none) without taking turns. The cap is checked against an
 # upper bound, U = `clients.queue_entries` + the shards' entries less exits: places granted to
@@ -91,10 +112,12 @@ QUEUE_GRANT = 16
 #  - Without a cap there is nothing to decide: the entry goes on the session's shard (`entered`).
 #    (Only at the instant a cap is first set can such an entry, made a moment before, go
 #    unseen, as by any create that read no cap.)
-INTAKE = _intake(f"""
+def _capped(places: str, grant: str) -> str:
+    """The counting above for `places` new jobs (SQL), granting `grant` places at a turn."""
+    return f"""
 took AS (
-    UPDATE client_queue_counts SET allowance = allowance - 1
-    WHERE client_id = $2 AND shard = pg_backend_pid() % 64 AND allowance > 0
+    UPDATE client_queue_counts SET allowance = allowance - {places}
+    WHERE client_id = $2 AND shard = pg_backend_pid() % 64 AND allowance >= {places}
       AND $14::int IS NOT NULL
       AND (SELECT queue_entries FROM clients WHERE id = $2) + (SELECT n FROM shards) <= $14::int
     RETURNING 1
@@ -103,14 +126,14 @@ took AS (
     WHERE client_id = $2 AND shard = pg_backend_pid() % 64 AND NOT EXISTS (SELECT FROM took)
     FOR UPDATE
 ), granted AS (
-    UPDATE clients SET queue_entries = queue_entries + {QUEUE_GRANT}
+    UPDATE clients SET queue_entries = queue_entries + {grant}
     WHERE id = $2 AND $14::int IS NOT NULL AND NOT EXISTS (SELECT FROM took)
       AND (SELECT count(*) FROM mine) = 1
-      AND queue_entries + (SELECT n FROM shards) + {QUEUE_GRANT} <= $14::int
+      AND queue_entries + (SELECT n FROM shards) + {grant} <= $14::int
     RETURNING 1
 ), kept AS (
     INSERT INTO client_queue_counts AS q (client_id, shard, allowance)
-    SELECT $2, pg_backend_pid() % 64, {QUEUE_GRANT - 1} FROM granted
+    SELECT $2, pg_backend_pid() % 64, {grant} - {places} FROM granted
     ON CONFLICT (client_id, shard) DO UPDATE SET allowance = q.allowance + EXCLUDED.allowance
     RETURNING 1
 ), seeded AS (
@@ -120,14 +143,24 @@ took AS (
     ON CONFLICT (client_id, shard) DO NOTHING
 ), entered AS (
     INSERT INTO client_queue_counts AS q (client_id, shard, entries)
-    SELECT $2, pg_backend_pid() % 64, 1 WHERE $14::int IS NULL
-    ON CONFLICT (client_id, shard) DO UPDATE SET entries = q.entries + 1
+    SELECT $2, pg_backend_pid() % 64, {places} WHERE $14::int IS NULL
+    ON CONFLICT (client_id, shard) DO UPDATE SET entries = q.entries + EXCLUDED.entries
     RETURNING 1
 ), admitted AS (
     SELECT COALESCE(monthly_budget_usd, $15::numeric) AS budget FROM clients
     WHERE id = $2 AND (EXISTS (SELECT FROM took) OR EXISTS (SELECT FROM kept)
                        OR EXISTS (SELECT FROM entered))
-)""")
+)"""
+
+
+INTAKE = _intake(_capped("1", str(QUEUE_GRANT)))
+
+# `intake_many`'s: the same steps for $16 jobs, all or none. A grant is of at least as many
+# places as the jobs; near the cap there is no exact step for several, so no row: each job
+# then goes its own way (INTAKE, then INTAKE_EXACT).
+INTAKE_MANY = _intake(
+    _capped("$16::int", f"GREATEST({QUEUE_GRANT}, $16::int)"), amount=_MANY_AMOUNT, jobs=_MANY_JOBS
+)
 
 # Near the cap, one place at a time: a place granted to any shard and not taken yet (waiting
 # for a create that holds its row, then re-checked), else one turn on the clients row for a
@@ -234,6 +267,60 @@ async def intake(
         if exc.sqlstate != INTAKE_REFUSED:
             raise
         raise BudgetRefused from None
+
+
+async def intake_many(
+    pool: Pool,
+    client_id: uuid.UUID,
+    jobs: list[tuple[NewJob, str | None, bytes | None]],
+    *,
+    max_queued_jobs: int | None,
+    default_budget: Decimal | None,
+) -> list[asyncpg.Record] | None:
+    """Several jobs of one client, each with its Idempotency-Key and fingerprint, stored in
+    one statement, all or none: their rows in the order given, or None when the statement took
+    none of them (a full queue or too near its cap, a budget that does not fit them all, a key
+    taken). Each then goes on its own (`intake`), which tells which of them was refused."""
+    values = [(*_job_columns(job), key, fingerprint) for job, key, fingerprint in jobs]
+    columns = [list(column) for column in zip(*values, strict=True)]
+    try:
+        rows = await pool.fetch(
+            INTAKE_MANY,
+            columns[0],
+            client_id,
+            *columns[1:],
+            max_queued_jobs,
+            default_budget,
+            len(jobs),
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != IDEMPOTENCY_INDEX:
+            raise
+        return None
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate != INTAKE_REFUSED:
+            raise
+        return None
+    if not rows:
+        return None
+    by_id = {row["id"]: row for row in rows}
+    return [by_id[job.id] for job, _, _ in jobs]
+
+
+def _job_columns(job: NewJob) -> tuple[Any, ...]:
+    """The job's values for INTAKE_MANY's arrays, its client aside ($1, $3 to $11)."""
+    return (
+        job.id,
+        job.model,
+        job.input,
+        job.metadata,
+        job.callback_url,
+        job.estimated_cost_usd,
+        job.priority,
+        job.start_timeout,
+        job.unit_price_usd,
+        job.trace_context,
+    )
 
 
 COUNT_UNFINISHED = """

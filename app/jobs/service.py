@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import re
 import time
@@ -35,6 +36,7 @@ from app.fal.client import FalClient, FalUnavailable
 from app.fal.storage import FalStorage
 from app.ids import JOB_ID_PREFIX
 from app.jobs import file_inputs, lifecycle, repository
+from app.jobs.intake import Intake
 from app.jobs.models import PRIORITIES, JobStatus
 from app.jobs.schemas import JobCreate
 from app.jobs.watch import JobWatcher
@@ -213,9 +215,11 @@ async def create_job(
     max_queued_jobs: int | None = None,
     storage: FalStorage | None = None,
     files: FileLimits = FileLimits(),
+    intake: Intake | None = None,
 ) -> Created:
     """Store the job and reserve its estimated cost, in one statement: a job the budget
-    refuses (BudgetExceeded) is not stored. `default_budget` is the monthly budget of clients
+    refuses (BudgetExceeded) is not stored. Through `intake`, with the client's concurrent
+    creates; without, alone. `default_budget` is the monthly budget of clients
     that have none of their own (None: unlimited). With `max_queued_jobs` queued already, a
     new job is refused (QueuedJobsLimitReached); a replay of an accepted one is not."""
     prepared = await _prepare(
@@ -237,8 +241,8 @@ async def create_job(
         await file_inputs.upload(storage, job.input, prepared.uploads)
     refusal: AppError | None = None
     try:
-        row = await repository.intake(
-            pool,
+        store = functools.partial(repository.intake, pool) if intake is None else intake.store
+        row = await store(
             job,
             key=idempotency_key,
             fingerprint=fingerprint,

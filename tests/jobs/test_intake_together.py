@@ -1,0 +1,217 @@
+"""Creates of one client that arrive together are stored by one statement (app.jobs.intake),
+and each still gets the answer it would have had alone: its row, a full queue, a budget
+refusal or a taken Idempotency-Key."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+
+from app import ids
+from app.db.pool import Pool
+from app.jobs import repository
+from app.jobs.intake import Intake
+from tests.support import Tenant, job_uuid
+
+PRICE = Decimal("0.03")
+
+
+def _job(client_id: uuid.UUID, n: int = 0) -> repository.NewJob:
+    return repository.NewJob(
+        id=ids.uuid7(),
+        client_id=client_id,
+        model="m",
+        input={"prompt": f"fox {n}"},
+        metadata={"n": str(n)},
+        callback_url=None,
+        estimated_cost_usd=PRICE,
+        unit_price_usd=PRICE,
+    )
+
+
+async def _store_all(
+    intake: Intake,
+    jobs: list[repository.NewJob],
+    *,
+    keys: list[str | None] | None = None,
+    cap: int | None = None,
+) -> list[Any]:
+    """Each job's answer, all asked for at once: its row, None, or the exception it raised."""
+    keys = keys or [None] * len(jobs)
+    return await asyncio.gather(
+        *(
+            intake.store(
+                job,
+                key=key,
+                fingerprint=None if key is None else b"print",
+                max_queued_jobs=cap,
+                default_budget=None,
+            )
+            for job, key in zip(jobs, keys, strict=True)
+        ),
+        return_exceptions=True,
+    )
+
+
+async def _figures(pool: Pool, client_id: uuid.UUID) -> tuple[int, int, int, Decimal]:
+    """Jobs stored, statements that stored them, the client's kept count of queued jobs and
+    what its month has reserved."""
+    # A statement is a transaction of its own: the rows it stored share their xmin.
+    row = await pool.fetchrow(
+        "SELECT count(*) AS jobs, count(DISTINCT xmin::text) AS statements FROM jobs "
+        "WHERE client_id = $1",
+        client_id,
+    )
+    assert row is not None
+    queued = await pool.fetchval(
+        "SELECT queue_entries + (SELECT COALESCE(sum(entries - exits - allowance), 0) "
+        "FROM client_queue_counts WHERE client_id = $1) FROM clients WHERE id = $1",
+        client_id,
+    )
+    reserved = await pool.fetchval(
+        "SELECT COALESCE(sum(reserved_usd), 0) FROM client_spend WHERE client_id = $1", client_id
+    )
+    return row["jobs"], row["statements"], queued, reserved
+
+
+@pytest.mark.parametrize("cap", [None, 100])
+async def test_creates_that_arrive_together_are_one_statement(
+    tenant: Tenant, pool: Pool, cap: int | None
+) -> None:
+    intake = Intake(pool)
+    if cap is not None:
+        # A session's first capped create makes its shard's row (INTAKE's `seeded`) and takes
+        # the exact step; the creates below find the row this one made.
+        await _store_all(intake, [_job(tenant.client_id)], cap=cap)
+        await pool.execute("DELETE FROM jobs WHERE client_id = $1", tenant.client_id)
+        await pool.execute("DELETE FROM client_spend WHERE client_id = $1", tenant.client_id)
+    jobs = [_job(tenant.client_id, n) for n in range(10)]
+    answers = await _store_all(intake, jobs, cap=cap)
+
+    assert [row["id"] for row in answers] == [job.id for job in jobs]
+    assert [row["metadata"] for row in answers] == [{"n": str(n)} for n in range(10)]
+    assert {row["status"] for row in answers} == {"queued"}
+    assert await _figures(pool, tenant.client_id) == (10, 1, 10, 10 * PRICE)
+    stored = await pool.fetch(
+        "SELECT id, input, estimated_cost_usd, unit_price_usd, priority FROM jobs "
+        "WHERE client_id = $1",
+        tenant.client_id,
+    )
+    assert {r["id"]: r["input"] for r in stored} == {job.id: job.input for job in jobs}
+    assert {(r["estimated_cost_usd"], r["unit_price_usd"], r["priority"]) for r in stored} == {
+        (PRICE, PRICE, 1)
+    }
+
+
+async def test_creates_over_the_api_share_statements(tenant: Tenant, pool: Pool) -> None:
+    """The API stores through its runtime's Intake: creates posted at once share statements."""
+    warm = await tenant.http.post("/v1/jobs", json={"input": {"prompt": "warm"}})
+    assert warm.status_code == 201, warm.text  # the key and the catalog are cached from here
+    posted = await asyncio.gather(
+        *(tenant.http.post("/v1/jobs", json={"input": {"prompt": f"fox {n}"}}) for n in range(12))
+    )
+    assert [answer.status_code for answer in posted] == [201] * 12
+    created = {job_uuid(answer.json()["id"]) for answer in posted}
+    assert len(created) == 12
+    jobs, statements, queued, _ = await _figures(pool, tenant.client_id)
+    assert (jobs, queued) == (13, 13)
+    assert statements < 13
+
+
+async def test_a_taken_key_refuses_only_its_own_create(tenant: Tenant, pool: Pool) -> None:
+    intake = Intake(pool)
+    (first,) = await _store_all(intake, [_job(tenant.client_id)], keys=["taken"])
+    assert first["id"] is not None
+
+    jobs = [_job(tenant.client_id, n) for n in range(5)]
+    answers = await _store_all(intake, jobs, keys=["a", "b", "taken", "c", None])
+
+    assert isinstance(answers[2], repository.KeyTaken)
+    assert [a["id"] for n, a in enumerate(answers) if n != 2] == [
+        job.id for n, job in enumerate(jobs) if n != 2
+    ]
+    # The statement for five took none; each alone: the four new ones, one statement each.
+    assert await _figures(pool, tenant.client_id) == (5, 5, 5, 5 * PRICE)
+
+
+async def test_a_key_twice_in_one_statement_stores_its_job_once(
+    tenant: Tenant, pool: Pool
+) -> None:
+    intake = Intake(pool)
+    jobs = [_job(tenant.client_id, n) for n in range(3)]
+    answers = await _store_all(intake, jobs, keys=["same", "same", "other"])
+
+    taken = [a for a in answers if isinstance(a, repository.KeyTaken)]
+    stored = [a for a in answers if isinstance(a, asyncpg.Record)]
+    assert (len(taken), len(stored)) == (1, 2)
+    assert (await _figures(pool, tenant.client_id))[0::2] == (2, 2)
+
+
+async def test_a_budget_for_some_of_them_stores_as_many_as_fit(tenant: Tenant, pool: Pool) -> None:
+    await pool.execute(
+        "UPDATE clients SET monthly_budget_usd = $2 WHERE id = $1", tenant.client_id, 3 * PRICE
+    )
+    intake = Intake(pool)
+    answers = await _store_all(intake, [_job(tenant.client_id, n) for n in range(5)])
+
+    refused = [a for a in answers if isinstance(a, repository.BudgetRefused)]
+    stored = [a for a in answers if isinstance(a, asyncpg.Record)]
+    assert (len(stored), len(refused)) == (3, 2)
+    jobs, _, queued, reserved = await _figures(pool, tenant.client_id)
+    assert (jobs, queued, reserved) == (3, 3, 3 * PRICE)
+
+
+async def test_a_cap_for_some_of_them_stores_as_many_as_fit(tenant: Tenant, pool: Pool) -> None:
+    intake = Intake(pool)
+    answers = await _store_all(intake, [_job(tenant.client_id, n) for n in range(5)], cap=3)
+
+    assert sum(a is None for a in answers) == 2
+    assert sum(isinstance(a, asyncpg.Record) for a in answers) == 3
+    jobs, _, queued, reserved = await _figures(pool, tenant.client_id)
+    assert (jobs, queued, reserved) == (3, 3, 3 * PRICE)
+
+
+async def test_one_clients_waiting_statement_holds_back_no_other_client(
+    tenant: Tenant, other_tenant: Tenant, pool: Pool
+) -> None:
+    """Statements are per client: while one client's waits on a lock, another's go through."""
+    intake = Intake(pool)
+    async with pool.acquire() as holder, holder.transaction():
+        # The first capped create of a session takes its place on the clients row.
+        await holder.execute("SELECT FROM clients WHERE id = $1 FOR UPDATE", tenant.client_id)
+        held = asyncio.ensure_future(_store_all(intake, [_job(tenant.client_id)], cap=100))
+        other = await asyncio.wait_for(
+            _store_all(intake, [_job(other_tenant.client_id, n) for n in range(3)], cap=100), 30
+        )
+        assert all(isinstance(a, asyncpg.Record) for a in other)
+        assert not held.done()
+    (row,) = await asyncio.wait_for(held, 30)
+    assert row["id"] is not None
+    assert (await _figures(pool, other_tenant.client_id))[0] == 3
+
+
+async def test_a_create_whose_caller_stops_waiting_leaves_the_others_answered(
+    tenant: Tenant, pool: Pool
+) -> None:
+    intake = Intake(pool)
+    jobs = [_job(tenant.client_id, n) for n in range(4)]
+    calls = [
+        asyncio.ensure_future(
+            intake.store(job, key=None, fingerprint=None, max_queued_jobs=None, default_budget=None)
+        )
+        for job in jobs
+    ]
+    await asyncio.sleep(0)  # every create is waiting for the statement
+    calls[1].cancel()
+    answers = await asyncio.gather(*calls, return_exceptions=True)
+
+    assert isinstance(answers[1], asyncio.CancelledError)
+    assert [answers[n]["id"] for n in (0, 2, 3)] == [jobs[n].id for n in (0, 2, 3)]
+    # The statement went on: the job of the caller that left is stored too, as when a request
+    # is dropped during its own statement.
+    assert await _figures(pool, tenant.client_id) == (4, 1, 4, 4 * PRICE)
