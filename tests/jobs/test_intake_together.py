@@ -139,9 +139,7 @@ async def test_a_taken_key_refuses_only_its_own_create(tenant: Tenant, pool: Poo
     assert await _figures(pool, tenant.client_id) == (5, 5, 5, 5 * PRICE)
 
 
-async def test_a_key_twice_in_one_statement_stores_its_job_once(
-    tenant: Tenant, pool: Pool
-) -> None:
+async def test_a_key_twice_in_one_statement_stores_its_job_once(tenant: Tenant, pool: Pool) -> None:
     intake = Intake(pool)
     jobs = [_job(tenant.client_id, n) for n in range(3)]
     answers = await _store_all(intake, jobs, keys=["same", "same", "other"])
