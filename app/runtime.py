@@ -32,6 +32,7 @@ from app.fal.signatures import JwksCache, SignatureVerifier
 from app.fal.storage import FalStorage
 from app.fal.transport import AiohttpTransport
 from app.jobs.intake import Intake
+from app.jobs.transitions import Transitions
 from app.jobs.watch import JobWatcher
 from app.outputs import links
 from app.settings import FAL_CONNECT_TIMEOUT, Settings
@@ -66,8 +67,10 @@ class Runtime:
     keys: KeyResolver
     fal_signatures: SignatureVerifier
     watcher: JobWatcher
-    # The API's: new jobs, stored together while a client's last statement runs.
+    # The API's: new jobs, stored together while a client's last statement runs; and the
+    # worker's: fal's answers to submissions, recorded together likewise.
     intake: Intake
+    transitions: Transitions
     now: Callable[[], datetime] = utcnow
     rng: random.Random = field(default_factory=random.Random)
 
@@ -122,6 +125,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     wakeup = Wakeup(pool)
     watcher = JobWatcher(pool, listen_url=settings.require_database_url())
     intake = Intake(pool)
+    transitions = Transitions(pool, wakeup)
     store: ObjectStore | None = None
     try:
         try:
@@ -158,8 +162,10 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             ),
             watcher=watcher,
             intake=intake,
+            transitions=transitions,
         )
     finally:
+        await transitions.aclose()
         await intake.aclose()
         await watcher.aclose()
         if store is not None:

@@ -22,6 +22,7 @@ from app.fal.client import FalClient
 from app.fal.signatures import JwksCache, SignatureVerifier
 from app.fal.storage import FalStorage
 from app.jobs.intake import Intake
+from app.jobs.transitions import Transitions
 from app.jobs.watch import JobWatcher
 from app.runtime import Runtime
 from app.settings import Settings
@@ -93,6 +94,7 @@ def worker_runtime(
     of this process only, and the rest built as `open_runtime` builds them, idle (the API's
     parts open nothing until a request uses them; none does here)."""
     http = downloads or httpx.AsyncClient()
+    wakeup = Wakeup(None)
     return Runtime(
         settings=settings,
         pool=pool,
@@ -101,11 +103,12 @@ def worker_runtime(
             http, rest_url=settings.fal_rest_url, cdn_url=settings.fal_cdn_url, key=None
         ),
         downloads=http,
-        wakeup=Wakeup(None),
+        wakeup=wakeup,
         callback_urls=CallbackUrlSource(pool, settings.public_base_url),
         store=store,
         keys=KeyResolver(pool, ttl=settings.api_key_cache_seconds),
         fal_signatures=SignatureVerifier(JwksCache(http, settings.fal_jwks_url), user_id=None),
         watcher=JobWatcher(pool),
         intake=Intake(pool),
+        transitions=Transitions(pool, wakeup),
     )

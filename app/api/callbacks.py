@@ -99,6 +99,7 @@ async def _apply(
             wakeup=runtime.wakeup,
             mirror=runtime.store is not None,
             model=model,
+            transitions=runtime.transitions,
         )
     FAL_CALLBACKS.labels(outcome.value).inc()
     if outcome is callbacks.CallbackOutcome.UNKNOWN_JOB:

@@ -80,12 +80,15 @@ def settle_step(source: str) -> str:
     as a step `spend` for a statement's WITH list. Its cost is never more than the estimate it
     releases, so it goes on the session's own shard (migration 0018), where finishing jobs of
     one client do not wait for each other."""
+    # Summed by client and month: one statement may settle several jobs of one (an upsert
+    # may not touch a row twice).
     return f"""
     spend AS (
         INSERT INTO client_spend AS s (client_id, month, shard, reserved_usd, spent_usd)
         SELECT client_id, date_trunc('month', created_at AT TIME ZONE 'UTC')::date,
-               1 + pg_backend_pid() % 64, -estimated_cost_usd, cost_usd
+               1 + pg_backend_pid() % 64, -sum(estimated_cost_usd), sum(cost_usd)
         FROM {source}
+        GROUP BY client_id, date_trunc('month', created_at AT TIME ZONE 'UTC')::date
         ON CONFLICT (client_id, month, shard) DO UPDATE
         SET reserved_usd = s.reserved_usd + EXCLUDED.reserved_usd,
             spent_usd = s.spent_usd + EXCLUDED.spent_usd, updated_at = now()

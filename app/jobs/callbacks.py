@@ -24,6 +24,7 @@ from app.jobs import lifecycle
 from app.jobs import repository as sql
 from app.jobs.models import JobStatus
 from app.jobs.schemas import job_id as public_job_id
+from app.jobs.transitions import Transitions
 
 # A job adopted from a result is finished by the same callback a moment later; the reconciler
 # looks only if that never happens.
@@ -47,9 +48,11 @@ async def apply(
     wakeup: Wakeup,
     mirror: bool = False,
     model: str | None = None,
+    transitions: Transitions | None = None,
 ) -> CallbackOutcome:
     """`model`: the one the callback's URL names (app.fal.callback_urls), None for a URL
-    without; only a hint, checked against the job's."""
+    without; only a hint, checked against the job's. Through `transitions`, a success is
+    recorded together with the others that come meanwhile."""
     if (
         not tracing.enabled()
         and webhook.payload_error is None
@@ -58,16 +61,27 @@ async def apply(
         # The usual case, a job at fal getting its answer, is the compare-and-set alone: no read
         # first. Only when it changes nothing does the job's state say why (below). With tracing
         # on, the read comes first, as the span's parent is the job's stored trace context.
-        finished = await lifecycle.finish(
-            pool,
-            job_id,
-            outcomes.from_webhook(webhook),
-            fal_request_id=webhook.request_id,
-            wakeup=wakeup,
-            mirror=mirror,
-            at_fal_only=True,
-            model=model,
-        )
+        result = outcomes.from_webhook(webhook)
+        if (
+            transitions is not None
+            and model is not None
+            and not mirror
+            and isinstance(result, Succeeded)
+        ):
+            finished = await transitions.succeeded_at_fal(
+                job_id, result, fal_request_id=webhook.request_id, model=model
+            )
+        else:
+            finished = await lifecycle.finish(
+                pool,
+                job_id,
+                result,
+                fal_request_id=webhook.request_id,
+                wakeup=wakeup,
+                mirror=mirror,
+                at_fal_only=True,
+                model=model,
+            )
         if finished is not None:
             return CallbackOutcome.APPLIED
     row = await pool.fetchrow(sql.SELECT_FOR_CALLBACK, job_id)

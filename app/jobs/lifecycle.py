@@ -10,12 +10,14 @@ there first.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import orjson
 
 from app import ids
 from app.billing import service as billing
@@ -78,6 +80,12 @@ async def _in_one_transaction(
             async with conn.transaction():
                 for step in steps:
                     applied.append(await _apply(conn, step))
+    _announce(applied, wakeup)
+    return [None if done is None else done.row for done in applied]
+
+
+def _announce(applied: Sequence[_Applied | None], wakeup: Wakeup | None) -> None:
+    """What the committed steps tell the metrics and this process's loops."""
     for done in applied:
         if done is None:
             continue
@@ -93,7 +101,6 @@ async def _in_one_transaction(
                 # A finished job frees a slot at fal: a submission held back for one need not
                 # wait for the next poll (app.db.wakeup.FREED).
                 wakeup.notify(FREED)
-    return [None if done is None else done.row for done in applied]
 
 
 async def _apply(conn: Connection, step: _Step) -> _Applied | None:
@@ -186,6 +193,62 @@ async def mark_submitted(
         pool, wakeup, [_submitted_step(job_id, submitted, next_poll_at)]
     )
     return row
+
+
+async def mark_submitted_many(
+    pool: Pool,
+    submissions: list[tuple[uuid.UUID, Submitted, datetime]],
+    *,
+    wakeup: Wakeup | None,
+) -> list[asyncpg.Record | None]:
+    """`mark_submitted` for several jobs, in one statement (app.jobs.transitions): each job's
+    row, in the order given, or None for one that had moved on."""
+    # Row locks in one order (the jobs' ids), whichever statement takes them.
+    ordered = sorted(submissions, key=lambda submission: submission[0])
+    rows = await pool.fetch(
+        sql.MARK_SUBMITTED_MANY_WITH_EVENT,
+        [job_id for job_id, _, _ in ordered],
+        [submitted.request_id for _, submitted, _ in ordered],
+        [submitted.status_url for _, submitted, _ in ordered],
+        [submitted.response_url for _, submitted, _ in ordered],
+        [submitted.cancel_url for _, submitted, _ in ordered],
+        [next_poll_at for _, _, next_poll_at in ordered],
+        [ids.uuid7() for _ in ordered],
+    )
+    by_id = {row["id"]: row for row in rows}
+    _announce([_Applied(row, None, row["deliveries"]) for row in rows], wakeup)
+    return [by_id.get(job_id) for job_id, _, _ in submissions]
+
+
+async def mark_succeeded_at_fal_many(
+    pool: Pool,
+    successes: list[tuple[uuid.UUID, Succeeded, str | None, str]],
+    *,
+    wakeup: Wakeup | None,
+) -> list[asyncpg.Record | None]:
+    """`finish` of several jobs at fal, each with fal's success, its request id and the model
+    fal's callback named, none with billed units, in one statement, settled (app.jobs
+    .transitions): each job's row, in the order given, or None for one that it left as it was
+    (not at fal, another request's, another model)."""
+    ordered = sorted(successes, key=lambda success: success[0])
+    rows = await pool.fetch(
+        sql.MARK_SUCCEEDED_AT_FAL_MANY_WITH_EVENT,
+        [job_id for job_id, _, _, _ in ordered],
+        [outcome.output for _, outcome, _, _ in ordered],
+        [request_id for _, _, request_id, _ in ordered],
+        [model for _, _, _, model in ordered],
+        [orjson.dumps(fal_files(model, out.output)).decode() for _, out, _, model in ordered],
+        [ids.uuid7() for _ in ordered],
+    )
+    by_id = {row["id"]: row for row in rows}
+    _announce(
+        [
+            _Applied(row, Settled(row["client_name"], row["cost_usd"]), row["deliveries"])
+            for row in rows
+        ],
+        wakeup,
+    )
+    return [by_id.get(job_id) for job_id, _, _, _ in successes]
 
 
 def _submitted_step(job_id: uuid.UUID, submitted: Submitted, next_poll_at: datetime) -> _Step:

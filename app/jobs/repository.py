@@ -443,17 +443,25 @@ RETURNING {TRANSITION_COLUMNS}
 
 
 def _with_event(
-    transition: str, event_type: EventType, *, files: str | None = None, settles: bool = False
+    transition: str,
+    event_type: EventType,
+    *,
+    files: str | None = None,
+    settles: bool = False,
+    event_id: str | None = None,
 ) -> str:
     """`transition` (a compare-and-set returning TRANSITION_COLUMNS) with the event it writes
     and the event's deliveries, in one statement: no BEGIN and COMMIT round trips, and no second
     statement. A job that succeeds needs its `files` (see `job_view_sql`); a terminal one
     `settles` too, and comes back with `client_name` (the metrics'). The event's id is the next
-    parameter; the row comes back with `deliveries`, how many were queued."""
-    event_id = max(int(n) for n in re.findall(r"\$(\d+)", f"{transition} {files}")) + 1
+    parameter unless `event_id` says where else it is; each row comes back with `deliveries`,
+    how many the statement queued."""
+    if event_id is None:
+        number = max(int(n) for n in re.findall(r"\$(\d+)", f"{transition} {files}")) + 1
+        event_id = f"${number}::uuid"
     recording = fanout.recording(
         source="moved",
-        event_id=f"${event_id}::uuid",
+        event_id=event_id,
         client_id="moved.client_id",
         job_id="moved.id",
         event_type=f"'{event_type}'",
@@ -474,6 +482,34 @@ SELECT moved.*, (SELECT count(*) FROM queued) AS deliveries{client_name} FROM mo
 
 
 MARK_SUBMITTED_WITH_EVENT = _with_event(MARK_SUBMITTED, "job.submitted")
+
+
+# MARK_SUBMITTED for several jobs (app.jobs.transitions): each one's values a row of the arrays,
+# its event's id the last. Row locks are taken in the arrays' order.
+def _returning_many(*more: str) -> str:
+    """The RETURNING of a transition for several jobs: the jobs' columns, then `more`."""
+    return ", ".join(
+        [*(f"jobs.{column.strip()}" for column in TRANSITION_COLUMNS.split(",")), *more]
+    )
+
+
+MARK_SUBMITTED_MANY_WITH_EVENT = _with_event(
+    f"""
+UPDATE jobs
+SET status = 'submitted', fal_request_id = u.request_id, fal_status_url = u.status_url,
+    fal_response_url = u.response_url, fal_cancel_url = u.cancel_url,
+    submitted_at = clock_timestamp(), updated_at = clock_timestamp(),
+    next_attempt_at = u.next_poll_at, locked_until = NULL, last_error = NULL
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+            $7::uuid[])
+     AS u(id, request_id, status_url, response_url, cancel_url, next_poll_at, event_id)
+WHERE jobs.id = u.id AND jobs.status = 'queued'
+  AND (jobs.fal_request_id IS NULL OR jobs.fal_request_id = u.request_id)
+RETURNING {_returning_many("u.event_id")}
+""",
+    "job.submitted",
+    event_id="moved.event_id",
+)
 MARK_RUNNING_WITH_EVENT = _with_event(MARK_RUNNING, "job.running")
 
 _MARK_SUCCEEDED = f"""
@@ -496,6 +532,30 @@ MARK_SUCCEEDED_AT_FAL_WITH_EVENT = _with_event(
     "job.succeeded",
     files="$5::jsonb",
     settles=True,
+)
+
+# MARK_SUCCEEDED_AT_FAL_WITH_EVENT for several jobs (app.jobs.transitions), settled: each one's
+# values a row of the arrays, its event's id the last. Row locks are taken in the arrays' order.
+# The files are JSON text: a list in a jsonb[] parameter would be read as a dimension.
+MARK_SUCCEEDED_AT_FAL_MANY_WITH_EVENT = _with_event(
+    f"""
+UPDATE jobs
+SET status = 'succeeded', output = u.output,
+    fal_request_id = COALESCE(jobs.fal_request_id, u.request_id),
+    cost_usd = jobs.estimated_cost_usd, completed_at = clock_timestamp(),
+    updated_at = clock_timestamp(),
+    next_attempt_at = NULL, locked_until = NULL
+FROM unnest($1::uuid[], $2::jsonb[], $3::text[], $4::text[], $5::text[], $6::uuid[])
+     AS u(id, output, request_id, model, files, event_id)
+WHERE jobs.id = u.id AND jobs.status IN ('submitted', 'running')
+  AND (jobs.fal_request_id IS NULL OR u.request_id IS NULL OR jobs.fal_request_id = u.request_id)
+  AND jobs.model = u.model AND jobs.files IS NULL
+RETURNING {_returning_many("u.event_id", "u.files::jsonb AS output_files")}
+""",
+    "job.succeeded",
+    files="moved.output_files",
+    settles=True,
+    event_id="moved.event_id",
 )
 
 # With owned outputs (app.outputs): fal's result is kept, and the job stays at fal's side of the

@@ -127,12 +127,8 @@ async def _record(runtime: Runtime, job: asyncpg.Record, answer: Submitted | Sub
         first=settings.poll_interval_seconds,
         reconcile_after=settings.reconcile_after_seconds,
     )
-    recorded = await lifecycle.mark_submitted(
-        runtime.pool,
-        job_id,
-        submitted,
-        next_poll_at=runtime.after(first_poll),
-        wakeup=runtime.wakeup,
+    recorded = await runtime.transitions.submitted(
+        job_id, submitted, next_poll_at=runtime.after(first_poll)
     )
     if recorded is not None:
         return

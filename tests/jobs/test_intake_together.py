@@ -80,7 +80,7 @@ async def _figures(pool: Pool, client_id: uuid.UUID) -> tuple[int, int, int, Dec
 
 
 @pytest.mark.parametrize("cap", [None, 100])
-async def test_creates_that_arrive_together_are_one_statement(
+async def test_creates_that_arrive_together_share_a_statement(
     tenant: Tenant, pool: Pool, cap: int | None
 ) -> None:
     intake = Intake(pool)
@@ -96,7 +96,8 @@ async def test_creates_that_arrive_together_are_one_statement(
     assert [row["id"] for row in answers] == [job.id for job in jobs]
     assert [row["metadata"] for row in answers] == [{"n": str(n)} for n in range(10)]
     assert {row["status"] for row in answers} == {"queued"}
-    assert await _figures(pool, tenant.client_id) == (10, 1, 10, 10 * PRICE)
+    # The first alone, at once; the nine that came while it ran, in one statement.
+    assert await _figures(pool, tenant.client_id) == (10, 2, 10, 10 * PRICE)
     stored = await pool.fetch(
         "SELECT id, input, estimated_cost_usd, unit_price_usd, priority FROM jobs "
         "WHERE client_id = $1",
@@ -135,7 +136,8 @@ async def test_a_taken_key_refuses_only_its_own_create(tenant: Tenant, pool: Poo
     assert [a["id"] for n, a in enumerate(answers) if n != 2] == [
         job.id for n, job in enumerate(jobs) if n != 2
     ]
-    # The statement for five took none; each alone: the four new ones, one statement each.
+    # The first alone; the four that came while it ran in one statement, which took none of
+    # them (a key taken among them); then each alone.
     assert await _figures(pool, tenant.client_id) == (5, 5, 5, 5 * PRICE)
 
 
@@ -212,4 +214,4 @@ async def test_a_create_whose_caller_stops_waiting_leaves_the_others_answered(
     assert [answers[n]["id"] for n in (0, 2, 3)] == [jobs[n].id for n in (0, 2, 3)]
     # The statement went on: the job of the caller that left is stored too, as when a request
     # is dropped during its own statement.
-    assert await _figures(pool, tenant.client_id) == (4, 1, 4, 4 * PRICE)
+    assert await _figures(pool, tenant.client_id) == (4, 2, 4, 4 * PRICE)
