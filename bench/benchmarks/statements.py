@@ -86,6 +86,7 @@ PHASES: list[tuple[str, str]] = [
         "claim/submit",
         r"^with flight as \( select client_id, count\(\*\)|pg_advisory_xact_lock|"
         r"claim_submissions\(|set_config\(|set status = ('submitted'|\$\d+), fal_request_id = \$2|"
+        r"set status = ('submitted'|\$\d+), fal_request_id = u\.request_id|"
         r"update jobs set fal_request_id = coalesce",
     ),
     ("delivery: claim", r"^with flight as \( select f\.client_id, f\.n from unnest"),
