@@ -280,7 +280,8 @@ async def intake_many(
     """Several jobs of one client, each with its Idempotency-Key and fingerprint, stored in
     one statement, all or none: their rows in the order given, or None when the statement took
     none of them (a full queue or too near its cap, a budget that does not fit them all, a key
-    taken). Each then goes on its own (`intake`), which tells which of them was refused."""
+    taken, or a deadlock over keys). Each then goes on its own (`intake`), which tells which of
+    them was refused."""
     values = [(*_job_columns(job), key, fingerprint) for job, key, fingerprint in jobs]
     columns = [list(column) for column in zip(*values, strict=True)]
     try:
@@ -296,6 +297,9 @@ async def intake_many(
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name != IDEMPOTENCY_INDEX:
             raise
+        return None
+    except asyncpg.DeadlockDetectedError:
+        # Keys taken in another order by another process's statement at once: each alone.
         return None
     except asyncpg.PostgresError as exc:
         if exc.sqlstate != INTAKE_REFUSED:

@@ -13,12 +13,13 @@ import asyncpg
 import pytest
 
 from app import ids
-from app.db.pool import Pool
+from app.db.pool import Pool, create_pool
 from app.jobs import repository
 from app.jobs.intake import Intake
-from tests.support import Tenant, job_uuid
+from tests.support import Tenant, job_uuid, until
 
 PRICE = Decimal("0.03")
+KEYS = ("first", "second")
 
 
 def _job(client_id: uuid.UUID, n: int = 0) -> repository.NewJob:
@@ -215,3 +216,58 @@ async def test_a_create_whose_caller_stops_waiting_leaves_the_others_answered(
     # The statement went on: the job of the caller that left is stored too, as when a request
     # is dropped during its own statement.
     assert await _figures(pool, tenant.client_id) == (4, 2, 4, 4 * PRICE)
+
+
+async def test_a_deadlock_over_keys_takes_none_of_them(
+    tenant: Tenant, pool: Pool, database_url: str
+) -> None:
+    """Another writer holds one of the statement's keys and then asks for another it took: a
+    deadlock, after which the statement reports that it took none, rather than failing."""
+    # Only the statement's session looks for the deadlock, 3 s after it starts to wait: the
+    # other writer has that long to ask for its second key (Postgres picks the session that
+    # finds a deadlock as its victim).
+    others = await create_pool(database_url, min_size=1, max_size=1)
+    statements = await create_pool(database_url, min_size=1, max_size=1)
+    await statements.execute("SET deadlock_timeout = '3s'")  # its one session's
+
+    async def other_takes(conn: Any, key: str) -> None:
+        job = _job(tenant.client_id)
+        assert await repository.intake(
+            conn, job, key=key, fingerprint=b"print", max_queued_jobs=None, default_budget=None
+        )
+
+    try:
+        async with others.acquire() as other, other.transaction():
+            await other.execute("SET LOCAL deadlock_timeout = '60s'")
+            await other_takes(other, "second")
+            creates = [(_job(tenant.client_id, n), key, b"print") for n, key in enumerate(KEYS)]
+            many = asyncio.ensure_future(
+                repository.intake_many(
+                    statements,
+                    tenant.client_id,
+                    creates,
+                    max_queued_jobs=None,
+                    default_budget=None,
+                )
+            )
+            # The statement has taken "first" and waits for "second".
+            await until(lambda: _waiting_for_a_lock(pool))
+            try:
+                await other_takes(other, "first")
+            except asyncpg.DeadlockDetectedError:
+                pytest.fail("the other writer was chosen: the statement's path is untested")
+            assert await asyncio.wait_for(many, 30) is None
+    finally:
+        await others.close()
+        await statements.close()
+    jobs, _, queued, reserved = await _figures(pool, tenant.client_id)
+    assert (jobs, queued, reserved) == (2, 2, 2 * PRICE)
+
+
+async def _waiting_for_a_lock(pool: Pool) -> bool:
+    return bool(
+        await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND wait_event = 'transactionid'"
+        )
+    )
