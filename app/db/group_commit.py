@@ -112,3 +112,12 @@ class GroupCommit(Generic[K, T, R]):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def each(calls: Sequence[Coroutine[Any, Any, R]]) -> list[R | BaseException]:
+    """Every call's outcome, run at once: for a `run` that does its items one by one. One call
+    runs in the calling task, not a task of its own, and its exception is raised, which is the
+    same to GroupCommit as returned: its one item's."""
+    if len(calls) == 1:
+        return [await calls[0]]
+    return await asyncio.gather(*calls, return_exceptions=True)

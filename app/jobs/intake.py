@@ -14,13 +14,12 @@ refuses exactly the ones that it refuses alone.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from decimal import Decimal
 
 import asyncpg
 
-from app.db.group_commit import GroupCommit
+from app.db.group_commit import GroupCommit, each
 from app.db.pool import Pool
 from app.jobs import repository
 from app.jobs.repository import NewJob
@@ -67,8 +66,8 @@ class Intake:
             if rows is not None:
                 return list(rows)
         # One create, or several that were not all taken: each on its own, at once.
-        return await asyncio.gather(
-            *(
+        return await each(
+            [
                 repository.intake(
                     self._pool,
                     job,
@@ -78,8 +77,7 @@ class Intake:
                     default_budget=budget,
                 )
                 for job, key, fingerprint in creates
-            ),
-            return_exceptions=True,
+            ]
         )
 
     async def aclose(self) -> None:

@@ -10,13 +10,12 @@ own event (`lifecycle.mark_submitted_many`, `lifecycle.mark_succeeded_at_fal_man
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import datetime
 
 import asyncpg
 
-from app.db.group_commit import GroupCommit
+from app.db.group_commit import GroupCommit, each
 from app.db.pool import Pool
 from app.db.wakeup import Wakeup
 from app.fal.client import Submitted
@@ -62,14 +61,13 @@ class Transitions:
                 # Its locks are taken in the jobs' order, but not every statement's are: each
                 # alone then, as if it had come alone.
                 pass
-        return await asyncio.gather(
-            *(
+        return await each(
+            [
                 lifecycle.mark_submitted(
                     self._pool, job_id, submitted, next_poll_at=next_poll_at, wakeup=self._wakeup
                 )
                 for job_id, submitted, next_poll_at in submissions
-            ),
-            return_exceptions=True,
+            ]
         )
 
     async def succeeded_at_fal(
@@ -94,9 +92,7 @@ class Transitions:
                 )
             except asyncpg.DeadlockDetectedError:
                 pass  # as above
-        return await asyncio.gather(
-            *(self._finish(*success) for success in successes), return_exceptions=True
-        )
+        return await each([self._finish(*success) for success in successes])
 
     async def _finish(
         self, job_id: uuid.UUID, outcome: Succeeded, fal_request_id: str | None, model: str
