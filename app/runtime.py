@@ -67,8 +67,8 @@ class Runtime:
     keys: KeyResolver
     fal_signatures: SignatureVerifier
     watcher: JobWatcher
-    # The API's: new jobs, stored together while a client's last statement runs; and the
-    # worker's: fal's answers to submissions, recorded together likewise.
+    # New jobs, stored together while a client's last statement runs (the API's); fal's
+    # answers to submissions (the worker's) and its successes (its callbacks'), likewise.
     intake: Intake
     transitions: Transitions
     now: Callable[[], datetime] = utcnow

@@ -33,10 +33,9 @@ class _Item(Generic[T, R]):
 
 class GroupCommit(Generic[K, T, R]):
     """Runs `run(group, items)` for the items of a group, one call at a time per group: an item
-    alone at once, in its caller's task; then, while any wait, a call for up to `max_items`
-    of those that arrived meanwhile. `run` answers each item, in
-    order, with its result or the exception to raise for it; an exception out of `run` is
-    every item's."""
+    alone at once, in its caller's task; then, while any wait, a call for up to `max_items` of
+    those that arrived meanwhile. `run` answers each item, in order, with its result or the
+    exception to raise for it; an exception out of `run` is every item's."""
 
     def __init__(
         self,

@@ -488,8 +488,6 @@ SELECT moved.*, (SELECT count(*) FROM queued) AS deliveries{client_name} FROM mo
 MARK_SUBMITTED_WITH_EVENT = _with_event(MARK_SUBMITTED, "job.submitted")
 
 
-# MARK_SUBMITTED for several jobs (app.jobs.transitions): each one's values a row of the arrays,
-# its event's id the last. Row locks are taken in the arrays' order.
 def _returning_many(*more: str) -> str:
     """The RETURNING of a transition for several jobs: the jobs' columns, then `more`."""
     return ", ".join(
@@ -497,6 +495,9 @@ def _returning_many(*more: str) -> str:
     )
 
 
+# MARK_SUBMITTED for several jobs (app.jobs.transitions): each one's values a row of the arrays,
+# its event's id the last. Row locks are taken in the arrays' order where the plan walks them
+# (a nested loop on the primary key, as for a few dozen rows); a deadlock sends each job alone.
 MARK_SUBMITTED_MANY_WITH_EVENT = _with_event(
     f"""
 UPDATE jobs
@@ -539,7 +540,7 @@ MARK_SUCCEEDED_AT_FAL_WITH_EVENT = _with_event(
 )
 
 # MARK_SUCCEEDED_AT_FAL_WITH_EVENT for several jobs (app.jobs.transitions), settled: each one's
-# values a row of the arrays, its event's id the last. Row locks are taken in the arrays' order.
+# values a row of the arrays, its event's id the last; row locks as above.
 # The files are JSON text: a list in a jsonb[] parameter would be read as a dimension.
 MARK_SUCCEEDED_AT_FAL_MANY_WITH_EVENT = _with_event(
     f"""

@@ -31,6 +31,9 @@ _Answer = asyncpg.Record | None
 
 
 class Transitions:
+    """Records fal's answers to submissions (`submitted`) and its successes
+    (`succeeded_at_fal`), one statement at a time for each."""
+
     def __init__(self, pool: Pool, wakeup: Wakeup | None, *, max_jobs: int = MAX_JOBS) -> None:
         self._pool = pool
         self._wakeup = wakeup
