@@ -66,6 +66,11 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         # /docs and /redoc are app.api.docs's: FastAPI's load their scripts from a CDN.
         docs_url=None,
         redoc_url=None,
+        # Traces are app.tracing's, on its own provider. FastAPI's own telemetry would look up
+        # OpenTelemetry's global providers on every request (environment reads, a few per cent
+        # of the API's CPU in the intake benchmark) to find them unset, or, set by someone
+        # else, trace each request a second time.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         openapi_tags=[
             {"name": "jobs", "description": "Create, read, list and cancel generation jobs."},
             {

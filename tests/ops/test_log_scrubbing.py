@@ -31,3 +31,16 @@ def test_the_token_is_masked_in_a_path_and_in_an_encoded_url() -> None:
     assert logs.mask_callback_tokens(path) == f"/callbacks/fal/{job}/[redacted]"
     # Other paths are left alone.
     assert logs.mask_callback_tokens(f"/v1/jobs/{job}") == f"/v1/jobs/{job}"
+
+
+def test_keys_secrets_and_the_fal_key_are_redacted_and_other_lines_kept() -> None:
+    scrub = logs.Scrubber(["fal-key-0123456789"])
+    line = (
+        "key frk_Bas0mdILeCXZeTArLNyyd_cyfcs secret whsec_c2VjcmV0LXNlY3JldA== "
+        "fal Key fal-key-0123456789 at /callbacks/fal/job_1/" + TOKEN
+    )
+    assert scrub(line) == (
+        "key [redacted] secret [redacted] fal Key [redacted] at /callbacks/fal/job_1/[redacted]"
+    )
+    plain = '{"msg": "POST /v1/jobs 201", "path": "/v1/jobs", "status": 201}'
+    assert scrub(plain) == plain
