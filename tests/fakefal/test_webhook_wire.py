@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+import yarl
 
 from app.fakefal.signing import WebhookSigner
 from app.fakefal.stats import Stats
@@ -137,3 +138,47 @@ async def test_a_url_httpx_refused_counts_as_failed_attempts(url: str) -> None:
         await sender.aclose()
     assert (stats.webhook_attempts, stats.webhook_failed_attempts) == (3, 3)
     assert stats.webhooks_abandoned == 1
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://127.0.0.1:8000",
+        "HTTP://Example.TEST",
+        "http://example.test:80",
+        "https://example.test:443",
+        "https://user:pw@example.test:8443",
+        "http://[::1]:9000",
+        "http://café.test",
+        "http://host#frag",
+        "http://host?x=1",
+    ],
+)
+@pytest.mark.parametrize(
+    "tail",
+    [
+        *(path.lstrip("/") for path in PATHS),
+        "callbacks/fal/job_01a2/tok?model=fal-ai/flux/dev",
+        "a/./b",
+        "a/../b",
+        ".hidden",
+        "x?y=1?z=2&w=/v",
+        "x#frag",
+        "x?y=%zz",
+        "under_score~tilde!$&'()*+,;=:@",
+        "[brackets]",
+    ],
+)
+def test_a_target_is_what_httpx_makes_of_the_url(origin: str, tail: str) -> None:
+    """The quick way for plain URLs gives what httpx's parse gives, and its refusals stay."""
+    url = f"{origin}/{tail}"
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        with pytest.raises(httpx.InvalidURL):
+            _target(url)
+        return
+    target, host = _target(url)
+    assert target == yarl.URL(str(parsed), encoded=True)
+    assert str(target) == str(yarl.URL(str(parsed), encoded=True))
+    assert host == parsed.netloc.decode("ascii")
