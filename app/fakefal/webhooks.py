@@ -179,6 +179,7 @@ def _target(url: str) -> tuple[yarl.URL, str]:
     return yarl.URL(str(parsed), encoded=True), parsed.netloc.decode("ascii")
 
 
+# An authority with no '%', '?' or '#' in it: httpx renders it on its own (`_origin`).
 _PLAIN_AUTHORITY = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@\[\]]*")
 # A path and query that httpx's percent-encoding leaves as they are: unreserved characters and
 # the sub-delimiters, ':' and '@' (and '/' and '?' after the first '?'); no '%', no fragment.

@@ -152,6 +152,9 @@ async def test_a_url_httpx_refused_counts_as_failed_attempts(url: str) -> None:
         "http://café.test",
         "http://host#frag",
         "http://host?x=1",
+        "http://host:",
+        "http://a@b@c",
+        "http://",
     ],
 )
 @pytest.mark.parametrize(
