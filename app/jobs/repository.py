@@ -236,23 +236,8 @@ async def intake(
 ) -> asyncpg.Record | None:
     """The stored job, or None when the client's queue is full (nothing stored). Raises
     BudgetRefused or KeyTaken, each having stored nothing either."""
-    args = (
-        job.id,
-        job.client_id,
-        job.model,
-        job.input,
-        job.metadata,
-        job.callback_url,
-        job.estimated_cost_usd,
-        job.priority,
-        job.start_timeout,
-        job.unit_price_usd,
-        job.trace_context,
-        key,
-        fingerprint,
-        max_queued_jobs,
-        default_budget,
-    )
+    job_id, *columns = _job_columns(job)
+    args = (job_id, job.client_id, *columns, key, fingerprint, max_queued_jobs, default_budget)
     try:
         row = await pool.fetchrow(INTAKE, *args)
         if row is None:
@@ -312,7 +297,8 @@ async def intake_many(
 
 
 def _job_columns(job: NewJob) -> tuple[Any, ...]:
-    """The job's values for INTAKE_MANY's arrays, its client aside ($1, $3 to $11)."""
+    """The job's values for the intake statements, its client aside: $1, then $3 to $11 (in
+    INTAKE_MANY, each an array of the jobs' values)."""
     return (
         job.id,
         job.model,
