@@ -52,6 +52,15 @@ def _submitted(job_id: uuid.UUID, n: int) -> Submitted:
     return Submitted(f"req-{n}-{job_id}", f"{base}/status", base, f"{base}/cancel")
 
 
+def _by_transaction(rows: list[Any]) -> list[set[uuid.UUID]]:
+    """The rows' job ids, grouped by the transaction that last wrote them (their `xmin`),
+    smallest group first."""
+    groups: dict[str, set[uuid.UUID]] = {}
+    for row in rows:
+        groups.setdefault(row["xmin"], set()).add(row["id"])
+    return sorted(groups.values(), key=len)
+
+
 async def _record_all(transitions: Transitions, job_ids: list[uuid.UUID]) -> list[Any]:
     return await asyncio.gather(
         *(
@@ -85,10 +94,7 @@ async def test_answers_that_come_together_share_a_statement(tenant: Tenant, pool
         tenant.client_id,
     )
     # The first alone, at once; the five that came while it ran, in one transaction.
-    by_xmin: dict[str, set[uuid.UUID]] = {}
-    for row in stored:
-        by_xmin.setdefault(row["xmin"], set()).add(row["id"])
-    assert sorted(by_xmin.values(), key=len) == [{job_ids[0]}, set(job_ids[1:])]
+    assert _by_transaction(stored) == [{job_ids[0]}, set(job_ids[1:])]
     by_id = {row["id"]: row for row in stored}
     for n, job_id in enumerate(job_ids):
         row = by_id[job_id]
@@ -224,14 +230,12 @@ async def test_successes_that_come_together_share_a_statement(tenant: Tenant, po
         "WHERE client_id = $1",
         tenant.client_id,
     )
-    by_xmin: dict[str, set[uuid.UUID]] = {}
     for row in stored:
-        by_xmin.setdefault(row["xmin"], set()).add(row["id"])
         assert row["status"] == "succeeded"
         assert row["output"] == _output(row["id"])
         assert row["cost_usd"] == PRICE
         assert row["completed_at"] is not None
-    assert sorted(by_xmin.values(), key=len) == [{job_ids[0]}, set(job_ids[1:])]
+    assert _by_transaction(stored) == [{job_ids[0]}, set(job_ids[1:])]
 
     # Settled: the month's reservations released, the costs spent, on one row per shard.
     month = await pool.fetchrow(
