@@ -8,8 +8,6 @@ Unlike fal, loopback and private targets are allowed: tests and demos receive on
 from __future__ import annotations
 
 import asyncio
-import functools
-import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +19,7 @@ import yarl
 from app.fakefal.failures import Failure
 from app.fakefal.signing import WebhookSigner
 from app.fakefal.stats import Stats
+from app.fal.transport import wire_target
 
 PAYLOAD_ERROR = (
     "Response payload is not JSON serializable. Either return a JSON serializable object or use "
@@ -98,7 +97,7 @@ class WebhookSender:
             self._stats.webhook_attempts += 1
             try:
                 if target is None:
-                    target = _target(url)
+                    target = wire_target(url)
                 status = await self._post(target, request_id, user_id, body, timeout)
             except (aiohttp.ClientError, TimeoutError, httpx.InvalidURL):
                 self._stats.webhook_failed_attempts += 1
@@ -156,46 +155,3 @@ class WebhookSender:
             skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"),
         )
         return self._session
-
-
-def _target(url: str) -> tuple[yarl.URL, str]:
-    """The URL as httpx encodes it, and the Host header httpx makes of it; raises
-    httpx.InvalidURL where httpx refused the URL.
-
-    Why the split: httpx's parse of each webhook's URL (unique per job) was 8 % of the fake's
-    CPU end to end. Its origin (scheme and authority) is parsed by httpx once; a path and query
-    made only of characters that httpx's encoding keeps, with no dot segment to remove, are
-    kept as they are, which is what httpx does with them. Anything else goes to httpx whole."""
-    scheme, sep, rest = url.partition("://")
-    authority, slash, tail = rest.partition("/")
-    plain = _PLAIN_AUTHORITY.fullmatch(authority) and _PLAIN_TAIL.fullmatch(tail)
-    if sep and slash and plain and "/." not in f"/{tail}":
-        origin = _origin(f"{scheme}://{authority}")
-        if origin is not None:
-            base, host = origin
-            return yarl.URL(f"{base}/{tail}", encoded=True), host
-    parsed = httpx.URL(url)
-    # yarl would otherwise decode and re-encode the path and query.
-    return yarl.URL(str(parsed), encoded=True), parsed.netloc.decode("ascii")
-
-
-# An authority with no '%', '?' or '#' in it: httpx renders it on its own (`_origin`).
-_PLAIN_AUTHORITY = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@\[\]]*")
-# A path and query that httpx's percent-encoding leaves as they are: unreserved characters and
-# the sub-delimiters, ':' and '@' (and '/' and '?' after the first '?'); no '%', no fragment.
-_PLAIN_TAIL = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/]*(\?[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*)?")
-
-
-@functools.lru_cache(maxsize=64)
-def _origin(origin: str) -> tuple[str, str] | None:
-    """httpx's rendering of a URL's scheme and authority (its default port dropped, its host
-    lower-cased) and its Host header; None where httpx would refuse it, or the rendering is not
-    the origin followed by a slash."""
-    try:
-        parsed = httpx.URL(f"{origin}/")
-    except httpx.InvalidURL:
-        return None
-    text = str(parsed)
-    if not text.endswith("/") or parsed.raw_path != b"/":
-        return None
-    return text[:-1], parsed.netloc.decode("ascii")

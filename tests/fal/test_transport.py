@@ -1,5 +1,6 @@
-"""The aiohttp transport under the fal client: failures sorted by whether the request could have
-reached fal, against real sockets on loopback."""
+"""The aiohttp transport under the fal client, against real sockets on loopback: failures sorted
+by whether the request could have reached fal, and the fal client's calls sent without httpx's
+objects byte for byte as httpx's client sends them."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import gzip
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from urllib.parse import quote
 
 import httpx
 import orjson
 import pytest
+import yarl
 
 from app.fal.client import FalClient, SubmitAmbiguous, SubmitNotSent
-from app.fal.transport import AiohttpTransport
+from app.fal.transport import AiohttpTransport, wire_target
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -130,3 +133,214 @@ async def test_answers_arrive_whole_headers_and_compressed_bodies_included() -> 
     assert "authorization: key k" in head
     assert "content-type: application/json" in head
     assert head.startswith("post /some/model?fal_webhook=http%3a%2f%2fcb%2fx http/1.1")
+
+
+# -- the direct path: `exchange` sends what httpx's client over this transport sends -----------
+
+MODEL = "imagineart/imagineart-2.0-preview/text-to-image"
+ARGUMENTS = {"prompt": "ünïcode ✓", "n": 1.5e16, "seed": 2**70, "nested": {"a": [1, None]}}
+WEBHOOK = "https://relay.example/callbacks/fal/job_1/tok?x=a b&y=é"
+
+
+@asynccontextmanager
+async def recording_server() -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A keep-alive HTTP/1.1 server on loopback recording every request's bytes, answering as
+    fal's queue would; its first answer sets a cookie."""
+    seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                seen.append(head + await reader.readexactly(length))
+                if head.startswith(b"PUT "):
+                    answer = {"status": "CANCELLATION_REQUESTED"}
+                else:
+                    answer = {
+                        "request_id": "r1",
+                        "status_url": "http://fal/s",
+                        "response_url": "http://fal/r",
+                        "cancel_url": "http://fal/c",
+                        "status": "IN_QUEUE",
+                    }
+                body = orjson.dumps(answer)
+                cookie = b"set-cookie: lb=7; Path=/\r\n" if len(seen) == 1 else b""
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n%s"
+                    b"content-length: %d\r\n\r\n%s" % (cookie, len(body), body)
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
+    finally:
+        server.close()
+
+
+def falrelay_http() -> httpx.AsyncClient:
+    """As `app.runtime.fal_http_client` makes it."""
+    return httpx.AsyncClient(
+        transport=AiohttpTransport(),
+        timeout=httpx.Timeout(30, connect=5),
+        follow_redirects=False,
+        headers={"User-Agent": "falrelay"},
+    )
+
+
+async def test_the_fal_client_sends_what_httpx_would_without_its_objects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with recording_server() as (url, seen):
+        # What httpx's own client sends over the same transport.
+        async with falrelay_http() as reference:
+            submit_headers = {
+                "Authorization": "Key secret-key",
+                "X-Fal-Object-Lifecycle-Preference": '{"expiration_duration_seconds":60}',
+            }
+            priority = {"X-Fal-Queue-Priority": "low", "X-Fal-Request-Timeout": "2.5"}
+            await reference.post(
+                f"{url}/{MODEL}?fal_webhook={quote(WEBHOOK, safe='')}",
+                json=ARGUMENTS,
+                headers={**submit_headers, **priority},
+            )
+            await reference.post(f"{url}/{MODEL}", json=ARGUMENTS, headers=submit_headers)
+            for call in (reference.get, reference.get, reference.put):
+                await call(
+                    f"{url}/{MODEL}/requests/r1", headers={"Authorization": "Key secret-key"}
+                )
+        expected = seen[:]
+        seen.clear()
+
+        async def not_through_httpx(*args: object) -> None:
+            raise AssertionError("sent through httpx's request objects")
+
+        async with falrelay_http() as http:
+            fal = FalClient(http, queue_url=f"{url}/", key="secret-key", media_ttl_seconds=60)
+            with monkeypatch.context() as patched:
+                patched.setattr(AiohttpTransport, "handle_async_request", not_through_httpx)
+                submitted = await fal.submit(
+                    MODEL, ARGUMENTS, webhook_url=WEBHOOK, low_priority=True, start_timeout=2.5
+                )
+            # fal's first answer set a cookie: from here on the calls carry it, through httpx.
+            await fal.submit(MODEL, ARGUMENTS, webhook_url=None)
+            status = await fal.status(f"{url}/{MODEL}/requests/r1")
+            result = await fal.result(f"{url}/{MODEL}/requests/r1")
+            cancelled = await fal.cancel(f"{url}/{MODEL}/requests/r1")
+
+    assert seen == expected
+    assert b"\r\ncookie: lb=7\r\n" in seen[1]
+    assert submitted.request_id == "r1"
+    assert status.status == "IN_QUEUE"
+    assert result.body["cancel_url"] == "http://fal/c"
+    assert cancelled == "CANCELLATION_REQUESTED"
+
+
+async def test_without_cookies_every_call_takes_the_direct_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def not_through_httpx(*args: object) -> None:
+        raise AssertionError("sent through httpx's request objects")
+
+    monkeypatch.setattr(AiohttpTransport, "handle_async_request", not_through_httpx)
+    async with recording_server() as (url, seen), falrelay_http() as http:
+        fal = FalClient(http, queue_url=url, key="k")
+        http.cookies.clear()
+        await fal.status(f"{url}/{MODEL}/requests/r1")  # sets the cookie...
+        http.cookies.clear()  # ...which this test drops, to stay on the direct path
+        await fal.submit(MODEL, {"prompt": "p"}, webhook_url=WEBHOOK)
+        await fal.result(f"{url}/{MODEL}/requests/r1")
+        assert await fal.cancel(f"{url}/{MODEL}/requests/r1") == "CANCELLATION_REQUESTED"
+    assert [request.split(b" ", 1)[0] for request in seen] == [b"GET", b"POST", b"GET", b"PUT"]
+
+
+async def test_a_client_with_event_hooks_goes_through_httpx() -> None:
+    hooked: list[str] = []
+
+    async def on_request(request: httpx.Request) -> None:
+        hooked.append(request.method)
+
+    async with recording_server() as (url, _), falrelay_http() as http:
+        http.event_hooks = {"request": [on_request], "response": []}
+        fal = FalClient(http, queue_url=url, key="k")
+        await fal.submit(MODEL, {"prompt": "p"}, webhook_url=None)
+    assert hooked == ["POST"]
+
+
+async def test_the_default_port_is_left_out_of_the_host_header_as_httpx_does() -> None:
+    # Port 80 cannot be bound here; the URL's parse is what makes the header, so compare it.
+    for url in ["http://example.test:80/x", "https://example.test:443/x", "http://h.test:8080/"]:
+        request = httpx.Request("POST", url)
+        target, host = wire_target(url)
+        assert host == request.headers["host"]
+        assert str(target) == str(request.url)
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://127.0.0.1:8000",
+        "HTTP://Example.TEST",
+        "http://example.test:80",
+        "https://example.test:443",
+        "https://user:pw@example.test:8443",
+        "http://[::1]:9000",
+        "http://café.test",
+        "http://host#frag",
+        "http://host?x=1",
+        "http://host:",
+        "http://a@b@c",
+        "http://",
+    ],
+)
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "hook",
+        "callbacks/fal/0b4c1a52-8a7e-4c1e-9d0f-2f8f0e8c6b11/tok_en-42",
+        "a%2Fb/c%20d",
+        "café/ünïcode",
+        "q?x=1&y=%20z&z=a+b",
+        "q?fal=%E2%9C%93&empty=&flag",
+        "q?raw=a b&t=✓",
+        "path/../dot/./s",
+        "trailing/",
+        "",
+        f"{MODEL}?fal_webhook={quote(WEBHOOK, safe='')}",
+        "a/%2e%2E/b?x=%7e%7E",
+        "a%2",
+        "a%zz/b",
+        "q?x=%",
+        "callbacks/fal/job_01a2/tok?model=fal-ai/flux/dev",
+        "a/./b",
+        "a/../b",
+        ".hidden",
+        "x?y=1?z=2&w=/v",
+        "x#frag",
+        "x?y=%zz",
+        "under_score~tilde!$&'()*+,;=:@",
+        "[brackets]",
+    ],
+)
+def test_a_target_is_what_httpx_makes_of_the_url(origin: str, tail: str) -> None:
+    """The quick way for plain URLs gives what httpx's parse gives, and its refusals stay."""
+    url = f"{origin}/{tail}"
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        with pytest.raises(httpx.InvalidURL):
+            wire_target(url)
+        return
+    target, host = wire_target(url)
+    assert target == yarl.URL(str(parsed), encoded=True)
+    assert str(target) == str(yarl.URL(str(parsed), encoded=True))
+    assert host == parsed.netloc.decode("ascii")
