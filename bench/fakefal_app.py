@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp
 
+from app.cli import freeze_startup_heap
 from app.fakefal import FakeFal, FakeFalConfig
 
 
 def create() -> ASGIApp:
-    return FakeFal(FakeFalConfig()).app
+    app = FakeFal(FakeFalConfig()).app
+    freeze_startup_heap()  # as `falrelay fakefal` does
+    return app

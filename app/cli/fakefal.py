@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 from pydantic import ValidationError
 
-from app.cli import command
+from app.cli import command, freeze_startup_heap
 from app.fakefal.config import FakeFalConfig
 from app.fakefal.server import FakeFal
 
@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> None:
         f"  JWKS     {base}/.well-known/jwks.json\n"
         f"  control  {base}/_fake/config, /_fake/stats, /_fake/requests, /_fake/reset\n"
     )
+    freeze_startup_heap()
     uvicorn.run(
         fake.app,
         host=args.host,
