@@ -5,12 +5,29 @@ but at most once per `FALRELAY_METRICS_QUEUE_REFRESH_SECONDS` per process, not o
 
 from __future__ import annotations
 
+import functools
 import hmac
 import time
+from typing import TypeVar, cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from app.db.pool import Pool
+
+M = TypeVar("M", Counter, Histogram)
+
+
+def child(metric: M, *values: str) -> M:
+    """`metric.labels(*values)`, looked up once per label values: `labels()` takes a lock and
+    builds its key on every call (2.3 us against 0.3 cached), about ten times per job on the
+    hot paths. Nothing here removes a child, so a cached one stays the metric's."""
+    return cast(M, _child(metric, values))
+
+
+@functools.lru_cache(maxsize=4096)
+def _child(metric: Counter | Histogram, values: tuple[str, ...]) -> Counter | Histogram:
+    return metric.labels(*values)
+
 
 HTTP_REQUESTS = Counter(
     "falrelay_http_requests_total", "HTTP requests answered", ["method", "route", "status"]

@@ -19,7 +19,7 @@ from app.fal.outcomes import FalWebhook
 from app.fal.signatures import InvalidSignature
 from app.ids import JOB_ID_PREFIX
 from app.jobs import callbacks
-from app.metrics import FAL_CALLBACKS
+from app.metrics import FAL_CALLBACKS, child
 from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ async def _apply(
             model=model,
             transitions=runtime.transitions,
         )
-    FAL_CALLBACKS.labels(outcome.value).inc()
+    child(FAL_CALLBACKS, outcome.value).inc()
     if outcome is callbacks.CallbackOutcome.UNKNOWN_JOB:
         raise NotFound(f"No job {job_id!r}.")
     if outcome is callbacks.CallbackOutcome.FETCH_RESULT:

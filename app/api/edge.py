@@ -22,7 +22,7 @@ from app.api.problems import problem_response
 from app.api.ratelimit import STATE_KEY
 from app.api.raw import RawRoutes
 from app.errors import BadRequest, PayloadTooLarge
-from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from app.metrics import HTTP_LATENCY, HTTP_REQUESTS, child
 
 access = logging.getLogger("falrelay.access")
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._\-]{1,64}$")
@@ -100,8 +100,8 @@ class Edge:
         finally:
             elapsed = time.perf_counter() - started
             route_label = template or _route_of(scope)
-            HTTP_REQUESTS.labels(method, route_label, str(status)).inc()
-            HTTP_LATENCY.labels(method, route_label).observe(elapsed)
+            child(HTTP_REQUESTS, method, route_label, str(status)).inc()
+            child(HTTP_LATENCY, method, route_label).observe(elapsed)
             if self.access_log:
                 access.info(
                     "%s %s %d",

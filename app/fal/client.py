@@ -30,7 +30,7 @@ import orjson
 from app import tracing
 from app.catalog.pricing import parse_units
 from app.fal.transport import AiohttpTransport, client_timeout, json_body
-from app.metrics import FAL_CALLS, FAL_LATENCY
+from app.metrics import FAL_CALLS, FAL_LATENCY, child
 from app.retry_after import parse_retry_after
 
 FalQueueStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
@@ -151,8 +151,8 @@ def _measured(
                     tracing.set_error(span, outcome, str(exc))
                     raise
                 finally:
-                    FAL_CALLS.labels(operation, outcome).inc()
-                    FAL_LATENCY.labels(operation).observe(time.perf_counter() - started)
+                    child(FAL_CALLS, operation, outcome).inc()
+                    child(FAL_LATENCY, operation).observe(time.perf_counter() - started)
 
         return measured
 

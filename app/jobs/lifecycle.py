@@ -30,7 +30,7 @@ from app.fal.outcomes import Outcome, Succeeded
 from app.jobs import repository as sql
 from app.jobs.models import JobStatus
 from app.jobs.schemas import fal_files, job_view
-from app.metrics import COST_USD, JOB_TRANSITIONS, JOBS_SETTLED
+from app.metrics import COST_USD, JOB_TRANSITIONS, JOBS_SETTLED, child
 from app.webhooks import fanout
 
 ACTIVE = [JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.RUNNING]
@@ -90,10 +90,10 @@ def _announce(applied: Sequence[_Applied | None], wakeup: Wakeup | None) -> None
         if done is None:
             continue
         row, settled = done.row, done.settled
-        JOB_TRANSITIONS.labels(row["status"]).inc()
+        child(JOB_TRANSITIONS, row["status"]).inc()
         if settled is not None:
-            JOBS_SETTLED.labels(settled.client, row["model"], row["status"]).inc()
-            COST_USD.labels(settled.client, row["model"]).inc(float(settled.cost))
+            child(JOBS_SETTLED, settled.client, row["model"], row["status"]).inc()
+            child(COST_USD, settled.client, row["model"]).inc(float(settled.cost))
         if wakeup is not None:
             if done.deliveries:
                 wakeup.notify("deliver")

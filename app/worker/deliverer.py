@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import uuid
 from collections import Counter
@@ -15,12 +14,11 @@ from typing import Any
 import aiohttp
 import asyncpg
 import orjson
-import prometheus_client
 
 from app import ids, logs, tracing
 from app.db.availability import UNAVAILABLE
 from app.ids import DELIVERY_ID_PREFIX, EVENT_ID_PREFIX
-from app.metrics import DELIVERIES, DELIVERY_LATENCY
+from app.metrics import DELIVERIES, DELIVERY_LATENCY, child
 from app.runtime import Runtime
 from app.webhooks import endpoints, policy, queue, signing
 from app.webhooks.delivery import AttemptResult, send
@@ -37,13 +35,6 @@ def reserve(capacity: int) -> int:
     others' receivers hang. A quarter: the delivery loop claims once an eighth of its slots are
     free (app.worker.runner), so a client already sending still finds the next one."""
     return max(1, capacity // 4) if capacity > 1 else 0
-
-
-@functools.cache
-def _delivered(outcome: str) -> prometheus_client.Counter:
-    # The counter's child per outcome, looked up once: `labels()` takes a lock and builds its
-    # key on every call (1.8 us against 0.7 for the child's `inc`, per delivery).
-    return DELIVERIES.labels(outcome)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +192,8 @@ class Deliverer:
         status, next_at = policy.next_attempt(
             result, row["attempt_count"], now=now, rng=self.runtime.rng
         )
-        _delivered(status.value if status != DeliveryStatus.PENDING else "retrying").inc()
+        outcome = status.value if status != DeliveryStatus.PENDING else "retrying"
+        child(DELIVERIES, outcome).inc()
         DELIVERY_LATENCY.observe(result.duration_ms / 1000)
         if not result.succeeded:
             log.info(

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from prometheus_client import generate_latest
 from pydantic import SecretStr
 
 from app.auth import service as auth_service
@@ -13,7 +14,7 @@ from app.db.pool import Pool
 from app.jobs import service as jobs_service
 from app.jobs.schemas import JobCreate
 from app.main import create_app
-from app.metrics import QueueGauges, render
+from app.metrics import FAL_CALLS, QueueGauges, child, render
 from app.settings import Settings
 from app.worker.probes import ProbeServer
 from tests.e2e.test_deliveries import register
@@ -30,6 +31,17 @@ def sample(text: str, name: str, **labels: str) -> float:
         if match and ",".join(sorted((match.group(1) or "").split(","))) == wanted:
             return float(match.group(2))
     return 0.0
+
+
+def test_a_cached_child_is_the_metric_s_own() -> None:
+    outcome = f"Test{uuid.uuid4().hex[:8]}"
+    first = child(FAL_CALLS, "submit", outcome)
+    assert child(FAL_CALLS, "submit", outcome) is first
+    assert first is FAL_CALLS.labels("submit", outcome)
+    first.inc()
+    child(FAL_CALLS, "submit", outcome).inc()
+    text = generate_latest().decode()
+    assert sample(text, "falrelay_fal_calls_total", operation="submit", outcome=outcome) == 2
 
 
 async def test_metrics_move_with_a_job(make_stack: StackFactory) -> None:
