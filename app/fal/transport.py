@@ -80,7 +80,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # Made on first use, inside the event loop that will use it (aiohttp binds to it).
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._max_connections),
-            auto_decompress=False,  # per request: httpx decodes, `exchange` has aiohttp do it
+            auto_decompress=False,  # httpx's decoders do it, for the encodings httpx offered
             skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"),
         )
         return self._session
@@ -95,7 +95,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             request.headers.multi_items(),
             body or None,
             client_timeout(request.extensions.get("timeout", {})),
-            decompress=False,  # httpx decodes, from the headers it is given
             request=request,
         )
         return httpx.Response(
@@ -129,9 +128,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             sent += [("content-length", str(len(json))), ("content-type", "application/json")]
         elif method in ("POST", "PUT", "PATCH"):
             sent.insert(1, ("content-length", "0"))
-        answer, content = await self._call(
-            method, target, sent, json, timeouts, decompress=True, request=None
-        )
+        answer, content = await self._call(method, target, sent, json, timeouts, request=None)
+        if "content-encoding" in answer.headers:
+            # Decoded by httpx's decoders, as the encodings offered are the httpx client's.
+            encoded = httpx.Response(
+                answer.status, headers=list(answer.raw_headers), stream=httpx.ByteStream(content)
+            )
+            content = encoded.read()
         return Answer(answer.status, answer.headers, content)
 
     async def _call(
@@ -142,7 +145,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         body: bytes | None,
         timeouts: aiohttp.ClientTimeout,
         *,
-        decompress: bool,
         request: httpx.Request | None,
     ) -> tuple[aiohttp.ClientResponse, bytes]:
         session = self._session or self._open()
@@ -154,7 +156,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 data=body,
                 allow_redirects=False,
                 timeout=timeouts,
-                auto_decompress=decompress,
             ) as answer:
                 return answer, await answer.read()
         except _BEFORE_SENDING as exc:
