@@ -183,7 +183,6 @@ class FalClient:
         # every call (see `_send`).
         self._merged_headers = _merged(http.headers, self._headers)
         self._merged_submit_headers = _merged(http.headers, self._submit_headers)
-        self._direct = _direct(http)
         self._timeouts = client_timeout(http.timeout.as_dict())
 
     @_measured("submit")
@@ -329,9 +328,10 @@ class FalClient:
         http = self._http
         if http.is_closed:
             raise RuntimeError("Cannot send a request, as the client has been closed.")
-        if self._direct is not None and not http.cookies:
+        direct = _direct(http)
+        if direct is not None:
             body = None if json is None else json_body(json)
-            answer = await self._direct.exchange(
+            answer = await direct.exchange(
                 method, url, headers.multi_items(), json=body, timeouts=self._timeouts
             )
             if "set-cookie" in answer.headers:
@@ -373,8 +373,9 @@ class FalClient:
 
 def _direct(http: httpx.AsyncClient) -> AiohttpTransport | None:
     """The client's transport when a call may skip httpx's objects: falrelay's own, for every
-    URL, with nothing of the client's to run around a call (auth, redirects, event hooks; its
-    cookies are checked per call, as a cookie-setting answer would add some)."""
+    URL, with nothing of the client's to run around the call (auth, redirects, event hooks,
+    cookies). Asked at each call, as any of them may be set on the client later (a cookie by
+    an answer)."""
     transport = http._transport
     if (
         isinstance(transport, AiohttpTransport)
@@ -382,6 +383,7 @@ def _direct(http: httpx.AsyncClient) -> AiohttpTransport | None:
         and http.auth is None
         and not http.follow_redirects
         and not any(http.event_hooks.values())
+        and not http.cookies
     ):
         return transport
     return None

@@ -270,8 +270,10 @@ async def test_a_client_with_event_hooks_goes_through_httpx() -> None:
         hooked.append(request.method)
 
     async with recording_server() as (url, _), falrelay_http() as http:
-        http.event_hooks = {"request": [on_request], "response": []}
         fal = FalClient(http, queue_url=url, key="k")
+        await fal.submit(MODEL, {"prompt": "p"}, webhook_url=None)
+        http.cookies.clear()  # the server's first answer set one: hooks alone decide now
+        http.event_hooks = {"request": [on_request], "response": []}  # set after the first call
         await fal.submit(MODEL, {"prompt": "p"}, webhook_url=None)
     assert hooked == ["POST"]
 
