@@ -143,9 +143,9 @@ WEBHOOK = "https://relay.example/callbacks/fal/job_1/tok?x=a b&y=é"
 
 
 @asynccontextmanager
-async def recording_server() -> AsyncIterator[tuple[str, list[bytes]]]:
+async def recording_server(*, cookie: bool = False) -> AsyncIterator[tuple[str, list[bytes]]]:
     """A keep-alive HTTP/1.1 server on loopback recording every request's bytes, answering as
-    fal's queue would; its first answer sets a cookie."""
+    fal's queue would; with `cookie`, its first answer sets one."""
     seen: list[bytes] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -169,10 +169,10 @@ async def recording_server() -> AsyncIterator[tuple[str, list[bytes]]]:
                         "status": "IN_QUEUE",
                     }
                 body = orjson.dumps(answer)
-                cookie = b"set-cookie: lb=7; Path=/\r\n" if len(seen) == 1 else b""
+                setting = b"set-cookie: lb=7; Path=/\r\n" if cookie and len(seen) == 1 else b""
                 writer.write(
                     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n%s"
-                    b"content-length: %d\r\n\r\n%s" % (cookie, len(body), body)
+                    b"content-length: %d\r\n\r\n%s" % (setting, len(body), body)
                 )
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -197,23 +197,29 @@ def falrelay_http() -> httpx.AsyncClient:
     )
 
 
+async def not_through_httpx(*args: object) -> None:
+    raise AssertionError("sent through httpx's request objects")
+
+
+SUBMIT_HEADERS = {
+    "Authorization": "Key secret-key",
+    "X-Fal-Object-Lifecycle-Preference": '{"expiration_duration_seconds":60}',
+}
+
+
 async def test_the_fal_client_sends_what_httpx_would_without_its_objects(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with recording_server() as (url, seen):
         # What httpx's own client sends over the same transport.
         async with falrelay_http() as reference:
-            submit_headers = {
-                "Authorization": "Key secret-key",
-                "X-Fal-Object-Lifecycle-Preference": '{"expiration_duration_seconds":60}',
-            }
             priority = {"X-Fal-Queue-Priority": "low", "X-Fal-Request-Timeout": "2.5"}
             await reference.post(
                 f"{url}/{MODEL}?fal_webhook={quote(WEBHOOK, safe='')}",
                 json=ARGUMENTS,
-                headers={**submit_headers, **priority},
+                headers={**SUBMIT_HEADERS, **priority},
             )
-            await reference.post(f"{url}/{MODEL}", json=ARGUMENTS, headers=submit_headers)
+            await reference.post(f"{url}/{MODEL}", json=ARGUMENTS, headers=SUBMIT_HEADERS)
             for call in (reference.get, reference.get, reference.put):
                 await call(
                     f"{url}/{MODEL}/requests/r1", headers={"Authorization": "Key secret-key"}
@@ -221,46 +227,46 @@ async def test_the_fal_client_sends_what_httpx_would_without_its_objects(
         expected = seen[:]
         seen.clear()
 
-        async def not_through_httpx(*args: object) -> None:
-            raise AssertionError("sent through httpx's request objects")
-
+        monkeypatch.setattr(AiohttpTransport, "handle_async_request", not_through_httpx)
         async with falrelay_http() as http:
             fal = FalClient(http, queue_url=f"{url}/", key="secret-key", media_ttl_seconds=60)
-            with monkeypatch.context() as patched:
-                patched.setattr(AiohttpTransport, "handle_async_request", not_through_httpx)
-                submitted = await fal.submit(
-                    MODEL, ARGUMENTS, webhook_url=WEBHOOK, low_priority=True, start_timeout=2.5
-                )
-            # fal's first answer set a cookie: from here on the calls carry it, through httpx.
+            submitted = await fal.submit(
+                MODEL, ARGUMENTS, webhook_url=WEBHOOK, low_priority=True, start_timeout=2.5
+            )
             await fal.submit(MODEL, ARGUMENTS, webhook_url=None)
             status = await fal.status(f"{url}/{MODEL}/requests/r1")
             result = await fal.result(f"{url}/{MODEL}/requests/r1")
             cancelled = await fal.cancel(f"{url}/{MODEL}/requests/r1")
 
     assert seen == expected
-    assert b"\r\ncookie: lb=7\r\n" in seen[1]
+    assert [request.split(b" ", 1)[0] for request in seen] == [
+        b"POST",
+        b"POST",
+        b"GET",
+        b"GET",
+        b"PUT",
+    ]
     assert submitted.request_id == "r1"
     assert status.status == "IN_QUEUE"
     assert result.body["cancel_url"] == "http://fal/c"
     assert cancelled == "CANCELLATION_REQUESTED"
 
 
-async def test_without_cookies_every_call_takes_the_direct_path(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    async def not_through_httpx(*args: object) -> None:
-        raise AssertionError("sent through httpx's request objects")
+async def test_a_cookie_fal_sets_is_sent_back_as_httpx_sends_it() -> None:
+    async with recording_server(cookie=True) as (url, seen):
+        async with falrelay_http() as reference:
+            for _ in range(2):
+                await reference.post(f"{url}/{MODEL}", json=ARGUMENTS, headers=SUBMIT_HEADERS)
+        expected = seen[:]
+        seen.clear()
 
-    monkeypatch.setattr(AiohttpTransport, "handle_async_request", not_through_httpx)
-    async with recording_server() as (url, seen), falrelay_http() as http:
-        fal = FalClient(http, queue_url=url, key="k")
-        http.cookies.clear()
-        await fal.status(f"{url}/{MODEL}/requests/r1")  # sets the cookie...
-        http.cookies.clear()  # ...which this test drops, to stay on the direct path
-        await fal.submit(MODEL, {"prompt": "p"}, webhook_url=WEBHOOK)
-        await fal.result(f"{url}/{MODEL}/requests/r1")
-        assert await fal.cancel(f"{url}/{MODEL}/requests/r1") == "CANCELLATION_REQUESTED"
-    assert [request.split(b" ", 1)[0] for request in seen] == [b"GET", b"POST", b"GET", b"PUT"]
+        async with falrelay_http() as http:
+            fal = FalClient(http, queue_url=url, key="secret-key", media_ttl_seconds=60)
+            await fal.submit(MODEL, ARGUMENTS, webhook_url=None)  # the short way: sets it
+            await fal.submit(MODEL, ARGUMENTS, webhook_url=None)  # through httpx, with it
+
+    assert seen == expected
+    assert b"\r\ncookie: lb=7\r\n" in seen[1]
 
 
 async def test_a_client_with_event_hooks_goes_through_httpx() -> None:
