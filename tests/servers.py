@@ -1,4 +1,5 @@
-"""Real HTTP servers on loopback for end-to-end tests: uvicorn in a thread of its own."""
+"""Real HTTP servers on loopback for end-to-end tests: uvicorn in a thread of its own, and a
+raw one that records the bytes each request arrived as."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Literal
 
@@ -62,3 +65,36 @@ class LiveServer:
     ) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=30)
+
+
+@asynccontextmanager
+async def recording_server(
+    answer: Callable[[bytes, int], bytes],
+) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """A keep-alive HTTP/1.1 server on loopback, on the test's own event loop; yields its port
+    and every request's bytes as they arrived (head and body). `answer(request, n)` makes the
+    bytes of the answer to the n-th request (1, 2, ...)."""
+    seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                seen.append(head + await reader.readexactly(length))
+                writer.write(answer(seen[-1], len(seen)))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], seen
+    finally:
+        server.close()

@@ -4,9 +4,7 @@ order and case, and body, for URLs of every shape. A raw socket on loopback reco
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -15,35 +13,11 @@ from app.fakefal.signing import WebhookSigner
 from app.fakefal.stats import Stats
 from app.fakefal.webhooks import FIRST_ATTEMPT_TIMEOUT, WebhookSender
 from app.fal.transport import AiohttpTransport
+from tests.servers import recording_server
 
 
-@asynccontextmanager
-async def recording_server(status: int = 200) -> AsyncIterator[tuple[int, list[bytes]]]:
-    """A keep-alive HTTP/1.1 server on loopback: every request's bytes, answered `status`."""
-    seen: list[bytes] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                seen.append(head + await reader.readexactly(length))
-                writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: 2\r\n\r\nok".encode())
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1], seen
-    finally:
-        server.close()
+def answering(status: int = 200) -> Callable[[bytes, int], bytes]:
+    return lambda request, n: f"HTTP/1.1 {status} X\r\ncontent-length: 2\r\n\r\nok".encode()
 
 
 async def httpx_sent(
@@ -88,7 +62,7 @@ BODIES = [
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 async def test_a_webhook_is_the_bytes_httpx_sent(path: str, host: str) -> None:
     signer, user_id = WebhookSigner(), "user-1"
-    async with recording_server() as (port, seen):
+    async with recording_server(answering()) as (port, seen):
         url = f"http://{host}:{port}{path}"
         sender = WebhookSender(signer, Stats())
         try:
@@ -104,7 +78,7 @@ async def test_a_webhook_is_the_bytes_httpx_sent(path: str, host: str) -> None:
 
 async def test_a_non_2xx_answer_is_retried_with_the_same_bytes_signed_again() -> None:
     stats = Stats()
-    async with recording_server(status=503) as (port, seen):
+    async with recording_server(answering(503)) as (port, seen):
         sender = WebhookSender(WebhookSigner(), stats)
         try:
             delivered = await sender.send(

@@ -18,6 +18,7 @@ import yarl
 
 from app.fal.client import FalClient, SubmitAmbiguous, SubmitNotSent
 from app.fal.transport import AiohttpTransport, wire_target
+from tests.servers import recording_server
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -142,49 +143,29 @@ ARGUMENTS = {"prompt": "ünïcode ✓", "n": 1.5e16, "seed": 2**70, "nested": {"
 WEBHOOK = "https://relay.example/callbacks/fal/job_1/tok?x=a b&y=é"
 
 
-@asynccontextmanager
-async def recording_server(*, cookie: bool = False) -> AsyncIterator[tuple[str, list[bytes]]]:
-    """A keep-alive HTTP/1.1 server on loopback recording every request's bytes, answering as
-    fal's queue would; with `cookie`, its first answer sets one."""
-    seen: list[bytes] = []
+def as_fal(*, cookie: bool = False) -> Callable[[bytes, int], bytes]:
+    """Answers as fal's queue would; with `cookie`, the first answer sets one."""
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                seen.append(head + await reader.readexactly(length))
-                if head.startswith(b"PUT "):
-                    answer = {"status": "CANCELLATION_REQUESTED"}
-                else:
-                    answer = {
-                        "request_id": "r1",
-                        "status_url": "http://fal/s",
-                        "response_url": "http://fal/r",
-                        "cancel_url": "http://fal/c",
-                        "status": "IN_QUEUE",
-                    }
-                body = orjson.dumps(answer)
-                setting = b"set-cookie: lb=7; Path=/\r\n" if cookie and len(seen) == 1 else b""
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n%s"
-                    b"content-length: %d\r\n\r\n%s" % (setting, len(body), body)
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    def answer(request: bytes, n: int) -> bytes:
+        if request.startswith(b"PUT "):
+            body = orjson.dumps({"status": "CANCELLATION_REQUESTED"})
+        else:
+            body = orjson.dumps(
+                {
+                    "request_id": "r1",
+                    "status_url": "http://fal/s",
+                    "response_url": "http://fal/r",
+                    "cancel_url": "http://fal/c",
+                    "status": "IN_QUEUE",
+                }
+            )
+        setting = b"set-cookie: lb=7; Path=/\r\n" if cookie and n == 1 else b""
+        return (
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n%s"
+            b"content-length: %d\r\n\r\n%s" % (setting, len(body), body)
+        )
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
-    finally:
-        server.close()
+    return answer
 
 
 def falrelay_http() -> httpx.AsyncClient:
@@ -210,7 +191,8 @@ SUBMIT_HEADERS = {
 async def test_the_fal_client_sends_what_httpx_would_without_its_objects(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with recording_server() as (url, seen):
+    async with recording_server(as_fal()) as (port, seen):
+        url = f"http://127.0.0.1:{port}"
         # What httpx's own client sends over the same transport.
         async with falrelay_http() as reference:
             priority = {"X-Fal-Queue-Priority": "low", "X-Fal-Request-Timeout": "2.5"}
@@ -253,7 +235,8 @@ async def test_the_fal_client_sends_what_httpx_would_without_its_objects(
 
 
 async def test_a_cookie_fal_sets_is_sent_back_as_httpx_sends_it() -> None:
-    async with recording_server(cookie=True) as (url, seen):
+    async with recording_server(as_fal(cookie=True)) as (port, seen):
+        url = f"http://127.0.0.1:{port}"
         async with falrelay_http() as reference:
             for _ in range(2):
                 await reference.post(f"{url}/{MODEL}", json=ARGUMENTS, headers=SUBMIT_HEADERS)
@@ -275,7 +258,8 @@ async def test_a_client_with_event_hooks_goes_through_httpx() -> None:
     async def on_request(request: httpx.Request) -> None:
         hooked.append(request.method)
 
-    async with recording_server() as (url, _), falrelay_http() as http:
+    async with recording_server(as_fal()) as (port, _), falrelay_http() as http:
+        url = f"http://127.0.0.1:{port}"
         fal = FalClient(http, queue_url=url, key="k")
         await fal.submit(MODEL, {"prompt": "p"}, webhook_url=None)
         http.cookies.clear()  # the server's first answer set one: hooks alone decide now
