@@ -122,6 +122,7 @@ sending AS (
            COALESCE(e.url, c.url) AS target_url, e.enabled AS endpoint_enabled,
            e.breaker_open_until IS NOT NULL AS probing,
            e.secrets AS endpoint_secrets, cl.webhook_secrets AS client_secrets,
+           cl.weight AS client_weight,
            ev.payload{trace_column}
     FROM claimed c
     JOIN events ev ON ev.id = c.event_id

@@ -127,7 +127,7 @@ class Worker:
                     "deliver",
                     deliverer.claim,
                     deliverer.work,
-                    settings.delivery_concurrency,
+                    deliverer.lease_capacity,
                     held_back=lambda: deliverer.held_back,
                 )
             )
@@ -140,7 +140,7 @@ class Worker:
         for event in self.runtime.wakeup.local.values():
             event.set()
         if self._deliverer is not None:
-            self._deliverer.wake()
+            self._deliverer.stop()
         if self._listener is not None:
             self._listener.stop()
 

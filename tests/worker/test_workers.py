@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
+from app import ids
 from app.auth import service as auth_service
 from app.db.pool import Pool, create_pool
 from app.fakefal import FakeFal, FakeFalConfig
 from app.fal.client import FalClient
-from app.ids import uuid7
+from app.ids import EVENT_ID_PREFIX, uuid7
 from app.jobs import queue
 from app.jobs import service as jobs_service
 from app.jobs.schemas import JobCreate
@@ -26,7 +28,7 @@ from app.webhooks import repository as webhooks_repository
 from app.webhooks.delivery import make_session
 from app.worker.deliverer import Deliverer
 from app.worker.runner import Worker
-from tests.receivers import Receiver
+from tests.receivers import Answer, Receiver
 from tests.servers import LiveServer
 from tests.support import until, worker_runtime
 
@@ -360,5 +362,127 @@ async def test_work_woken_for_with_too_few_free_slots_is_claimed_as_soon_as_they
                 event.set()
             worker.stop()
             await run
+    finally:
+        await pool.close()
+
+
+@asynccontextmanager
+async def _delivering(database_url: str, settings: Settings) -> AsyncIterator[Worker]:
+    """A worker with a delivery loop on a pool and aiohttp session of its own, running for the
+    block, then stopped and drained."""
+    pool = await create_pool(database_url, min_size=1, max_size=4)
+    session = make_session(
+        concurrency=8, timeout=settings.delivery_timeout_seconds, allow_private=True
+    )
+    http = httpx.AsyncClient()
+    try:
+        runtime = worker_runtime(
+            pool, FalClient(http, queue_url="http://unused", key="k"), settings
+        )
+        deliverer = Deliverer(runtime, session)
+        worker = Worker(runtime, listen_url=None, deliverer=deliverer)
+        run = asyncio.create_task(worker.run())
+        try:
+            yield worker
+        finally:
+            worker.stop()
+            await run
+            await deliverer.aclose()
+    finally:
+        await http.aclose()
+        await session.close()
+        await pool.close()
+
+
+def _delivery_settings(database_url: str, **overrides: Any) -> Settings:
+    return Settings(
+        database_url=database_url,
+        fal_key="k",
+        allow_private_webhook_urls=True,
+        worker_poll_seconds=0.02,
+        **overrides,
+    )
+
+
+async def test_rows_leased_beyond_the_send_slots_go_back_unsent_when_the_worker_stops(
+    fresh_database_url: str,
+) -> None:
+    """Two send slots, one of them held back for other clients: one client sends one at a time
+    and leases three (LEASE_FACTOR). The first hangs; the other two wait for its slot. A stop
+    hands them back at once, as if never claimed: no request, no lease, no attempt counted."""
+    inbox = Receiver()
+    inbox.script("/hook", then=Answer(delay=5))  # past the test: the one send hangs
+    settings = _delivery_settings(
+        fresh_database_url, delivery_concurrency=2, shutdown_timeout_seconds=0.5
+    )
+    pool = await create_pool(fresh_database_url, min_size=1, max_size=2)
+    try:
+        with LiveServer(inbox.app) as receiver:
+            await _pings(pool, "leases", f"{receiver.url}/hook", 3)
+            async with _delivering(fresh_database_url, settings):
+                await until(lambda: len(inbox.received) == 1)
+                await until(
+                    lambda: pool.fetchval(
+                        "SELECT count(*) = 3 FROM deliveries WHERE locked_until > now()"
+                    )
+                )
+            sent = inbox.received[0].headers["webhook-id"]
+            rows = await pool.fetch(
+                "SELECT e.id AS event_id, d.locked_until, d.attempt_count"
+                " FROM deliveries d JOIN events e ON e.id = d.event_id"
+            )
+        assert len(inbox.received) == 1
+        waited = [row for row in rows if ids.encode(EVENT_ID_PREFIX, row["event_id"]) != sent]
+        assert len(waited) == 2
+        assert all(row["locked_until"] is None for row in waited), rows
+        assert all(row["attempt_count"] == 0 for row in waited), rows
+    finally:
+        await pool.close()
+
+
+async def test_a_row_that_waited_out_most_of_its_lease_goes_back_rather_than_out(
+    fresh_database_url: str,
+) -> None:
+    """A leased row that waited for a slot past half its lease's slack beyond one send
+    ((5 s - 4 s) / 2 here) is handed back and claimed afresh, never sent on what is left of its
+    lease: sent then, it could outlive the lease, and a second worker would send it again.
+    One send slot for this client: the first ping's receiver hangs past the 4 s timeout, the
+    second's answers in 2 s (one past the first claim's lease), and a second worker, started
+    once the first holds both, claims whatever comes free."""
+    inbox = Receiver()
+    inbox.script("/hook", Answer(delay=10), then=Answer(delay=2))
+    settings = _delivery_settings(
+        fresh_database_url,
+        delivery_concurrency=2,
+        delivery_timeout_seconds=4.0,
+        delivery_lease_seconds=5.0,
+        shutdown_timeout_seconds=0.5,
+    )
+    pool = await create_pool(fresh_database_url, min_size=1, max_size=2)
+    try:
+        with LiveServer(inbox.app) as receiver:
+            await _pings(pool, "leases", f"{receiver.url}/hook", 2)
+            second = await pool.fetchval("SELECT event_id FROM deliveries ORDER BY id DESC LIMIT 1")
+            async with _delivering(fresh_database_url, settings):
+                await until(
+                    lambda: pool.fetchval(
+                        "SELECT count(*) = 2 FROM deliveries WHERE locked_until > now()"
+                    )
+                )
+                async with _delivering(fresh_database_url, settings):
+                    await until(
+                        lambda: pool.fetchval(
+                            "SELECT status = 'succeeded' FROM deliveries WHERE event_id = $1",
+                            second,
+                        )
+                    )
+        received = [r.headers["webhook-id"] for r in inbox.received]
+        assert received.count(ids.encode(EVENT_ID_PREFIX, second)) == 1, received
+        attempts = await pool.fetchval(
+            "SELECT count(*) FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id"
+            " WHERE d.event_id = $1",
+            second,
+        )
+        assert attempts == 1
     finally:
         await pool.close()
