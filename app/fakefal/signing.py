@@ -10,8 +10,7 @@ import base64
 import hashlib
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from nacl.signing import SigningKey
 
 
 def signed_message(request_id: str, user_id: str, timestamp: str, body: bytes) -> bytes:
@@ -22,8 +21,8 @@ class WebhookSigner:
     """A fresh key per instance: nothing to store, and nothing a real fal key could verify."""
 
     def __init__(self) -> None:
-        self._key = Ed25519PrivateKey.generate()
-        public = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self._key = SigningKey.generate()
+        public = bytes(self._key.verify_key)
         self.kid = hashlib.sha256(public).hexdigest()[:16]
         self._x = base64.urlsafe_b64encode(public).rstrip(b"=").decode()
 
@@ -36,7 +35,8 @@ class WebhookSigner:
 
     def headers(self, request_id: str, user_id: str, timestamp: int, body: bytes) -> dict[str, str]:
         """The four `X-Fal-Webhook-*` headers for one delivery attempt."""
-        signature = self._key.sign(signed_message(request_id, user_id, str(timestamp), body))
+        message = signed_message(request_id, user_id, str(timestamp), body)
+        signature = self._key.sign(message).signature
         return {
             "X-Fal-Webhook-Request-Id": request_id,
             "X-Fal-Webhook-User-Id": user_id,
