@@ -164,7 +164,7 @@ def ensure_open_files(settings: Settings) -> None:
         settings.http_max_connections
         + settings.db_pool_max_size
         + 1
-        + settings.worker_concurrency
+        + settings.fal_connections
         + settings.delivery_concurrency
         + 64
     )

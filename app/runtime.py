@@ -91,7 +91,7 @@ def fal_http_client(settings: Settings) -> httpx.AsyncClient:
     # One client per process for fal and its JWKS: explicit timeouts, and no redirects (a
     # redirected submit could be sent twice). aiohttp's pool underneath (see transport.py).
     return httpx.AsyncClient(
-        transport=AiohttpTransport(max_connections=100),
+        transport=AiohttpTransport(max_connections=settings.fal_connections),
         timeout=httpx.Timeout(settings.fal_timeout_seconds, connect=FAL_CONNECT_TIMEOUT),
         follow_redirects=False,
         headers={"User-Agent": "falrelay"},

@@ -32,7 +32,8 @@ PROCRASTINATE_CONCURRENCY = 10
 MISSING = "procrastinate is not installed (pip install -e '.[bench]'): baseline skipped"
 # (label, bench/variants.py variants, FALRELAY_* settings)
 EXPERIMENTS: list[tuple[str, str, dict[str, Any]]] = [
-    ("FALRELAY_WORKER_CONCURRENCY=8", "", {"worker_concurrency": 8}),
+    # The default before it became 128: a loop's rate is its concurrency over a step's wait.
+    ("FALRELAY_WORKER_CONCURRENCY=32", "", {"worker_concurrency": 32}),
 ]
 
 

@@ -238,6 +238,37 @@ async def test_a_claim_reads_by_index_whatever_the_costs_say(pool: Pool) -> None
     assert (scan["Node Type"], scan.get("Index Name")) == ("Index Scan", "pk_jobs"), plan
 
 
+async def test_a_claim_reads_each_clients_due_jobs_only_up_to_the_free_slots(pool: Pool) -> None:
+    """A worker with 128 free slots, and the account's cap leaving 3 (37 of 40 at fal): no
+    client can be given more than 3, so no more than 3 of each client's 500 due jobs are read
+    and ranked, under the claims' lock (migration 0024; before, all 128 the worker had)."""
+    a, b = await _client(pool, "a"), await _client(pool, "b")
+    insert = (
+        "INSERT INTO jobs (id, client_id, model, input, status) "
+        "SELECT gen_random_uuid(), $1, $2, '{}'::jsonb, $3 FROM generate_series(1, $4)"
+    )
+    await pool.execute(insert, a, DEFAULT_MODEL_ID, "submitted", 37)
+    await pool.execute(insert, a, DEFAULT_MODEL_ID, "queued", 500)
+    await pool.execute(insert, b, DEFAULT_MODEL_ID, "queued", 500)
+    async with pool.acquire() as conn:
+        function = await conn.fetchrow(
+            "SELECT prosrc, proconfig FROM pg_proc WHERE proname = 'claim_submissions'"
+        )
+        statement = function["prosrc"].split("RETURN QUERY", 1)[1].rsplit(";", 1)[0]
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            plan = await conn.fetchval(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", 128, 60, 40, None, True
+            )
+        finally:
+            await transaction.rollback()
+    limits = [n for n in _nodes(plan[0]["Plan"]) if n["Node Type"] == "Limit"]
+    assert limits, plan
+    # Rows per loop: the LATERAL's limit runs once per client.
+    assert max(n["Actual Rows"] for n in limits) <= 3, plan
+
+
 # -- two workers, one account-wide cap ------------------------------------------------------
 
 
