@@ -217,7 +217,7 @@ async def run(ctx: Context) -> Report:
     report.settings = {
         "jobs_per_run": count,
         "runs": runs,
-        "falrelay": "falrelay worker, defaults (FALRELAY_WORKER_CONCURRENCY=32), poll mode",
+        "falrelay": "falrelay worker, defaults (FALRELAY_WORKER_CONCURRENCY=128), poll mode",
         "procrastinate_concurrency": PROCRASTINATE_CONCURRENCY,
     }
     report.details["job_statuses"] = statuses
