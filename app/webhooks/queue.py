@@ -140,10 +140,15 @@ _CLAIM_DELIVERIES_TRACED = _CLAIM_DELIVERIES.format(
     trace_column=", j.trace_context", trace_join="\n    LEFT JOIN jobs j ON j.id = ev.job_id"
 )
 
-# Claimed beyond a target's cap: handed back untouched.
+# Leased but not sent (beyond a target's cap, or given back by the worker that leased it):
+# as if never claimed. The attempt count is the lease's compare-and-set token, as in _RECORD: a
+# hand-back that comes after the lease ran out and another worker leased the row again must
+# not end that worker's lease.
 _RELEASE_DELIVERIES = """
-UPDATE deliveries SET locked_until = NULL, attempt_count = attempt_count - 1
-WHERE id = ANY($1::uuid[]) AND status = 'pending'
+UPDATE deliveries AS d SET locked_until = NULL, attempt_count = d.attempt_count - 1
+FROM unnest($1::uuid[], $2::int[]) AS u(id, attempt_count)
+WHERE d.id = ANY($1::uuid[]) AND d.id = u.id AND d.attempt_count = u.attempt_count
+  AND d.status = 'pending'
 """
 
 # Results are recorded in batches (one transaction for many deliveries): under load, a commit
@@ -291,8 +296,11 @@ async def claim_deliveries(
     )
 
 
-async def release_deliveries(pool: Pool, ids: list[uuid.UUID]) -> None:
-    await pool.execute(_RELEASE_DELIVERIES, ids)
+async def release_deliveries(pool: Pool, rows: Sequence[asyncpg.Record]) -> None:
+    """Hand back claimed `rows` unsent, each only while its lease is still the one claimed."""
+    await pool.execute(
+        _RELEASE_DELIVERIES, [row["id"] for row in rows], [row["attempt_count"] for row in rows]
+    )
 
 
 async def record(

@@ -63,7 +63,9 @@ class _Waiting:
 @dataclass(frozen=True, slots=True)
 class _Sent:
     outcome: queue.Outcome
-    probe_target: str | None  # a half-open breaker's probe: its target's state waits
+    # A target whose breaker state waits on this result (a half-open breaker's probe, or a
+    # breaker failure, which may open it): see `Deliverer._held`.
+    held_target: str | None
 
 
 def _active_secrets(row: asyncpg.Record, now: datetime) -> list[str]:
@@ -101,10 +103,14 @@ class Deliverer:
         self._waiting: dict[uuid.UUID, deque[_Waiting]] = {}
         self._leased_at: dict[uuid.UUID, float] = {}
         self._stopping = False
-        # Targets whose breaker is half-open: one delivery (the probe) leased at a time, and
-        # none until the probe's result is committed (it decides the breaker's state).
+        # Targets whose breaker is half-open: one delivery (the probe) leased at a time.
         self._probing: set[str] = set()
-        self._probes_unrecorded: Counter[str] = Counter()
+        # Endpoints with a result sent here whose recording decides their breaker's state: a
+        # probe's, or a breaker failure's (no answer, or a 5xx), which may open it. Until it is
+        # committed, claims skip them and their rows waiting here go back unsent: rows leased
+        # before a breaker opened are not sent after it did (each another timeout, and
+        # attempts the breaker is there to save), and no second probe goes out.
+        self._held: Counter[str] = Counter()
         self._pending: list[_Sent] = []
         self._unrecorded = 0  # sent, not yet committed: pending plus the batch being written
         self._has_pending = asyncio.Event()
@@ -115,7 +121,7 @@ class Deliverer:
 
     async def claim(self, runtime: Runtime, limit: int) -> list[asyncpg.Record]:
         saturated = [t for t, n in self._leased.items() if n >= self._lease_cap(t)]
-        saturated += [t for t in self._probes_unrecorded if t not in self._leased]
+        saturated += self._held  # a target at its cap may be named twice: no matter
         leased_at = time.monotonic()
         claimed = await queue.claim_deliveries(
             runtime.pool,
@@ -129,26 +135,31 @@ class Deliverer:
             traced=tracing.enabled(),
         )
         taken: list[asyncpg.Record] = []
-        over_cap: list[uuid.UUID] = []
+        over_cap: list[asyncpg.Record] = []
+        taking: Counter[str] = Counter()
         for row in claimed.rows:
             target = row["target"]
             if row["probing"]:
                 self._probing.add(target)
             else:
                 self._probing.discard(target)
-            if self._leased[target] >= self._lease_cap(target) or target in self._probes_unrecorded:
-                over_cap.append(row["id"])
+            leased = self._leased[target] + taking[target]
+            if leased >= self._lease_cap(target) or target in self._held:
+                over_cap.append(row)
                 continue
-            self._leased[target] += 1
+            taking[target] += 1
+            taken.append(row)
+        if over_cap:
+            await queue.release_deliveries(runtime.pool, over_cap)
+        # Counted once nothing can fail before their steps start (each step uncounts its row).
+        for row in taken:
+            self._leased[row["target"]] += 1
             client = row["client_id"]
             if not self._client_leased[client]:
                 self._weights[client] = row["client_weight"]
                 self._leased_weight += row["client_weight"]
             self._client_leased[client] += 1
             self._leased_at[row["id"]] = leased_at
-            taken.append(row)
-        if over_cap:
-            await queue.release_deliveries(runtime.pool, over_cap)
         # Targets skipped or handed back for their cap here come free as their deliveries end.
         self.held_back = claimed.held_back or bool(saturated) or bool(over_cap)
         return taken
@@ -187,6 +198,13 @@ class Deliverer:
                 outcome = await self._attempt(row)
             finally:
                 self._finish(row)
+            # A job's callback URL has no breaker: its rows would go out after a failure all
+            # the same, and handing them back would only cost statements.
+            held = row["probing"] or (
+                row["endpoint_id"] is not None and policy.breaker_failure(outcome.result)
+            )
+            if held:
+                self._held[target] += 1
         finally:
             self._leased[target] -= 1
             if self._leased[target] <= 0:
@@ -197,10 +215,7 @@ class Deliverer:
                 del self._client_leased[client]
                 self._leased_weight -= self._weights.pop(client)
             self._dispatch()
-        probe_target = target if row["probing"] else None
-        if probe_target is not None:
-            self._probes_unrecorded[probe_target] += 1
-        self._pending.append(_Sent(outcome, probe_target))
+        self._pending.append(_Sent(outcome, target if held else None))
         self._unrecorded += 1
         self._has_pending.set()
         # The slot is free as soon as the receiver has answered: the result is committed by
@@ -245,37 +260,38 @@ class Deliverer:
 
     def _finish(self, row: asyncpg.Record) -> None:
         self._sending -= 1
-        self._client_sending[row["client_id"]] -= 1
-        self._target_sending[row["target"]] -= 1
+        client, target = row["client_id"], row["target"]
+        self._client_sending[client] -= 1
+        if not self._client_sending[client]:
+            del self._client_sending[client]
+        # Targets include every job's callback URL: no entry may outlive its sends.
+        self._target_sending[target] -= 1
+        if not self._target_sending[target]:
+            del self._target_sending[target]
 
     def _dispatch(self) -> None:
         """Give free slots to waiting rows: each to the client sending the fewest for its
-        weight, among those under their share; within a client, its first row whose target is
-        under its cap. A row that waited past its limit goes back unsent."""
-        now = time.monotonic()
-        for client, waiting in list(self._waiting.items()):
-            # A cancelled waiter (a drain's end) is gone once its task runs; skip it meanwhile.
-            while waiting and (waiting[0].go.done() or now - waiting[0].leased_at > self._max_wait):
-                waiter = waiting.popleft()
-                if not waiter.go.done():
-                    waiter.go.set_result(False)
-            if not waiting:
-                del self._waiting[client]
+        weight, among those under their share (with fair share off, to the row leased first);
+        within a client, its first row whose target is under its cap. A row that waited past
+        its limit, or whose target is held, goes back unsent."""
+        self._sweep()
         while self._sending < self.slots and self._waiting:
             best: tuple[float, uuid.UUID, int] | None = None
             for client, waiting in self._waiting.items():
                 sending = self._client_sending[client]
                 if sending >= self._share(client):
                     continue
-                key = sending / self._weights[client]
-                if best is not None and key >= best[0]:
-                    continue
                 for i, waiter in enumerate(waiting):
                     target = waiter.row["target"]
                     if not waiter.go.done() and self._target_sending[target] < self._send_cap(
                         target
                     ):
-                        best = (key, client, i)
+                        if self._fair_share:
+                            key = sending / self._weights[client]
+                        else:
+                            key = waiter.leased_at
+                        if best is None or key < best[0]:
+                            best = (key, client, i)
                         break
             if best is None:
                 return
@@ -288,11 +304,29 @@ class Deliverer:
             self._start(waiter.row)
             waiter.go.set_result(True)
 
+    def _sweep(self) -> None:
+        """Drop waiters cancelled at a drain's end (gone once their tasks run), and give back
+        those that waited too long or whose target is held (`_held`)."""
+        now = time.monotonic()
+        for client, waiting in list(self._waiting.items()):
+            # Leased in order: the first waiter of a client is its oldest.
+            while waiting and (waiting[0].go.done() or now - waiting[0].leased_at > self._max_wait):
+                waiter = waiting.popleft()
+                if not waiter.go.done():
+                    waiter.go.set_result(False)
+            if self._held and waiting:
+                for waiter in [w for w in waiting if w.row["target"] in self._held]:
+                    waiting.remove(waiter)
+                    if not waiter.go.done():
+                        waiter.go.set_result(False)
+            if not waiting:
+                del self._waiting[client]
+
     async def _hand_back(self, row: asyncpg.Record) -> None:
-        """A leased row not sent (the worker stops, or it waited too long): its lease ends
-        now, so that any worker may send it at once."""
+        """A leased row not sent (the worker stops, it waited too long, or its target is held):
+        its lease ends now, so that any worker may send it once it is due."""
         try:
-            await queue.release_deliveries(self.runtime.pool, [row["id"]])
+            await queue.release_deliveries(self.runtime.pool, [row])
         except _HAND_BACK_FAILED as exc:
             # Its lease runs out by itself: sent later all the same.
             log.warning("could not hand back delivery %s: %r", row["id"], exc)
@@ -406,10 +440,10 @@ class Deliverer:
             raise
         self._unrecorded -= len(batch)
         for sent in batch:
-            if sent.probe_target is not None:
-                self._probes_unrecorded[sent.probe_target] -= 1
-                if self._probes_unrecorded[sent.probe_target] <= 0:
-                    del self._probes_unrecorded[sent.probe_target]
+            if sent.held_target is not None:
+                self._held[sent.held_target] -= 1
+                if self._held[sent.held_target] <= 0:
+                    del self._held[sent.held_target]
         self._recorded.set()
 
     async def _record_batch(self, batch: list[_Sent]) -> None:

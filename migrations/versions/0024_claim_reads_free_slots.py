@@ -23,6 +23,9 @@ depends_on: str | Sequence[str] | None = None
 # rest was read for nothing, under the claims' lock. With FALRELAY_WORKER_CONCURRENCY at 128
 # (it was 32) and many clients with a backlog, that would have been four times the rows ranked
 # per claim at the default cap of 40. The function of migration 0023, this one LIMIT changed.
+# With fair share on, the picks are the same: a client's picks are its first ranks. With it
+# off (first due first, across clients), a client's job that is due earlier but ranked past the
+# free slots by its lower priority is no longer picked before its own higher-priority ones.
 
 
 def _0023_function() -> str:

@@ -24,6 +24,7 @@ from app.jobs.schemas import JobCreate
 from app.runtime import Runtime
 from app.settings import Settings
 from app.webhooks import fanout, signing
+from app.webhooks import queue as webhooks_queue
 from app.webhooks import repository as webhooks_repository
 from app.webhooks.delivery import make_session
 from app.worker.deliverer import Deliverer
@@ -444,18 +445,19 @@ async def test_a_row_that_waited_out_most_of_its_lease_goes_back_rather_than_out
     fresh_database_url: str,
 ) -> None:
     """A leased row that waited for a slot past half its lease's slack beyond one send
-    ((5 s - 4 s) / 2 here) is handed back and claimed afresh, never sent on what is left of its
+    ((7 s - 6 s) / 2 here) is handed back and claimed afresh, never sent on what is left of its
     lease: sent then, it could outlive the lease, and a second worker would send it again.
-    One send slot for this client: the first ping's receiver hangs past the 4 s timeout, the
-    second's answers in 2 s (one past the first claim's lease), and a second worker, started
-    once the first holds both, claims whatever comes free."""
+    One send slot for this client: the first ping is answered in 4 s (within the 6 s timeout,
+    so not a failure that would hand the second back by itself), the second in 4 s too (past
+    the first claim's lease, had it gone out on it), and a second worker, started once the
+    first holds both, claims whatever comes free."""
     inbox = Receiver()
-    inbox.script("/hook", Answer(delay=10), then=Answer(delay=2))
+    inbox.script("/hook", then=Answer(delay=4))
     settings = _delivery_settings(
         fresh_database_url,
         delivery_concurrency=2,
-        delivery_timeout_seconds=4.0,
-        delivery_lease_seconds=5.0,
+        delivery_timeout_seconds=6.0,
+        delivery_lease_seconds=7.0,
         shutdown_timeout_seconds=0.5,
     )
     pool = await create_pool(fresh_database_url, min_size=1, max_size=2)
@@ -484,5 +486,76 @@ async def test_a_row_that_waited_out_most_of_its_lease_goes_back_rather_than_out
             second,
         )
         assert attempts == 1
+    finally:
+        await pool.close()
+
+
+async def test_a_late_hand_back_leaves_another_workers_lease_alone(
+    fresh_database_url: str,
+) -> None:
+    """A worker hands a leased row back only while the lease is still the one it claimed: one
+    that comes after its lease ran out and another worker leased the row again changes
+    nothing (the attempt count is the lease's token, as when results are recorded)."""
+    pool = await create_pool(fresh_database_url, min_size=1, max_size=2)
+    try:
+        await _pings(pool, "late", "http://127.0.0.1:9/hook", 1)  # claimed, never sent
+
+        async def claim() -> Any:
+            claimed = await webhooks_queue.claim_deliveries(
+                pool, 1, 60, [], in_flight={}, capacity=8, reserve=2
+            )
+            return claimed.rows
+
+        first = await claim()
+        await pool.execute("UPDATE deliveries SET locked_until = now() - interval '1 second'")
+        second = await claim()
+        assert [row["attempt_count"] for row in (*first, *second)] == [1, 2]
+        await webhooks_queue.release_deliveries(pool, first)
+        row = await pool.fetchrow("SELECT locked_until, attempt_count FROM deliveries")
+        assert row["attempt_count"] == 2
+        assert row["locked_until"] is not None
+        await webhooks_queue.release_deliveries(pool, second)
+        row = await pool.fetchrow("SELECT locked_until, attempt_count FROM deliveries")
+        assert (row["locked_until"], row["attempt_count"]) == (None, 1)
+    finally:
+        await pool.close()
+
+
+async def test_rows_waiting_behind_a_failed_send_go_back_and_the_open_breaker_keeps_them(
+    fresh_database_url: str,
+) -> None:
+    """One send at a time for this client, three rows leased. The first gets no answer in
+    time: a breaker failure, which opens the breaker here (one failure is enough). The two
+    waiting behind it are not sent on their old leases: they go back unsent, claims skip
+    their endpoint until the failure is recorded, and then its open breaker keeps them."""
+    inbox = Receiver()
+    inbox.script("/hook", then=Answer(delay=3))  # past the 1 s delivery timeout
+    settings = _delivery_settings(
+        fresh_database_url,
+        delivery_concurrency=2,
+        delivery_timeout_seconds=1.0,
+        delivery_lease_seconds=10.0,
+        delivery_breaker_failures=1,
+        shutdown_timeout_seconds=0.5,
+    )
+    pool = await create_pool(fresh_database_url, min_size=1, max_size=2)
+    try:
+        with LiveServer(inbox.app) as receiver:
+            await _pings(pool, "breaker", f"{receiver.url}/hook", 3)
+            async with _delivering(fresh_database_url, settings):
+                await until(
+                    lambda: pool.fetchval(
+                        "SELECT breaker_open_until IS NOT NULL FROM webhook_endpoints"
+                    )
+                )
+                await until(
+                    lambda: pool.fetchval(
+                        "SELECT count(*) = 2 FROM deliveries"
+                        " WHERE locked_until IS NULL AND attempt_count = 0"
+                    )
+                )
+            sent = len(inbox.received)
+        assert sent == 1
+        assert await pool.fetchval("SELECT count(*) FROM delivery_attempts") == 1
     finally:
         await pool.close()
