@@ -50,10 +50,10 @@ def reserve(capacity: int) -> int:
     return max(1, capacity // 4) if capacity > 1 else 0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Waiting:
     """A leased row waiting for a send slot; `go` is set True to send it, False to hand it
-    back unsent."""
+    back unsent. Compared by identity: finding one in its deque compares no rows."""
 
     row: asyncpg.Record
     leased_at: float  # time.monotonic() before its claim was sent
