@@ -30,7 +30,7 @@ from app.fal.callback_urls import CallbackUrlSource
 from app.fal.client import FalClient
 from app.fal.signatures import JwksCache, SignatureVerifier
 from app.fal.storage import FalStorage
-from app.fal.transport import AiohttpTransport
+from app.fal.transport import FalTransport
 from app.jobs.intake import Intake
 from app.jobs.transitions import Transitions
 from app.jobs.watch import JobWatcher
@@ -89,9 +89,10 @@ class Runtime:
 
 def fal_http_client(settings: Settings) -> httpx.AsyncClient:
     # One client per process for fal and its JWKS: explicit timeouts, and no redirects (a
-    # redirected submit could be sent twice). aiohttp's pool underneath (see transport.py).
+    # redirected submit could be sent twice). falrelay's HTTP/1.1 client underneath
+    # (app.fal.transport).
     return httpx.AsyncClient(
-        transport=AiohttpTransport(max_connections=settings.fal_connections),
+        transport=FalTransport(max_connections=settings.fal_connections),
         timeout=httpx.Timeout(settings.fal_timeout_seconds, connect=FAL_CONNECT_TIMEOUT),
         follow_redirects=False,
         headers={"User-Agent": "falrelay"},

@@ -32,6 +32,7 @@ DOMAIN = [package for layer in LAYERS for package in layer]
 SHARED = {
     "db",
     "errors",
+    "http_client",
     "ids",
     "logs",
     "metrics",

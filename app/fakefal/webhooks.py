@@ -12,14 +12,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import aiohttp
 import httpx
-import yarl
 
 from app.fakefal.failures import Failure
 from app.fakefal.signing import WebhookSigner
 from app.fakefal.stats import Stats
 from app.fal.transport import wire_target
+from app.http_client import HttpClient, HttpError, Timeouts
 
 PAYLOAD_ERROR = (
     "Response payload is not JSON serializable. Either return a JSON serializable object or use "
@@ -43,7 +42,7 @@ def webhook_body(
 
 
 # What httpx's client sent ahead of a webhook's own headers, and its User-Agent (the sender was
-# an httpx.AsyncClient until it went straight to aiohttp; the wire stays as it was, which
+# an httpx.AsyncClient until it went straight to the wire; the bytes stay as they were, which
 # tests/fakefal/test_webhook_wire.py checks against httpx itself).
 _CLIENT_HEADERS = (
     ("accept", "*/*"),
@@ -53,31 +52,29 @@ _CLIENT_HEADERS = (
     ("content-type", "application/json"),
 )
 _TIMEOUTS = {
-    seconds: aiohttp.ClientTimeout(
-        total=2 * seconds, connect=seconds, sock_connect=seconds, sock_read=seconds
-    )
+    seconds: Timeouts(total=2 * seconds, pool=seconds, connect=seconds)
     for seconds in (FIRST_ATTEMPT_TIMEOUT, RETRY_TIMEOUT)
 }
 MAX_CONNECTIONS = 100
 
 
 class WebhookSender:
-    """Signs and POSTs webhooks on aiohttp's pool. Its session is made on first use, on the
-    loop that serves the fake: a mounted app's lifespan never runs, so nothing may depend on
-    one.
+    """Signs and POSTs webhooks on falrelay's HTTP/1.1 client (app.http_client). The client
+    is made on first use, on the loop that serves the fake: a mounted app's lifespan never
+    runs, so nothing may depend on one.
 
-    Why aiohttp directly, not httpx over it: httpx's client, request and response objects
-    around each POST cost about 0.9 ms of the fake's 3.0 ms of CPU per job (submit, then
-    webhook, at 300 jobs/s). The bytes on the wire are httpx's as before: its URL
-    normalisation (`httpx.URL`), its headers in its order, its timeouts as the transport mapped
-    them (`app.fal.transport`).
+    Why not httpx: its client, request and response objects around each POST cost about
+    0.9 ms of the fake's 3.0 ms of CPU per job (submit, then webhook, at 300 jobs/s); aiohttp,
+    which came next, eight times this client's CPU per POST. The bytes on the wire are httpx's
+    as before: its URL normalisation (`httpx.URL`), its headers in its order, its timeouts as
+    the transport maps them (`app.fal.transport`).
     With thousands of webhooks waiting for a connection, httpcore's own pool rescans the
     waiters at every request (quadratic): the fake stopped answering at ~500 jobs/s."""
 
     def __init__(self, signer: WebhookSigner, stats: Stats) -> None:
         self._signer = signer
         self._stats = stats
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HttpClient | None = None
 
     async def send(
         self,
@@ -89,7 +86,7 @@ class WebhookSender:
         retry_delays: Sequence[float],
     ) -> bool:
         """Deliver one webhook, retrying as configured; whether a receiver took it."""
-        target: tuple[yarl.URL, str] | None = None
+        target: tuple[str, str] | None = None
         for attempt, delay in enumerate([0.0, *retry_delays]):
             if delay:
                 await asyncio.sleep(delay)
@@ -99,7 +96,7 @@ class WebhookSender:
                 if target is None:
                     target = wire_target(url)
                 status = await self._post(target, request_id, user_id, body, timeout)
-            except (aiohttp.ClientError, TimeoutError, httpx.InvalidURL):
+            except (HttpError, httpx.InvalidURL):
                 self._stats.webhook_failed_attempts += 1
                 continue
             if 200 <= status < 300:
@@ -113,7 +110,7 @@ class WebhookSender:
 
     async def _post(
         self,
-        target: tuple[yarl.URL, str],
+        target: tuple[str, str],
         request_id: str,
         user_id: str,
         body: bytes,
@@ -128,30 +125,15 @@ class WebhookSender:
             *((name.lower(), value) for name, value in signed.items()),
             ("content-length", str(len(body))),
         ]
-        session = self._session or self._open()
-        async with session.request(
-            "POST",
-            url,
-            headers=headers,
-            data=body or None,
-            allow_redirects=False,
-            timeout=_TIMEOUTS[seconds],
-        ) as answer:
-            await answer.read()  # the connection goes back to the pool only once read
-            return answer.status
+        if self._client is None:
+            # No proxy is read from the environment: deliveries to localhost stay local.
+            self._client = HttpClient(max_connections=MAX_CONNECTIONS)
+        answer = await self._client.request(
+            "POST", url, headers, body or None, timeouts=_TIMEOUTS[seconds]
+        )
+        return answer.status
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _open(self) -> aiohttp.ClientSession:
-        # As the fal client's transport opens its session (app.fal.transport): no headers of
-        # aiohttp's own, no decompression. An aiohttp session reads no proxy from the
-        # environment (trust_env is off), so deliveries to localhost are never captured.
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"),
-        )
-        return self._session
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

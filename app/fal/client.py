@@ -1,7 +1,7 @@
 """fal's queue API over an injected httpx client: submit, status, result, cancel.
 
 Over falrelay's own transport (`app.runtime.fal_http_client`), calls go to it directly, without
-httpx's objects (`AiohttpTransport.exchange`): the same bytes on the wire, a third of the CPU.
+httpx's objects (`FalTransport.exchange`): the same bytes on the wire, a third of the CPU.
 
 Submission is the one call that costs money, and fal has no idempotency key (its own client
 retries the POST blindly). So a failed submit is sorted by what provably happened:
@@ -29,7 +29,7 @@ import orjson
 
 from app import tracing
 from app.catalog.pricing import parse_units
-from app.fal.transport import AiohttpTransport, client_timeout, json_body
+from app.fal.transport import FalTransport, client_timeout, json_body
 from app.metrics import FAL_CALLS, FAL_LATENCY, child
 from app.retry_after import parse_retry_after
 
@@ -97,7 +97,8 @@ class FalRequestUnknown(FalError):
 
 
 # Errors raised before any byte of the request left this process.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# LocalProtocolError: a request the transport refused to put on the wire.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.LocalProtocolError)
 
 
 class Answered(Protocol):
@@ -315,7 +316,7 @@ class FalClient:
     ) -> Answered:
         """The request `AsyncClient.request` would send — its headers, the client's cookies,
         timeout and transport, the same bytes. Over falrelay's transport, handed to it without
-        httpx's objects (`AiohttpTransport.exchange`); over any other, as an `httpx.Request` to
+        httpx's objects (`FalTransport.exchange`); over any other, as an `httpx.Request` to
         the transport directly.
 
         Why not `AsyncClient.send`: around the transport (its auth and redirect generators,
@@ -338,7 +339,7 @@ class FalClient:
                 # Kept as `send` keeps them; the calls that follow send them back, as httpx.
                 setting = httpx.Response(
                     answer.status_code,
-                    headers=list(answer.headers.items()),
+                    headers=answer.headers.multi_items(),
                     request=httpx.Request(method, url),
                 )
                 http.cookies.extract_cookies(setting)
@@ -371,14 +372,14 @@ class FalClient:
         return response
 
 
-def _direct(http: httpx.AsyncClient) -> AiohttpTransport | None:
+def _direct(http: httpx.AsyncClient) -> FalTransport | None:
     """The client's transport when a call may skip httpx's objects: falrelay's own, for every
     URL, with nothing of the client's to run around the call (auth, redirects, event hooks,
     cookies). Asked at each call, as any of them may be set on the client later (a cookie by
     an answer)."""
     transport = http._transport
     if (
-        isinstance(transport, AiohttpTransport)
+        isinstance(transport, FalTransport)
         and not http._mounts
         and http.auth is None
         and not http.follow_redirects

@@ -1,9 +1,9 @@
-"""httpx's interface over aiohttp's connection pool for the calls to fal, and a shorter way
-round it for callers that know the transport (`AiohttpTransport.exchange`).
+"""httpx's interface over falrelay's HTTP/1.1 client (app.http_client) for the calls to fal,
+and a shorter way round it for callers that know the transport (`FalTransport.exchange`).
 
-Why: in the queue benchmark httpcore's pool took about 40 % of a submission worker's CPU; the
-same calls through aiohttp's pool nearly doubled the jobs submitted per second. The fal client
-keeps speaking httpx, so its submit policy and its tests do not change.
+Why: in the queue benchmark httpcore's pool took about 40 % of a submission worker's CPU, and
+aiohttp's, which replaced it, about a third of what was left (bench/README.md, issue 17). The
+fal client keeps speaking httpx, so its submit policy and its tests do not change.
 
 The submit policy depends on one fact about a failed call: could the request have reached
 fal? So errors are mapped by the phase they happened in, never by their name alone:
@@ -24,15 +24,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import httpx
-import yarl
 
-# Phases, not names: aiohttp's ConnectionTimeoutError is a subclass of ServerTimeoutError, so
-# the connect-phase errors are tested first.
-_BEFORE_SENDING: tuple[type[BaseException], ...] = (
-    aiohttp.ClientConnectorError,
-    aiohttp.ConnectionTimeoutError,
+from app.http_client import (
+    AnswerLost,
+    Headers,
+    HttpClient,
+    HttpError,
+    InvalidRequest,
+    Response,
+    Timeouts,
 )
 
 
@@ -41,7 +42,7 @@ class Answer:
     """An answer read whole, with what the fal client reads of an `httpx.Response`."""
 
     status_code: int
-    headers: Mapping[str, str]  # case-insensitive (aiohttp's CIMultiDictProxy)
+    headers: Headers  # case-insensitive
     content: bytes
 
     def json(self) -> Any:
@@ -54,15 +55,14 @@ class Answer:
         return self.content.decode("utf-8", errors="replace")
 
 
-def client_timeout(timeout: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
-    """httpx's timeouts (`Timeout.as_dict()`) as aiohttp's."""
+def client_timeout(timeout: Mapping[str, float | None]) -> Timeouts:
+    """httpx's timeouts (`Timeout.as_dict()`) as falrelay's client takes them."""
     connect, read = timeout.get("connect"), timeout.get("read")
-    return aiohttp.ClientTimeout(
+    return Timeouts(
         # A bound on the whole call, as the workers' leases assume.
         total=None if connect is None or read is None else connect + read,
-        connect=timeout.get("pool"),
-        sock_connect=connect,
-        sock_read=read,
+        pool=timeout.get("pool"),
+        connect=connect,
     )
 
 
@@ -71,36 +71,25 @@ def json_body(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
+class FalTransport(httpx.AsyncBaseTransport):
     def __init__(self, *, max_connections: int = 100) -> None:
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
-
-    def _open(self) -> aiohttp.ClientSession:
-        # Made on first use, inside the event loop that will use it (aiohttp binds to it).
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._max_connections),
-            auto_decompress=False,  # httpx's decoders do it, for the encodings httpx offered
-            skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"),
-        )
-        return self._session
+        self._client = HttpClient(max_connections=max_connections)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         body = await request.aread()
-        answer, content = await self._call(
+        answer = await self._call(
             request.method,
-            # As httpx encoded it: yarl would otherwise decode and re-encode the query,
-            # and the fal_webhook URL must reach fal byte for byte.
-            yarl.URL(str(request.url), encoded=True),
-            request.headers.multi_items(),
+            # As httpx encoded it: the fal_webhook URL must reach fal byte for byte.
+            str(request.url),
+            _wire_headers(request, len(body)),
             body or None,
             client_timeout(request.extensions.get("timeout", {})),
             request=request,
         )
         return httpx.Response(
             answer.status,
-            headers=list(answer.raw_headers),
-            stream=httpx.ByteStream(content),
+            headers=answer.raw_headers,
+            stream=httpx.ByteStream(answer.body),
             request=request,
             extensions={"http_version": b"HTTP/1.1"},
         )
@@ -112,7 +101,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         headers: Sequence[tuple[str, str]],
         *,
         json: bytes | None = None,
-        timeouts: aiohttp.ClientTimeout,
+        timeouts: Timeouts,
     ) -> Answer:
         """The request an `httpx.AsyncClient` over this transport would send, byte for byte
         (`headers` being the client's merged with the call's, as `Headers.multi_items()` gives
@@ -128,11 +117,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             sent += [("content-length", str(len(json))), ("content-type", "application/json")]
         elif method in ("POST", "PUT", "PATCH"):
             sent.insert(1, ("content-length", "0"))
-        answer, content = await self._call(method, target, sent, json, timeouts, request=None)
+        answer = await self._call(method, target, sent, json, timeouts, request=None)
+        content = answer.body
         if "content-encoding" in answer.headers:
             # Decoded by httpx's decoders, as the encodings offered are the httpx client's.
             encoded = httpx.Response(
-                answer.status, headers=list(answer.raw_headers), stream=httpx.ByteStream(content)
+                answer.status, headers=answer.raw_headers, stream=httpx.ByteStream(content)
             )
             content = encoded.read()
         return Answer(answer.status, answer.headers, content)
@@ -140,40 +130,41 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def _call(
         self,
         method: str,
-        url: yarl.URL,
+        url: str,
         headers: Sequence[tuple[str, str]],
         body: bytes | None,
-        timeouts: aiohttp.ClientTimeout,
+        timeouts: Timeouts,
         *,
         request: httpx.Request | None,
-    ) -> tuple[aiohttp.ClientResponse, bytes]:
-        session = self._session or self._open()
+    ) -> Response:
         try:
-            async with session.request(
-                method,
-                url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                timeout=timeouts,
-            ) as answer:
-                return answer, await answer.read()
-        except _BEFORE_SENDING as exc:
-            if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return await self._client.request(method, url, headers, body, timeouts=timeouts)
+        except InvalidRequest as exc:
+            raise httpx.LocalProtocolError(str(exc), request=request) from exc
+        except AnswerLost as exc:
+            if exc.timed_out:
+                raise httpx.ReadTimeout(str(exc), request=request) from exc
+            raise httpx.ReadError(str(exc), request=request) from exc
+        except HttpError as exc:  # NotSent
+            if exc.timed_out:
                 raise httpx.ConnectTimeout(str(exc), request=request) from exc
             raise httpx.ConnectError(str(exc), request=request) from exc
-        except TimeoutError as exc:
-            raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
-        except aiohttp.ClientError as exc:
-            raise httpx.ReadError(f"{type(exc).__name__}: {exc}", request=request) from exc
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._client.aclose()
 
 
-def wire_target(url: str) -> tuple[yarl.URL, str]:
+def _wire_headers(request: httpx.Request, length: int) -> list[tuple[str, str]]:
+    """The request's headers as httpx made them (Host first), for its body read whole: a
+    streamed body's chunked encoding becomes its length."""
+    headers = request.headers.multi_items()
+    if "transfer-encoding" in request.headers:
+        headers = [(name, value) for name, value in headers if name != "transfer-encoding"]
+        headers.append(("content-length", str(length)))
+    return headers
+
+
+def wire_target(url: str) -> tuple[str, str]:
     """The URL as httpx encodes it, and the Host header httpx makes of it; raises
     httpx.InvalidURL where httpx refused the URL.
 
@@ -190,10 +181,9 @@ def wire_target(url: str) -> tuple[yarl.URL, str]:
         origin = _origin(f"{scheme}://{authority}")
         if origin is not None:
             base, host = origin
-            return yarl.URL(f"{base}/{tail}", encoded=True), host
+            return f"{base}/{tail}", host
     parsed = httpx.URL(url)
-    # yarl would otherwise decode and re-encode the path and query.
-    return yarl.URL(str(parsed), encoded=True), parsed.netloc.decode("ascii")
+    return str(parsed), parsed.netloc.decode("ascii")
 
 
 # An authority with no '%', '?' or '#' in it: httpx renders it on its own (`_origin`).

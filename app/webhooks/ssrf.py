@@ -3,9 +3,8 @@
 Two checks, because either alone can be bypassed:
 - when a URL is registered: every address its host resolves to must be public;
 - when a connection is opened: the address actually dialled must be public. This is the one
-  that counts — DNS can answer differently a second later (rebinding), and aiohttp does not
-  consult its resolver for literal IPs — so it sits in the connector's socket factory, which
-  sees every connection attempt with its final address.
+  that counts — DNS can answer differently a second later (rebinding), and a literal IP is
+  never looked up — so it is the delivery client's guard, which sees every address it dials.
 
 "Public" is Python's `is_global`, minus multicast, with IPv4 hidden inside IPv6 (mapped, NAT64,
 6to4, Teredo) judged by the IPv4 address. Loopback, RFC 1918, link-local (and with it the cloud
@@ -134,11 +133,10 @@ def check_literal(url: str) -> None:
 AddrInfo = tuple[int, int, int, str, tuple[object, ...]]
 
 
-def guarded_socket_factory(addr_info: AddrInfo) -> socket.socket:
-    """For `aiohttp.TCPConnector(socket_factory=...)`: refuses before any packet is sent."""
-    family, type_, proto, _, sockaddr = addr_info
-    address = str(sockaddr[0])
+def refuse_private(addr_info: AddrInfo) -> None:
+    """The delivery client's guard (app.http_client): raises RefusedAddress for an address
+    that is not public, before a socket is made for it."""
+    address = str(addr_info[4][0])
     ip = parse_ip(address)
     if ip is None or not is_public(ip):
         raise RefusedAddress(address)
-    return socket.socket(family=family, type=type_, proto=proto)

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 import asyncpg
 import orjson
 
@@ -29,7 +28,7 @@ from app.ids import DELIVERY_ID_PREFIX, EVENT_ID_PREFIX
 from app.metrics import DELIVERIES, DELIVERY_LATENCY, child
 from app.runtime import Runtime
 from app.webhooks import endpoints, policy, queue, signing
-from app.webhooks.delivery import AttemptResult, send
+from app.webhooks.delivery import AttemptResult, Sender, send
 from app.webhooks.models import DeliveryStatus
 
 log = logging.getLogger(__name__)
@@ -76,13 +75,13 @@ def _active_secrets(row: asyncpg.Record, now: datetime) -> list[str]:
 
 
 class Deliverer:
-    """One per worker process: its aiohttp session, its per-target and per-client counts (of
+    """One per worker process: its delivery sender, its per-target and per-client counts (of
     rows leased here, and of rows being sent), its leased rows waiting for a slot, its
     recorder."""
 
-    def __init__(self, runtime: Runtime, session: aiohttp.ClientSession) -> None:
+    def __init__(self, runtime: Runtime, sender: Sender) -> None:
         self.runtime = runtime
-        self.session = session
+        self.sender = sender
         settings = runtime.settings
         self.slots = settings.delivery_concurrency
         # What the delivery loop claims against (app.worker.runner): leased rows, sent or not.
@@ -390,7 +389,7 @@ class Deliverer:
             # trace. Only with tracing on: a traceparent of a trace no one records is noise to
             # the receiver. Not signed (Standard Webhooks signs the id, time and body).
             tracing.inject(headers)
-            result = await send(self.session, row["target_url"], body, headers)
+            result = await send(self.sender, row["target_url"], body, headers)
         return self._outcome(row, now, result)
 
     def _outcome(self, row: asyncpg.Record, now: datetime, result: AttemptResult) -> queue.Outcome:

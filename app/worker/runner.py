@@ -26,7 +26,7 @@ from app.jobs import queue
 from app.lifecycle.retention import Retention
 from app.runtime import Runtime, open_runtime
 from app.settings import Settings
-from app.webhooks.delivery import make_session
+from app.webhooks.delivery import Sender
 from app.worker import mirrorer, reconciler, submitter
 from app.worker.deliverer import Deliverer
 from app.worker.probes import ProbeServer
@@ -235,14 +235,14 @@ class Worker:
 @asynccontextmanager
 async def running_worker(runtime: Runtime) -> AsyncIterator[Worker]:
     """A worker running in this event loop for the duration of the block, then drained. Its
-    delivery session is its own, opened and closed here."""
+    delivery sender is its own, opened and closed here."""
     settings = runtime.settings
-    session = make_session(
+    sender = Sender(
         concurrency=settings.delivery_concurrency,
         timeout=settings.delivery_timeout_seconds,
         allow_private=settings.allow_private_webhook_urls,
     )
-    deliverer = Deliverer(runtime, session)
+    deliverer = Deliverer(runtime, sender)
     worker = Worker(runtime, listen_url=settings.database_url, deliverer=deliverer)
     task = asyncio.create_task(worker.run(), name="worker")
     try:
@@ -251,7 +251,7 @@ async def running_worker(runtime: Runtime) -> AsyncIterator[Worker]:
         worker.stop()
         await task
         await deliverer.aclose()
-        await session.close()
+        await sender.close()
 
 
 async def run_until_signalled(settings: Settings) -> None:

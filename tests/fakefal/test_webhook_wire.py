@@ -1,6 +1,7 @@
 """A webhook's bytes on the wire are what fal's webhooks sent through httpx's client (over the
-same aiohttp pool) before the sender went to aiohttp directly: request line, headers in their
-order and case, and body, for URLs of every shape. A raw socket on loopback records both."""
+same transport as the fal client's) before the sender went straight to the wire: request line,
+headers in their order and case, and body, for URLs of every shape. A raw socket on loopback
+records both."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from app.fakefal.signing import WebhookSigner
 from app.fakefal.stats import Stats
 from app.fakefal.webhooks import FIRST_ATTEMPT_TIMEOUT, WebhookSender
-from app.fal.transport import AiohttpTransport
+from app.fal.transport import FalTransport
 from tests.servers import recording_server
 
 
@@ -26,7 +27,7 @@ async def httpx_sent(
     """A webhook as the sender sent it through httpx."""
     headers = {"Content-Type": "application/json", **signer.headers(request_id, user_id, at, body)}
     async with httpx.AsyncClient(
-        transport=AiohttpTransport(), follow_redirects=False, trust_env=False
+        transport=FalTransport(), follow_redirects=False, trust_env=False
     ) as client:
         await client.post(url, content=body, headers=headers, timeout=FIRST_ATTEMPT_TIMEOUT)
 

@@ -26,7 +26,7 @@ from app.settings import Settings
 from app.webhooks import fanout, signing
 from app.webhooks import queue as webhooks_queue
 from app.webhooks import repository as webhooks_repository
-from app.webhooks.delivery import make_session
+from app.webhooks.delivery import Sender
 from app.worker.deliverer import Deliverer
 from app.worker.runner import Worker
 from tests.receivers import Answer, Receiver
@@ -190,7 +190,7 @@ async def test_two_delivery_workers_never_send_one_delivery_twice(
                 runtime = worker_runtime(
                     pool, FalClient(http, queue_url="http://unused", key="k"), settings
                 )
-                session = make_session(concurrency=16, timeout=5, allow_private=True)
+                session = Sender(concurrency=16, timeout=5, allow_private=True)
                 deliverer = Deliverer(runtime, session)
                 work = deliverer.work
 
@@ -288,7 +288,7 @@ async def test_a_delivery_that_ends_wakes_its_loop_only_if_its_claim_held_some_b
         delivery_concurrency=8,
     )
     pool = await create_pool(fresh_database_url, min_size=1, max_size=4)
-    session = make_session(concurrency=8, timeout=5, allow_private=True)
+    session = Sender(concurrency=8, timeout=5, allow_private=True)
     try:
         with LiveServer(inbox.app) as receiver:
             await _pings(pool, "gate", f"{receiver.url}/hook", deliveries)
@@ -369,12 +369,10 @@ async def test_work_woken_for_with_too_few_free_slots_is_claimed_as_soon_as_they
 
 @asynccontextmanager
 async def _delivering(database_url: str, settings: Settings) -> AsyncIterator[Worker]:
-    """A worker with a delivery loop on a pool and aiohttp session of its own, running for the
+    """A worker with a delivery loop on a pool and delivery sender of its own, running for the
     block, then stopped and drained."""
     pool = await create_pool(database_url, min_size=1, max_size=4)
-    session = make_session(
-        concurrency=8, timeout=settings.delivery_timeout_seconds, allow_private=True
-    )
+    session = Sender(concurrency=8, timeout=settings.delivery_timeout_seconds, allow_private=True)
     http = httpx.AsyncClient()
     try:
         runtime = worker_runtime(

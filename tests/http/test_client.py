@@ -1,0 +1,386 @@
+"""falrelay's HTTP/1.1 client against raw servers on loopback: the bytes it sends, how it keeps
+and drops connections, how it reads answers, and the phase of each failure."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import pytest
+import uvloop
+
+from app.http_client import (
+    AnswerLost,
+    HttpClient,
+    InvalidRequest,
+    NotSent,
+    Timeouts,
+    split_url,
+)
+from app.webhooks import ssrf
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Server"], Awaitable[None]]
+
+
+@dataclass
+class Server:
+    url: str = ""
+    connections: int = 0
+    open_now: int = 0
+    most_open: int = 0
+    requests: list[bytes] = field(default_factory=list)
+
+    async def read_request(self, reader: asyncio.StreamReader) -> bytes:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        request = head + await reader.readexactly(length)
+        self.requests.append(request)
+        return request
+
+
+@asynccontextmanager
+async def serving(handler: Handler) -> AsyncIterator[Server]:
+    state = Server()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state.connections += 1
+        state.open_now += 1
+        state.most_open = max(state.most_open, state.open_now)
+        try:
+            await handler(reader, writer, state)
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            state.open_now -= 1
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    state.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        yield state
+    finally:
+        server.close()
+
+
+def answer(body: bytes = b"ok", *, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+async def keep_answering(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+) -> None:
+    while True:
+        await server.read_request(reader)
+        writer.write(answer())
+        await writer.drain()
+
+
+def post(server: Server, body: bytes = b"{}") -> tuple[str, list[tuple[str, str]], bytes]:
+    host = server.url.removeprefix("http://")
+    return (
+        f"{server.url}/hook?x=1",
+        [("host", host), ("content-length", str(len(body))), ("X-Case", "Kept")],
+        body,
+    )
+
+
+async def test_requests_go_out_as_given_and_share_one_kept_connection() -> None:
+    client = HttpClient(max_connections=4)
+    async with serving(keep_answering) as server:
+        for _ in range(3):
+            url, headers, body = post(server)
+            response = await client.request("POST", url, headers, body)
+            assert (response.status, response.body, response.truncated) == (200, b"ok", False)
+            assert response.headers["Content-Length"] == "2"
+    await client.aclose()
+    host = server.url.removeprefix("http://").encode()
+    expected = b"POST /hook?x=1 HTTP/1.1\r\nhost: %s\r\ncontent-length: 2\r\nX-Case: Kept\r\n\r\n{}"
+    assert server.requests == [expected % host] * 3
+    assert server.connections == 1
+
+
+async def test_a_connection_the_server_closes_is_not_reused() -> None:
+    async def close_after_each(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(answer(extra=b"connection: close\r\n"))
+        await writer.drain()
+
+    client = HttpClient()
+    async with serving(close_after_each) as server:
+        for _ in range(3):
+            assert (await client.request("POST", *post(server))).status == 200
+    await client.aclose()
+    assert server.connections == 3
+
+
+async def test_an_idle_connection_the_server_dropped_is_replaced_unseen() -> None:
+    async def one_then_hang_up(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(answer())  # keep-alive promised, then dropped while idle
+        await writer.drain()
+
+    client = HttpClient()
+    async with serving(one_then_hang_up) as server:
+        assert (await client.request("POST", *post(server))).status == 200
+        for _ in range(200):  # until the client has seen the close
+            if server.open_now == 0:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert (await client.request("POST", *post(server))).status == 200
+    await client.aclose()
+    assert server.connections == 2
+
+
+async def test_chunked_and_close_delimited_answers_are_read_whole() -> None:
+    async def chunked_then_close_delimited(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(
+            b"HTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        )
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.0 200 OK\r\n\r\nuntil the close")
+        await writer.drain()
+
+    client = HttpClient()
+    async with serving(chunked_then_close_delimited) as server:
+        first = await client.request("POST", *post(server))
+        second = await client.request("POST", *post(server))
+    await client.aclose()
+    assert (first.status, first.body) == (201, b"hello world")
+    assert (second.status, second.body) == (200, b"until the close")
+    assert server.connections == 1
+
+
+async def test_an_interim_answer_is_skipped_for_the_final_one() -> None:
+    async def early_hints(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n" + answer(b"final"))
+        await keep_answering(reader, writer, server)
+
+    client = HttpClient()
+    async with serving(early_hints) as server:
+        response = await client.request("POST", *post(server))
+        assert (response.status, response.body) == (200, b"final")
+        assert "link" not in response.headers
+        assert (await client.request("POST", *post(server))).body == b"ok"
+    await client.aclose()
+
+
+async def test_a_body_past_the_limit_is_cut_and_its_connection_dropped() -> None:
+    big = b"x" * 1_000_000
+
+    async def large(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        while True:
+            await server.read_request(reader)
+            writer.write(answer(big))
+            await writer.drain()
+
+    client = HttpClient()
+    async with serving(large) as server:
+        cut = await client.request("POST", *post(server), body_limit=100)
+        whole = await client.request("POST", *post(server))
+    await client.aclose()
+    assert (cut.body, cut.truncated) == (b"x" * 100, True)
+    assert (len(whole.body), whole.truncated) == (1_000_000, False)
+    assert server.connections == 2
+
+
+async def test_no_more_connections_than_the_limit_are_open_at_once() -> None:
+    release = asyncio.Event()
+
+    async def hold(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        while True:
+            await server.read_request(reader)
+            await release.wait()
+            writer.write(answer())
+            await writer.drain()
+
+    client = HttpClient(max_connections=2)
+    async with serving(hold) as server:
+        calls = [asyncio.create_task(client.request("POST", *post(server))) for _ in range(6)]
+        for _ in range(200):
+            if len(server.requests) == 2:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert len(server.requests) == 2  # the other four wait for a connection
+        release.set()
+        responses = await asyncio.gather(*calls)
+    await client.aclose()
+    assert [r.status for r in responses] == [200] * 6
+    assert (server.most_open, server.connections) == (2, 2)
+
+
+async def test_a_refused_connection_is_not_sent() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    client = HttpClient()
+    with pytest.raises(NotSent) as refused:
+        await client.request("GET", f"http://127.0.0.1:{port}/", [("host", "x")])
+    assert isinstance(refused.value.cause, ConnectionRefusedError)
+    assert not refused.value.timed_out
+
+
+async def test_the_guard_refuses_an_address_before_connecting() -> None:
+    client = HttpClient(guard=ssrf.refuse_private)
+    async with serving(keep_answering) as server:
+        with pytest.raises(NotSent) as refused:
+            await client.request("POST", *post(server))
+    assert isinstance(refused.value.cause, ssrf.RefusedAddress)
+    assert server.connections == 0
+
+
+async def test_waiting_for_a_free_connection_times_out_unsent() -> None:
+    release = asyncio.Event()
+
+    async def hold(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        while True:
+            await server.read_request(reader)
+            await release.wait()
+            writer.write(answer())
+            await writer.drain()
+
+    client = HttpClient(max_connections=1)
+    async with serving(hold) as server:
+        first = asyncio.create_task(client.request("POST", *post(server)))
+        for _ in range(200):
+            if server.requests:
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(NotSent) as waited:
+            await client.request("POST", *post(server), timeouts=Timeouts(pool=0.2))
+        assert waited.value.timed_out
+        release.set()
+        assert (await first).status == 200
+        # The slot the timed-out call waited for was not lost.
+        assert (await client.request("POST", *post(server), timeouts=Timeouts(total=5))).status
+    await client.aclose()
+    assert len(server.requests) == 2
+
+
+async def test_after_sending_a_drop_or_silence_is_an_answer_lost() -> None:
+    async def hang_up(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        await server.read_request(reader)
+
+    async def never_answer(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        await server.read_request(reader)
+        await asyncio.sleep(30)
+
+    async def garbage(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 abc\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(30)
+
+    client = HttpClient()
+    async with serving(hang_up) as server:
+        with pytest.raises(AnswerLost) as dropped:
+            await client.request("POST", *post(server))
+        assert not dropped.value.timed_out
+    async with serving(never_answer) as server:
+        with pytest.raises(AnswerLost) as silent:
+            await client.request("POST", *post(server), timeouts=Timeouts(total=0.3))
+        assert silent.value.timed_out
+    async with serving(garbage) as server:
+        with pytest.raises(AnswerLost, match="malformed"):
+            await client.request("POST", *post(server), timeouts=Timeouts(total=10))
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("x-evil", "a\r\nx-injected: 1"), ("x-evil\r\nx-injected", "1"), ("bad name", "v")],
+)
+async def test_a_header_that_would_break_a_line_is_refused_unsent(name: str, value: str) -> None:
+    client = HttpClient()
+    async with serving(keep_answering) as server:
+        url, headers, body = post(server)
+        with pytest.raises(InvalidRequest):
+            await client.request("POST", url, [*headers, (name, value)], body)
+    await client.aclose()
+    assert server.connections == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "dialled", "authority", "target"),
+    [
+        ("http://Example.TEST/a?b=1#frag", ("example.test", 80), "example.test", "/a?b=1"),
+        ("https://example.test:443", ("example.test", 443), "example.test", "/"),
+        ("https://example.test:8443?q", ("example.test", 8443), "example.test:8443", "/?q"),
+        ("http://[::1]:9000/x", ("::1", 9000), "[::1]:9000", "/x"),
+        (
+            "http://café.test/ü?q=é",
+            ("xn--caf-dma.test", 80),
+            "xn--caf-dma.test",
+            "/%C3%BC?q=%C3%A9",
+        ),
+    ],
+)
+def test_a_url_is_split_into_what_is_dialled_and_sent(
+    url: str, dialled: tuple[str, int], authority: str, target: str
+) -> None:
+    origin, sent = split_url(url)
+    assert (origin.host, origin.port) == dialled
+    assert (origin.authority, sent) == (authority, target)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.test/",
+        "example.test/x",
+        "http://user:pw@example.test/",
+        "http:///x",
+        "http://example.test:99999/",
+        "http://example.test/a b",
+    ],
+)
+def test_a_url_that_cannot_be_sent_is_refused(url: str) -> None:
+    with pytest.raises(InvalidRequest):
+        split_url(url)
+
+
+def test_the_same_on_uvloop_which_falrelay_runs_on() -> None:
+    # uvloop hands a new connection its transport after create_connection returns, not before.
+    async def three_posts() -> tuple[list[int], int]:
+        client = HttpClient()
+        async with serving(keep_answering) as server:
+            bounded = Timeouts(total=10)
+            statuses = [
+                (await client.request("POST", *post(server), timeouts=bounded)).status
+                for _ in range(3)
+            ]
+        await client.aclose()
+        return statuses, server.connections
+
+    assert uvloop.run(three_posts()) == ([200, 200, 200], 1)
