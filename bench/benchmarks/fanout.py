@@ -157,6 +157,9 @@ async def run(ctx: Context) -> Report:
     lanes: list[Lane] = []
     base_rates: list[float] = []
     asyncio_rates: list[float] = []
+    # The bare loop on falrelay's own HTTP client, and each loop's CPU per POST, by client.
+    client_rates: list[float] = []
+    loop_cpu: dict[str, list[float]] = {}
 
     with ctx.processes("fanout") as procs:
         receiver, receiver_url = await start_receiver(procs)
@@ -179,23 +182,31 @@ async def run(ctx: Context) -> Report:
                 **signing.sign_headers(message_id, body, [main.secret], at=now),
             }
 
-            def baseline(n: int, loop: str = "uvloop") -> float:
-                return _baseline_loop(hook_url, body, headers, n, loop, ctx.work_dir)
+            def baseline(n: int, loop: str = "uvloop", client: str = "aiohttp") -> float:
+                elapsed, cpu = _baseline_loop(
+                    hook_url, body, headers, n, loop, client, ctx.work_dir
+                )
+                loop_cpu.setdefault(client, []).append(1000 * cpu / n)
+                return elapsed
 
             if not opts.smoke:
                 for lane in lanes:
                     await lane.deliver(payload, count // 20)
                 await asyncio.to_thread(baseline, count // 20)
+            loop_cpu.clear()  # the warm-up's
             for i in range(runs):
-                steps: list[Lane | str] = [*lanes, "baseline", "asyncio"]
+                steps: list[Lane | str] = [*lanes, "baseline", "asyncio", "falrelay client"]
                 for step in steps if i % 2 == 0 else reversed(steps):
                     if isinstance(step, Lane):
                         step.rates.append(count / await step.deliver(payload, count))
                     elif step == "baseline":
                         base_rates.append(count / await asyncio.to_thread(baseline, count))
-                    else:
+                    elif step == "asyncio":
                         elapsed = await asyncio.to_thread(baseline, count, "asyncio")
                         asyncio_rates.append(count / elapsed)
+                    else:
+                        elapsed = await asyncio.to_thread(baseline, count, "uvloop", "falrelay")
+                        client_rates.append(count / elapsed)
 
             if opts.profile:
                 profiling = await ctx.start_profile(main.worker.pid, 6, "fanout-worker")
@@ -229,6 +240,18 @@ async def run(ctx: Context) -> Report:
         Figure("worker CPU per delivery", "ms", [c.get("worker", 0.0) for c in main.cpu]),
         Figure("Postgres CPU per delivery", "ms", [c.get("postgres", 0.0) for c in main.cpu]),
         Figure("baseline on the default asyncio loop", "deliveries/s", asyncio_rates, base_rates),
+        Figure(
+            "baseline loop on falrelay's HTTP client (app.http_client)",
+            "deliveries/s",
+            client_rates,
+            base_rates,
+        ),
+        Figure(
+            "bare loop CPU per POST: falrelay's client vs aiohttp (uvloop)",
+            "ms",
+            loop_cpu.get("falrelay", []),
+            loop_cpu.get("aiohttp", []),
+        ),
     ]
     for lane in lanes[1:]:
         report.figures.append(
@@ -255,10 +278,11 @@ async def run(ctx: Context) -> Report:
 
 
 def _baseline_loop(
-    url: str, body: bytes, headers: dict[str, str], n: int, loop: str, work_dir: Path
-) -> float:
+    url: str, body: bytes, headers: dict[str, str], n: int, loop: str, client: str, work_dir: Path
+) -> tuple[float, float]:
+    """The loop's wall seconds and CPU seconds for `n` POSTs."""
     spec = {"url": url, "body": body.decode(), "headers": headers, "count": n,
-            "concurrency": CONCURRENCY, "loop": loop}  # fmt: skip
+            "concurrency": CONCURRENCY, "loop": loop, "client": client}  # fmt: skip
     with tempfile.NamedTemporaryFile("w", suffix=".json", dir=work_dir, delete=False) as f:
         json.dump(spec, f)
     done = subprocess.run(
@@ -268,5 +292,4 @@ def _baseline_loop(
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if result["ok"] != n:
         raise RuntimeError(f"baseline: only {result['ok']} of {n} posts succeeded")
-    elapsed: float = result["elapsed_s"]
-    return elapsed
+    return float(result["elapsed_s"]), float(result["cpu_s"])
