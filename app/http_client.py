@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 import socket
 import ssl
 import time
@@ -202,12 +203,17 @@ def _origin(scheme: str, authority: str) -> Origin:
     return Origin(scheme, host.lower(), port, shown if port == default else f"{shown}:{port}")
 
 
+# A header's name is a token (RFC 9110, 5.1); its value may not end the line or hold a NUL.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_LINE_END = re.compile(r"[\r\n\x00]")
+
+
 def request_head(method: str, target: str, headers: Sequence[tuple[str, str]]) -> bytes:
     """The request line and headers, as given and in their order. Raises InvalidRequest for
     a name or value that would end a line (header injection)."""
     lines = [f"{method} {target} HTTP/1.1"]
     for name, value in headers:
-        if any(c in name for c in ":\r\n\x00 ") or any(c in value for c in "\r\n\x00"):
+        if not _TOKEN.fullmatch(name) or _LINE_END.search(value):
             raise InvalidRequest(f"header {name!r} cannot go on the wire")
         lines.append(f"{name}: {value}")
     lines.append("\r\n")
@@ -316,6 +322,13 @@ class _Connection(asyncio.Protocol):
         self.transport.write(data)
         return self._answer
 
+    def time_out(self) -> None:
+        """The call's time is up: no answer (or not all of it) came in time."""
+        if self._answer is not None and not self._answer.done():
+            reason = TimeoutError("no answer in time")
+            self._answer.set_exception(AnswerLost("no answer in time", cause=reason))
+        self.abort()
+
     def reusable(self, now: float) -> bool:
         return not self.closed and now - self.idle_since < KEEPALIVE_SECONDS
 
@@ -378,23 +391,29 @@ class HttpClient:
             data += body
         if self._closed:
             raise NotSent("the client is closed")
-        sent = False
+        loop = asyncio.get_running_loop()
+        deadline = None if timeouts.total is None else loop.time() + timeouts.total
+        # Most calls find a connection free at once: they need no timeout scope until then.
+        connection = self._idle_connection(origin)
+        if connection is None:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    connection = await self._acquire(origin, timeouts)
+            except TimeoutError as exc:
+                raise NotSent("no connection in time", cause=exc) from exc
         try:
-            async with asyncio.timeout(timeouts.total):
-                connection = await self._acquire(origin, timeouts)
-                try:
-                    sent = True
-                    response = await connection.send(data, body_limit)
-                except BaseException:
-                    connection.abort()
-                    raise
-                finally:
-                    self._release(connection)
-        except TimeoutError as exc:
-            if sent:
-                raise AnswerLost("no answer in time", cause=exc) from exc
-            raise NotSent("no connection in time", cause=exc) from exc
-        return response
+            answer = connection.send(data, body_limit)
+            timer = None if deadline is None else loop.call_at(deadline, connection.time_out)
+            try:
+                return await answer
+            finally:
+                if timer is not None:
+                    timer.cancel()
+        except BaseException:
+            connection.abort()
+            raise
+        finally:
+            self._release(connection)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -407,6 +426,21 @@ class HttpClient:
                 waiter.set_result(None)
 
     # -- the pool --
+
+    def _idle_connection(self, origin: Origin) -> _Connection | None:
+        """A kept connection to `origin`, in use from now on, if one is there and a slot is
+        free with nobody waiting for it; else None."""
+        idle = self._idle.get(origin)
+        if not idle or self._in_use >= self.max_connections or self._waiters:
+            return None
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()
+            if connection.reusable(now):
+                self._in_use += 1
+                return connection
+            connection.close()
+        return None
 
     async def _acquire(self, origin: Origin, timeouts: Timeouts) -> _Connection:
         await self._take_slot(timeouts.pool)
