@@ -22,7 +22,6 @@ keep-alive connection that its server closed just as the request went out lands 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import re
 import socket
@@ -35,11 +34,18 @@ from typing import Any, cast
 from urllib.parse import quote
 
 import httptools
+import idna
 
 # An idle connection older than this is closed rather than reused: servers drop idle ones on
 # their own schedule (uvicorn after 5 s), and the older it is, the likelier its server is
 # closing it as the request goes out. aiohttp's default.
 KEEPALIVE_SECONDS = 15.0
+
+# An answer's status line and headers past this many bytes end the call (a receiver cannot
+# make a worker hold unbounded headers); aiohttp allowed 8 KiB a field, 100 fields.
+MAX_HEAD_BYTES = 64 * 1024
+# Each address of a name but the last gets this long to connect before the next is tried.
+ADDRESS_CONNECT_SECONDS = 2.0
 
 AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]
 # Sees each address before a socket is made for it, and raises an OSError to refuse it
@@ -153,8 +159,9 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 def split_url(url: str) -> tuple[Origin, str]:
     """A URL's origin and its request target (path and query, `/` for none; a fragment is
-    not sent). Raises InvalidRequest for a URL this client cannot send: not http(s), no host,
-    credentials in it, or characters that would break the request line."""
+    not sent; a character outside RFC 3986's percent-encoded, as a browser sends it). Raises
+    InvalidRequest for a URL this client cannot send: not http(s), no host, credentials in
+    it, a port that is not one."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise InvalidRequest(f"not an absolute URL: {url!r}")
@@ -162,12 +169,15 @@ def split_url(url: str) -> tuple[Origin, str]:
     authority, tail = (rest, "") if cut < 0 else (rest[:cut], rest[cut:])
     tail = tail.partition("#")[0]
     target = tail if tail.startswith("/") else "/" + tail
-    if not target.isascii():
-        # As a browser sends it: each character beyond ASCII as its UTF-8, percent-encoded.
-        target = "".join(c if c.isascii() else quote(c, safe="") for c in target)
-    if any(c in target for c in " \r\n\t\x00"):
-        raise InvalidRequest(f"the URL's path or query would break the request line: {url!r}")
+    if _UNSAFE.search(target):
+        target = _UNSAFE.sub(lambda match: quote(match[0], safe=""), target)
     return _origin(scheme.lower(), authority), target
+
+
+# What a request target may hold as it is: RFC 3986's unreserved and reserved characters, and
+# '%' (escapes are kept as written). Anything else (spaces, controls, quotes, beyond ASCII) is
+# sent as the percent-encoded UTF-8 of each character.
+_UNSAFE = re.compile(r"[^A-Za-z0-9\-._~!$&'()*+,;=:@/?%\[\]]")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -190,14 +200,17 @@ def _origin(scheme: str, authority: str) -> Origin:
         shown = host
     if not host:
         raise InvalidRequest(f"not a host: {authority!r}")
-    if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
+    if port_text and not (
+        port_text.isascii() and port_text.isdigit() and 0 < int(port_text) < 65536
+    ):
         raise InvalidRequest(f"not a port: {port_text!r}")
     port = int(port_text) if port_text else default
     if not host.isascii():
-        # A name beyond ASCII is dialled and named by its IDNA form.
+        # A name beyond ASCII is dialled and named by its IDNA 2008 form (UTS 46), as httpx
+        # and browsers do: Python's own codec is IDNA 2003, which maps `faß.de` to `fass.de`.
         try:
-            host = shown = host.encode("idna").decode("ascii")
-        except UnicodeError as exc:
+            host = shown = idna.encode(host, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
             raise InvalidRequest(f"not a host: {host!r}") from exc
     shown = shown.lower()
     return Origin(scheme, host.lower(), port, shown if port == default else f"{shown}:{port}")
@@ -210,7 +223,11 @@ _LINE_END = re.compile(r"[\r\n\x00]")
 
 def request_head(method: str, target: str, headers: Sequence[tuple[str, str]]) -> bytes:
     """The request line and headers, as given and in their order. Raises InvalidRequest for
-    a name or value that would end a line (header injection)."""
+    a name or value that would end a line (header injection), or a method that is not a
+    token."""
+    if not _TOKEN.fullmatch(method) or method == "HEAD":
+        # HEAD's answer has no body whatever its headers say: not a case this client reads.
+        raise InvalidRequest(f"method {method!r} is not sent")
     lines = [f"{method} {target} HTTP/1.1"]
     for name, value in headers:
         if not _TOKEN.fullmatch(name) or _LINE_END.search(value):
@@ -238,6 +255,7 @@ class _Connection(asyncio.Protocol):
         self._size = 0
         self._limit: int | None = None
         self._headers_done = False
+        self._head_bytes = 0
         # The answer's end is told by a length, chunks or its status; else by the close.
         self._delimited = True
 
@@ -254,21 +272,39 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(AnswerLost(f"malformed answer: {exc}", cause=exc))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._fail(AnswerLost(f"malformed answer: {exc!r}", cause=exc))
+            return
+        if not self._headers_done:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                error = ValueError(f"more than {MAX_HEAD_BYTES} bytes of status line and headers")
+                self._fail(AnswerLost(str(error), cause=error))
+
+    def eof_received(self) -> bool:
+        # Closed for reuse at once: connection_lost comes a loop turn later, and a request
+        # written meanwhile would be lost unsent.
+        self.closed = True
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         answer = self._answer
         if answer is None or answer.done():
             return
-        if self._headers_done and not self._delimited:
+        if self._headers_done and not self._delimited and exc is None:
             self._respond(truncated=False)  # its body ran up to the close
         else:
             reason = exc or ConnectionResetError("the server closed the connection")
             answer.set_exception(AnswerLost(f"connection lost: {reason!r}", cause=reason))
 
     # -- httptools callbacks --
+
+    def on_message_begin(self) -> None:
+        if self._answer is None or self._answer.done():
+            # An answer nobody asked for, in the same bytes as the last one: this connection's
+            # framing cannot be trusted. Raising stops the parser; data_received drops it.
+            raise ConnectionError("an answer that was not asked for")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
@@ -280,8 +316,9 @@ class _Connection(asyncio.Protocol):
             status < 200
             or status in (204, 304)
             or any(
-                name.lower() in (b"content-length", b"transfer-encoding")
-                for name, _ in self._headers
+                name.lower() == b"content-length"
+                or (name.lower() == b"transfer-encoding" and b"chunked" in value.lower())
+                for name, value in self._headers
             )
         )
 
@@ -306,6 +343,7 @@ class _Connection(asyncio.Protocol):
         if 100 <= status < 200 and status != 101:
             # An interim answer (103 Early Hints): the final one follows on the same request.
             self._headers, self._body, self._size, self._headers_done = [], [], 0, False
+            self._head_bytes = 0
             return
         keep = self._parser.should_keep_alive() and status != 101
         self._respond(truncated=False)
@@ -319,6 +357,7 @@ class _Connection(asyncio.Protocol):
         self._answer = asyncio.get_running_loop().create_future()
         self._headers, self._body, self._size = [], [], 0
         self._limit, self._headers_done, self._delimited = limit, False, True
+        self._head_bytes = 0
         self.transport.write(data)
         return self._answer
 
@@ -330,7 +369,12 @@ class _Connection(asyncio.Protocol):
         self.abort()
 
     def reusable(self, now: float) -> bool:
-        return not self.closed and now - self.idle_since < KEEPALIVE_SECONDS
+        return (
+            not self.closed
+            and self.transport is not None
+            and not self.transport.is_closing()
+            and now - self.idle_since < KEEPALIVE_SECONDS
+        )
 
     def close(self) -> None:
         self.closed = True
@@ -345,7 +389,8 @@ class _Connection(asyncio.Protocol):
     def _respond(self, *, truncated: bool) -> None:
         assert self._answer is not None
         status = self._parser.get_status_code()
-        self._answer.set_result(Response(status, self._headers, b"".join(self._body), truncated))
+        headers, self._headers = self._headers, []  # the answer's own, whatever comes next
+        self._answer.set_result(Response(status, headers, b"".join(self._body), truncated))
 
     def _fail(self, error: HttpError) -> None:
         if self._answer is not None and not self._answer.done():
@@ -390,7 +435,7 @@ class HttpClient:
         if body:
             data += body
         if self._closed:
-            raise NotSent("the client is closed")
+            raise NotSent("the client is closed", cause=ConnectionError("the client is closed"))
         loop = asyncio.get_running_loop()
         deadline = None if timeouts.total is None else loop.time() + timeouts.total
         # Most calls find a connection free at once: they need no timeout scope until then.
@@ -421,9 +466,11 @@ class HttpClient:
             for connection in connections:
                 connection.close()
         self._idle.clear()
-        for waiter in self._waiters:
+        while self._waiters:
+            waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
+                closed = ConnectionError("the client is closed")
+                waiter.set_exception(NotSent("the client is closed", cause=closed))
 
     # -- the pool --
 
@@ -440,6 +487,7 @@ class HttpClient:
                 self._in_use += 1
                 return connection
             connection.close()
+        del self._idle[origin]
         return None
 
     async def _acquire(self, origin: Origin, timeouts: Timeouts) -> _Connection:
@@ -453,9 +501,11 @@ class HttpClient:
                     return connection
                 connection.close()
             # A new connection is rare: the time to close those no origin took back.
-            for connections in self._idle.values():
+            for key, connections in list(self._idle.items()):
                 if connections and not connections[0].reusable(now):
                     self._prune(connections, now)
+                if not connections:
+                    del self._idle[key]
             return await self._connect(origin, timeouts)
         except BaseException:
             self._free_slot()
@@ -495,18 +545,14 @@ class HttpClient:
             async with asyncio.timeout(pool_timeout):
                 await waiter
         except BaseException as exc:
-            if waiter.done() and not waiter.cancelled():
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self._free_slot()  # handed over as the wait ended: pass it on
             else:
+                # Left in the queue, done: _free_slot passes over it (no O(n) removal).
                 waiter.cancel()
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
             if isinstance(exc, TimeoutError):
                 raise NotSent("no connection free in time", cause=exc) from exc
             raise
-        if self._closed:
-            self._free_slot()
-            raise NotSent("the client is closed")
 
     def _free_slot(self) -> None:
         while self._waiters:
@@ -540,6 +586,9 @@ class HttpClient:
                 return connection
         except TimeoutError as exc:
             raise NotSent(f"could not connect to {origin.authority} in time", cause=exc) from exc
+        except UnicodeError as exc:
+            # A name the resolver cannot encode (an empty or overlong label).
+            raise InvalidRequest(f"not a host: {origin.host!r}: {exc}", cause=exc) from exc
         except OSError as exc:
             raise NotSent(f"could not connect to {origin.authority}: {exc}", cause=exc) from exc
         except ssl.SSLError as exc:  # pragma: no cover (an OSError on every supported Python)
@@ -551,7 +600,7 @@ class HttpClient:
         """A connected socket to the first address that answers, each seen by the guard
         first; the last failure when none does."""
         error: OSError = OSError(f"no address for {infos!r}")
-        for info in infos:
+        for i, info in enumerate(infos):
             family, type_, proto, _, address = info
             try:
                 if self._guard is not None:
@@ -563,8 +612,13 @@ class HttpClient:
             try:
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                await loop.sock_connect(sock, address)
-            except OSError as exc:
+                if i + 1 < len(infos):
+                    # Not all the time on one address that never answers: the next gets a turn.
+                    async with asyncio.timeout(ADDRESS_CONNECT_SECONDS):
+                        await loop.sock_connect(sock, address)
+                else:
+                    await loop.sock_connect(sock, address)
+            except (OSError, TimeoutError) as exc:
                 sock.close()
                 error = exc
                 continue

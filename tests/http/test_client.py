@@ -13,11 +13,13 @@ import pytest
 import uvloop
 
 from app.http_client import (
+    MAX_HEAD_BYTES,
     AnswerLost,
     HttpClient,
     InvalidRequest,
     NotSent,
     Timeouts,
+    _Connection,
     split_url,
 )
 from app.webhooks import ssrf
@@ -337,6 +339,8 @@ async def test_a_header_that_would_break_a_line_is_refused_unsent(name: str, val
         ("http://Example.TEST/a?b=1#frag", ("example.test", 80), "example.test", "/a?b=1"),
         ("https://example.test:443", ("example.test", 443), "example.test", "/"),
         ("https://example.test:8443?q", ("example.test", 8443), "example.test:8443", "/?q"),
+        ("http://h.test/a b/%41?c=<d>\x7f", ("h.test", 80), "h.test", "/a%20b/%41?c=%3Cd%3E%7F"),
+        ("http://faß.de/", ("xn--fa-hia.de", 80), "xn--fa-hia.de", "/"),
         ("http://[::1]:9000/x", ("::1", 9000), "[::1]:9000", "/x"),
         (
             "http://café.test/ü?q=é",
@@ -362,7 +366,8 @@ def test_a_url_is_split_into_what_is_dialled_and_sent(
         "http://user:pw@example.test/",
         "http:///x",
         "http://example.test:99999/",
-        "http://example.test/a b",
+        "http://example.test:²/",
+        "http://exa mple.test/",
     ],
 )
 def test_a_url_that_cannot_be_sent_is_refused(url: str) -> None:
@@ -384,3 +389,126 @@ def test_the_same_on_uvloop_which_falrelay_runs_on() -> None:
         return statuses, server.connections
 
     assert uvloop.run(three_posts()) == ([200, 200, 200], 1)
+
+
+async def test_an_answer_nobody_asked_for_ends_its_connection() -> None:
+    async def answer_twice(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        await server.read_request(reader)
+        # The answer, and in the same bytes one more that no request asked for.
+        stale = b"HTTP/1.1 299 Stale\r\nx-stale: 1\r\ncontent-length: 5\r\n\r\nstale"
+        writer.write(answer() + stale)
+        await keep_answering(reader, writer, server)
+
+    client = HttpClient()
+    async with serving(answer_twice) as server:
+        first = await client.request("POST", *post(server))
+        await asyncio.sleep(0.05)
+        second = await client.request("POST", *post(server))
+    await client.aclose()
+    assert first.raw_headers == [(b"content-length", b"2")]
+    assert (second.status, second.body) == (200, b"ok")
+    assert server.connections == 2
+
+
+async def test_headers_past_the_limit_end_the_call() -> None:
+    async def endless_headers(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(MAX_HEAD_BYTES // 1000 + 10):
+            writer.write(b"x-pad: " + b"p" * 1000 + b"\r\n")
+            await writer.drain()
+        await asyncio.sleep(30)
+
+    client = HttpClient()
+    async with serving(endless_headers) as server:
+        with pytest.raises(AnswerLost, match="headers"):
+            await client.request("POST", *post(server), timeouts=Timeouts(total=10))
+    await client.aclose()
+
+
+async def test_a_body_up_to_the_close_needs_the_close_not_a_reset() -> None:
+    async def unframed(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        await server.read_request(reader)
+        # Not chunked, no length: the body runs to the close.
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: identity\r\n\r\nall of it")
+        await writer.drain()
+
+    async def reset(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.0 200 OK\r\n\r\npart of")
+        await writer.drain()
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        writer.transport.abort()
+
+    client = HttpClient()
+    async with serving(unframed) as server:
+        whole = await client.request("POST", *post(server), timeouts=Timeouts(total=10))
+    async with serving(reset) as server:
+        with pytest.raises(AnswerLost):
+            await client.request("POST", *post(server), timeouts=Timeouts(total=10))
+    await client.aclose()
+    assert whole.body == b"all of it"
+
+
+async def test_a_connection_its_server_is_closing_is_not_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def answer_then_close(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(answer())  # keep-alive promised, then closed
+        await writer.drain()
+
+    seen_eof: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    original = _Connection.eof_received
+
+    def eof_received(self: _Connection) -> bool | None:
+        kept = original(self)
+        if not seen_eof.done():
+            seen_eof.set_result(None)
+        return kept
+
+    monkeypatch.setattr(_Connection, "eof_received", eof_received)
+    client = HttpClient()
+    async with serving(answer_then_close) as server:
+        assert (await client.request("POST", *post(server))).status == 200
+        await seen_eof
+        # Woken in the loop turn of the server's close, before its connection is lost.
+        assert (await client.request("POST", *post(server))).status == 200
+    await client.aclose()
+    assert server.connections == 2
+
+
+async def test_a_closed_client_fails_its_waiters_unsent() -> None:
+    release = asyncio.Event()
+
+    async def hold(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        await server.read_request(reader)
+        await release.wait()
+
+    client = HttpClient(max_connections=1)
+    async with serving(hold) as server:
+        first = asyncio.create_task(client.request("POST", *post(server)))
+        waiting = asyncio.create_task(client.request("POST", *post(server)))
+        for _ in range(200):
+            if server.requests:
+                break
+            await asyncio.sleep(0.01)
+        await client.aclose()
+        with pytest.raises(NotSent):
+            await waiting
+        first.cancel()
+        release.set()
+    assert len(server.requests) == 1
