@@ -67,6 +67,17 @@ class LiveServer:
         self._thread.join(timeout=30)
 
 
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One request's bytes as they arrived: its head, and a body of its Content-Length."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return head + await reader.readexactly(length)
+
+
 @asynccontextmanager
 async def recording_server(
     answer: Callable[[bytes, int], bytes],
@@ -79,13 +90,7 @@ async def recording_server(
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                seen.append(head + await reader.readexactly(length))
+                seen.append(await read_request(reader))
                 writer.write(answer(seen[-1], len(seen)))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):

@@ -23,6 +23,7 @@ from app.http_client import (
     split_url,
 )
 from app.webhooks import ssrf
+from tests.servers import read_request
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Server"], Awaitable[None]]
 
@@ -36,15 +37,17 @@ class Server:
     requests: list[bytes] = field(default_factory=list)
 
     async def read_request(self, reader: asyncio.StreamReader) -> bytes:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        request = head + await reader.readexactly(length)
+        request = await read_request(reader)
         self.requests.append(request)
         return request
+
+    async def arrived(self, n: int) -> None:
+        """Until `n` requests have come in."""
+        for _ in range(1000):
+            if len(self.requests) >= n:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{n} requests did not arrive")
 
 
 @asynccontextmanager
@@ -73,6 +76,21 @@ async def serving(handler: Handler) -> AsyncIterator[Server]:
 
 def answer(body: bytes = b"ok", *, extra: bytes = b"") -> bytes:
     return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+def holding(release: asyncio.Event) -> Handler:
+    """Answers each request once `release` is set."""
+
+    async def hold(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
+    ) -> None:
+        while True:
+            await server.read_request(reader)
+            await release.wait()
+            writer.write(answer())
+            await writer.drain()
+
+    return hold
 
 
 async def keep_answering(
@@ -209,22 +227,10 @@ async def test_a_body_past_the_limit_is_cut_and_its_connection_dropped() -> None
 async def test_no_more_connections_than_the_limit_are_open_at_once() -> None:
     release = asyncio.Event()
 
-    async def hold(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
-    ) -> None:
-        while True:
-            await server.read_request(reader)
-            await release.wait()
-            writer.write(answer())
-            await writer.drain()
-
     client = HttpClient(max_connections=2)
-    async with serving(hold) as server:
+    async with serving(holding(release)) as server:
         calls = [asyncio.create_task(client.request("POST", *post(server))) for _ in range(6)]
-        for _ in range(200):
-            if len(server.requests) == 2:
-                break
-            await asyncio.sleep(0.01)
+        await server.arrived(2)
         await asyncio.sleep(0.05)
         assert len(server.requests) == 2  # the other four wait for a connection
         release.set()
@@ -257,22 +263,10 @@ async def test_the_guard_refuses_an_address_before_connecting() -> None:
 async def test_waiting_for_a_free_connection_times_out_unsent() -> None:
     release = asyncio.Event()
 
-    async def hold(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
-    ) -> None:
-        while True:
-            await server.read_request(reader)
-            await release.wait()
-            writer.write(answer())
-            await writer.drain()
-
     client = HttpClient(max_connections=1)
-    async with serving(hold) as server:
+    async with serving(holding(release)) as server:
         first = asyncio.create_task(client.request("POST", *post(server)))
-        for _ in range(200):
-            if server.requests:
-                break
-            await asyncio.sleep(0.01)
+        await server.arrived(1)
         with pytest.raises(NotSent) as waited:
             await client.request("POST", *post(server), timeouts=Timeouts(pool=0.2))
         assert waited.value.timed_out
@@ -492,20 +486,11 @@ async def test_a_connection_its_server_is_closing_is_not_taken(
 async def test_a_closed_client_fails_its_waiters_unsent() -> None:
     release = asyncio.Event()
 
-    async def hold(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
-    ) -> None:
-        await server.read_request(reader)
-        await release.wait()
-
     client = HttpClient(max_connections=1)
-    async with serving(hold) as server:
+    async with serving(holding(release)) as server:
         first = asyncio.create_task(client.request("POST", *post(server)))
         waiting = asyncio.create_task(client.request("POST", *post(server)))
-        for _ in range(200):
-            if server.requests:
-                break
-            await asyncio.sleep(0.01)
+        await server.arrived(1)
         await client.aclose()
         with pytest.raises(NotSent):
             await waiting
