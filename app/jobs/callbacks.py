@@ -52,7 +52,10 @@ async def apply(
 ) -> CallbackOutcome:
     """`model`: the one the callback's URL names (app.fal.callback_urls), None for a URL
     without; only a hint, checked against the job's. Through `transitions`, a success is
-    recorded together with the others that come meanwhile."""
+    recorded together with the others that come meanwhile, and a callback that beats the
+    record of its job's submission from this process waits for it."""
+    if transitions is not None:
+        await transitions.submission_recorded(job_id)
     if (
         not tracing.enabled()
         and webhook.payload_error is None

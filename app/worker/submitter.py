@@ -53,22 +53,25 @@ async def _submit(runtime: Runtime, job: asyncpg.Record) -> Submitted | SubmitEr
     claimed_at = time.monotonic()
     webhook_url = await runtime.callback_url(public_job_id(job["id"]), job["model"])
     answer: Submitted | SubmitError
-    try:
-        answer = await runtime.fal.submit(
-            job["model"],
-            job["input"],
-            webhook_url=webhook_url,
-            low_priority=job["priority"] == PRIORITIES["low"],
-            start_timeout=job["start_timeout"],
+    # fal's callback for the job, if it comes before the answer below is recorded, waits for
+    # the record (app.jobs.transitions).
+    with runtime.transitions.submitting(job["id"], attempt=job["attempts"]):
+        try:
+            answer = await runtime.fal.submit(
+                job["model"],
+                job["input"],
+                webhook_url=webhook_url,
+                low_priority=job["priority"] == PRIORITIES["low"],
+                start_timeout=job["start_timeout"],
+            )
+        except (SubmitRejected, SubmitNotSent, SubmitAmbiguous) as exc:
+            answer = exc
+        lease_left = runtime.settings.submit_lease_seconds - (time.monotonic() - claimed_at)
+        await retry_while_unavailable(
+            lambda: _record(runtime, job, answer),
+            for_seconds=lease_left - backoff.LEASE_MARGIN_SECONDS,
+            rng=runtime.rng,
         )
-    except (SubmitRejected, SubmitNotSent, SubmitAmbiguous) as exc:
-        answer = exc
-    lease_left = runtime.settings.submit_lease_seconds - (time.monotonic() - claimed_at)
-    await retry_while_unavailable(
-        lambda: _record(runtime, job, answer),
-        for_seconds=lease_left - backoff.LEASE_MARGIN_SECONDS,
-        rng=runtime.rng,
-    )
     return answer
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from app.fal.urls import request_urls
 from app.jobs import callbacks, lifecycle, repository
 from app.jobs import service as jobs_service
 from app.jobs.schemas import JobCreate, job_view
+from app.jobs.transitions import Transitions
 
 QUEUE_URL = "http://127.0.0.1:9"
 IMAGE = {"url": "http://127.0.0.1:9/files/a.png", "content_type": "image/png"}
@@ -192,3 +194,80 @@ async def test_only_the_jobs_model_takes_the_one_statement_way(pool: Pool) -> No
     # The columns only the one statement returns: its deliveries, and the settle's client.
     assert row["deliveries"] == 0
     assert row["client_name"] == "callback-order"
+
+
+async def _apply_with(
+    pool: Pool, transitions: Transitions, job_id: uuid.UUID, request_id: str, model: str
+) -> callbacks.CallbackOutcome:
+    webhook = FalWebhook.model_validate(
+        {"request_id": request_id, "status": "OK", "payload": {"images": [IMAGE]}}
+    )
+    return await callbacks.apply(
+        pool,
+        job_id,
+        webhook,
+        queue_url=QUEUE_URL,
+        wakeup=Wakeup(None),
+        model=model,
+        transitions=transitions,
+    )
+
+
+async def test_a_result_during_the_first_submission_waits_for_its_record(pool: Pool) -> None:
+    job_id, model = await _queued_job(pool)
+    request_id = f"req-{uuid.uuid4().hex[:12]}"
+    transitions = Transitions(pool, None)
+    try:
+        with transitions.submitting(job_id, attempt=1):
+            # fal's callback comes while the submission is in flight in this process.
+            callback = asyncio.create_task(
+                _apply_with(pool, transitions, job_id, request_id, model)
+            )
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert not callback.done()
+            assert await pool.fetchval("SELECT status FROM jobs WHERE id = $1", job_id) == (
+                "queued"
+            )
+            # The submission's record finds the job queued, as if fal had not answered yet:
+            # nothing was adopted.
+            recorded = await transitions.submitted(
+                job_id,
+                request_urls(QUEUE_URL, model, request_id),
+                next_poll_at=datetime.now(UTC),
+            )
+            assert recorded is not None
+        assert await callback is callbacks.CallbackOutcome.APPLIED
+    finally:
+        await transitions.aclose()
+    events = await _events(pool, job_id)
+    assert [e["type"] for e in events] == ["job.submitted", "job.succeeded"]
+    assert await pool.fetchval("SELECT status FROM jobs WHERE id = $1", job_id) == "succeeded"
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+async def test_a_result_adopts_the_request_when_the_wait_is_over_or_not_for_it(
+    pool: Pool, attempt: int
+) -> None:
+    """Past the bound, or during a later attempt (an earlier, ambiguous one may be the
+    request fal answers for), the callback adopts fal's request as it would unwaited."""
+    job_id, model = await _queued_job(pool)
+    request_id = f"req-{uuid.uuid4().hex[:12]}"
+    transitions = Transitions(pool, None, submission_wait=0.05 if attempt == 1 else 3600.0)
+    try:
+        with transitions.submitting(job_id, attempt=attempt):
+            # A later attempt is not waited for at all (its bound here is an hour).
+            async with asyncio.timeout(30):
+                outcome = await _apply_with(pool, transitions, job_id, request_id, model)
+            assert outcome is callbacks.CallbackOutcome.APPLIED
+            # The submission's late record finds the job finished.
+            late = await transitions.submitted(
+                job_id,
+                request_urls(QUEUE_URL, model, request_id),
+                next_poll_at=datetime.now(UTC),
+            )
+            assert late is None
+    finally:
+        await transitions.aclose()
+    events = await _events(pool, job_id)
+    assert [e["type"] for e in events] == ["job.submitted", "job.succeeded"]
