@@ -223,9 +223,10 @@ async def test_a_result_during_the_first_submission_waits_for_its_record(pool: P
             callback = asyncio.create_task(
                 _apply_with(pool, transitions, job_id, request_id, model)
             )
-            for _ in range(20):
-                await asyncio.sleep(0)
-            assert not callback.done()
+            # Unwaited, it would adopt fal's request within a few round trips (and the record
+            # below would then find the job finished): given half a second, it is still waiting.
+            done, _ = await asyncio.wait({callback}, timeout=0.5)
+            assert not done
             assert await pool.fetchval("SELECT status FROM jobs WHERE id = $1", job_id) == (
                 "queued"
             )
