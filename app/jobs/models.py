@@ -146,14 +146,18 @@ class Job(CreatedAtMixin, Base):
             postgresql_where=text("fal_request_id IS NOT NULL"),
         ),
         # The submission claim: each client's due jobs in sending order (only rows still
-        # waiting for fal), and its leased ones. Its jobs at fal are counted on
-        # client_queue_counts (migration 0025).
+        # waiting for fal), and its jobs at fal.
         Index(
             "ix_jobs_client_submission_due",
             "client_id",
             "priority",
             "next_attempt_at",
             postgresql_where=text("status = 'queued'"),
+        ),
+        Index(
+            "ix_jobs_client_at_fal",
+            "client_id",
+            postgresql_where=text("status IN ('submitted', 'running')"),
         ),
         Index(
             "ix_jobs_client_submission_leased",
@@ -181,15 +185,12 @@ class Job(CreatedAtMixin, Base):
 
 
 class ClientQueueCount(Base):
-    """A client's way in and out of `queued`, and of fal, counted on the shard of the
-    database session that wrote it, so concurrent writers do not take turns on the client's one
-    clients row: jobs taken in without a queued-jobs cap and places in a capped queue granted
-    to the shard and not yet taken (intake, migration 0020), jobs that left `queued` (a trigger
-    on jobs, migration 0017), and jobs that went to fal and came back from it (the same
-    trigger, migration 0025). A client's queued jobs are its `clients.queue_entries` plus, over
-    its shards, entries less exits less allowance (app.jobs.repository.INTAKE); its jobs at fal
-    (submitted or running) are, over its shards, fal_entries less fal_exits (the submission
-    claim, app.jobs.queue)."""
+    """A client's way in and out of `queued`, counted on the shard of the database session
+    that wrote it, so concurrent writers do not take turns on the client's one clients row:
+    jobs taken in without a queued-jobs cap and places in a capped queue granted to the shard
+    and not yet taken (intake, migration 0020), and jobs that left `queued` (a trigger on jobs,
+    migration 0017). A client's queued jobs are its `clients.queue_entries` plus, over its
+    shards, entries less exits less allowance (app.jobs.repository.INTAKE)."""
 
     __tablename__ = "client_queue_counts"
 
@@ -200,5 +201,3 @@ class ClientQueueCount(Base):
     entries: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     allowance: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     exits: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
-    fal_entries: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
-    fal_exits: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")

@@ -24,11 +24,10 @@ from app.db.pool import Pool
 _SUBMISSION_LOCK = 0x66616C7273756221
 
 # The lock and the claim are one function (migration 0023, where the statement and how it
-# picks are explained; 0024 reads each client's due jobs only up to the free slots; 0025 reads
-# each client's jobs at fal off its kept count rather than counting them): one round trip.
-# Fair share between clients by weight, each client's cap and the account's; the leased rows,
-# with `held_back` on each and on a row of its own when none was leased (its columns NULL):
-# whether due jobs may have been left for want of a slot at fal. A job that leaves fal
+# picks are explained; 0024 reads each client's due jobs only up to the free slots): one round
+# trip. Fair share between clients by weight, each client's cap and the account's; the leased
+# rows, with `held_back` on each and on a row of its own when none was leased (its columns
+# NULL): whether due jobs may have been left for want of a slot at fal. A job that leaves fal
 # wakes the submission loop only then (app.db.wakeup.FREED).
 # $1 slots this worker has, $2 lease seconds, $3 the account-wide cap, $4 the default
 # per-client cap (NULL: none for either), $5 fair share.

@@ -120,36 +120,3 @@ async def test_deliveries_leave_room_for_their_leases(fresh_database_url: str) -
     finally:
         await conn.close()
     assert options == ["fillfactor=70"]
-
-
-async def test_0025_starts_each_clients_count_of_jobs_at_fal_at_what_is_there(
-    postgres: PostgresServer,
-) -> None:
-    name = "falrelay_migration_0025"
-    url = await postgres.create_database(name)
-    try:
-        config = alembic_config(url)
-        await asyncio.to_thread(command.upgrade, config, "0024")
-        conn = await asyncpg.connect(asyncpg_dsn(url))
-        try:
-            client = "00000000-0000-0000-0000-000000000001"
-            await conn.execute("INSERT INTO clients (id, name) VALUES ($1, 'a')", client)
-            for status in ("queued", "submitted", "submitted", "running", "succeeded"):
-                await conn.execute(
-                    "INSERT INTO jobs (id, client_id, model, input, status) "
-                    "VALUES (gen_random_uuid(), $1, 'm', '{}', $2)",
-                    client,
-                    status,
-                )
-            await asyncio.to_thread(command.upgrade, config, "0025")
-            counted = "SELECT sum(fal_entries - fal_exits) FROM client_queue_counts"
-            assert await conn.fetchval(counted) == 3
-            await conn.execute("UPDATE jobs SET status = 'failed' WHERE status = 'running'")
-            assert await conn.fetchval(counted) == 2
-            await asyncio.to_thread(command.downgrade, config, "0024")
-            index = "SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_jobs_client_at_fal'"
-            assert await conn.fetchval(index) == 1
-        finally:
-            await conn.close()
-    finally:
-        await postgres.drop_database(name)

@@ -1,6 +1,5 @@
-"""Each client's count of queued jobs, kept as entries (intake) less exits (triggers), and of its
-jobs at fal (triggers), stay the true counts, and writers of one client's count do not wait for
-each other's commits."""
+"""Each client's count of queued jobs, kept as entries (intake) less exits (triggers), stays the
+true count, and writers of one client's count do not wait for each other's commits."""
 
 from __future__ import annotations
 
@@ -56,70 +55,6 @@ async def test_the_kept_count_follows_every_way_in_and_out_of_queued(
         await conn.execute("DELETE FROM jobs WHERE id = $1", ids[3])
         await transaction.rollback()
     assert await _counted(pool, tenant) == (2, 2)
-
-
-async def _at_fal(pool: Pool, client_id: uuid.UUID) -> tuple[int, int]:
-    kept = await pool.fetchval(
-        "SELECT COALESCE(sum(fal_entries - fal_exits), 0) FROM client_queue_counts "
-        "WHERE client_id = $1",
-        client_id,
-    )
-    true = await pool.fetchval(
-        "SELECT count(*) FROM jobs WHERE client_id = $1 AND status IN ('submitted', 'running')",
-        client_id,
-    )
-    return kept, true
-
-
-async def test_the_kept_count_of_jobs_at_fal_follows_every_way_in_and_out(
-    tenant: Tenant, pool: Pool
-) -> None:
-    """The submission claim reads a client's jobs at fal off this count (migration 0025)."""
-    jobs = []
-    for n in range(7):
-        created = await tenant.http.post("/v1/jobs", json={"input": {"prompt": f"fox {n}"}})
-        assert created.status_code == 201, created.text
-        jobs.append(job_uuid(created.json()["id"]))
-
-    async def moved(job_id: uuid.UUID, status: str) -> None:
-        assert await pool.execute("UPDATE jobs SET status = $2 WHERE id = $1", job_id, status)
-
-    for job_id in jobs[:4]:
-        await moved(job_id, "submitted")
-    assert await _at_fal(pool, tenant.client_id) == (4, 4)
-    await moved(jobs[0], "running")  # still at fal
-    assert await _at_fal(pool, tenant.client_id) == (4, 4)
-    await moved(jobs[0], "succeeded")
-    await moved(jobs[1], "queued")  # to be sent again
-    await moved(jobs[2], "canceled")
-    assert await _at_fal(pool, tenant.client_id) == (1, 1)
-    await moved(jobs[4], "failed")  # never at fal
-    await moved(jobs[5], "running")  # fal's callback before the submission's record
-    assert await pool.execute("DELETE FROM jobs WHERE id = $1", jobs[3])
-    assert await _at_fal(pool, tenant.client_id) == (1, 1)
-    # A transaction that rolls back changes nothing.
-    async with pool.acquire() as conn:
-        transaction = conn.transaction()
-        await transaction.start()
-        await conn.execute("UPDATE jobs SET status = 'failed' WHERE id = $1", jobs[5])
-        await conn.execute("UPDATE jobs SET status = 'submitted' WHERE id = $1", jobs[6])
-        await transaction.rollback()
-    assert await _at_fal(pool, tenant.client_id) == (1, 1)
-    assert await _counted(pool, tenant) == (2, 2)  # jobs[1], back from fal, and jobs[6]
-
-
-async def test_a_client_deleted_with_jobs_at_fal_takes_its_counts_with_it(pool: Pool) -> None:
-    """A job at fal deleted by its client's delete counts nothing: the client's row is gone by
-    then, and a count written for it would break the client's delete."""
-    client_id = uuid.uuid4()
-    await pool.execute("INSERT INTO clients (id, name) VALUES ($1, 'leaving')", client_id)
-    async with pool.acquire() as conn:
-        job = await _intake(conn, client_id, None)
-    await pool.execute("UPDATE jobs SET status = 'submitted' WHERE id = $1", job["id"])
-    assert await _at_fal(pool, client_id) == (1, 1)
-    assert await pool.execute("DELETE FROM clients WHERE id = $1", client_id) == "DELETE 1"
-    shards = "SELECT count(*) FROM client_queue_counts WHERE client_id = $1"
-    assert await pool.fetchval(shards, client_id) == 0
 
 
 async def test_refusals_and_replays_leave_the_count_as_it_was(tenant: Tenant, pool: Pool) -> None:
