@@ -4,7 +4,8 @@ steps of the state change's own statement (`recording`).
 The event row and one delivery row per target are written together with the state change
 that caused them, so a committed change always has its deliveries and an uncommitted one has
 none. Targets: every enabled endpoint of the client subscribed to the event type, and — for
-terminal events — the job's own callback_url.
+terminal events — the job's own callback_url. Delivery ids are UUIDv7 made by the database
+(`uuid7()`, migration 0025), time-ordered like every id made in Python.
 """
 
 from __future__ import annotations
@@ -40,11 +41,11 @@ def recording(
     ), queued AS (
         INSERT INTO deliveries (id, client_id, event_id, job_id, endpoint_id, url,
                                 next_attempt_at)
-        SELECT gen_random_uuid(), ev.client_id, ev.id, ev.job_id, e.id, NULL, ev.created_at
+        SELECT uuid7(), ev.client_id, ev.id, ev.job_id, e.id, NULL, ev.created_at
         FROM event ev JOIN webhook_endpoints e ON e.client_id = ev.client_id
         WHERE e.enabled AND ev.type = ANY(e.event_types)
         UNION ALL
-        SELECT gen_random_uuid(), {client_id}, {event_id}, {job_id}, NULL, {callback_url}, {at}
+        SELECT uuid7(), {client_id}, {event_id}, {job_id}, NULL, {callback_url}, {at}
         FROM {source} WHERE {callback_url} IS NOT NULL
         RETURNING 1
     )"""

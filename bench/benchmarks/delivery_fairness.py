@@ -35,11 +35,11 @@ GOAL_S = 2.0
 INSERT_EVENT = """
 WITH ev AS (
     INSERT INTO events (id, client_id, job_id, type, payload, created_at)
-    VALUES (gen_random_uuid(), $1, NULL, 'job.succeeded', $2::jsonb, now())
+    VALUES (uuid7(), $1, NULL, 'job.succeeded', $2::jsonb, now())
     RETURNING id
 )
 INSERT INTO deliveries (id, client_id, event_id, job_id, endpoint_id, url, next_attempt_at)
-SELECT gen_random_uuid(), $1, ev.id, NULL, e, NULL, now() FROM ev, unnest($3::uuid[]) AS e
+SELECT uuid7(), $1, ev.id, NULL, e, NULL, now() FROM ev, unnest($3::uuid[]) AS e
 """
 
 

@@ -54,12 +54,12 @@ EXPERIMENTS: list[tuple[str, str, dict[str, Any]]] = [
 INSERT_PENDING = """
 WITH ev AS (
     INSERT INTO events (id, client_id, job_id, type, payload, created_at)
-    SELECT gen_random_uuid(), $1, NULL, 'job.succeeded', $2::jsonb, now()
+    SELECT uuid7(), $1, NULL, 'job.succeeded', $2::jsonb, now()
     FROM generate_series(1, $3)
     RETURNING id
 )
 INSERT INTO deliveries (id, client_id, event_id, job_id, endpoint_id, url, next_attempt_at)
-SELECT gen_random_uuid(), $1, ev.id, NULL, $4, NULL, now() FROM ev
+SELECT uuid7(), $1, ev.id, NULL, $4, NULL, now() FROM ev
 """
 
 
