@@ -157,6 +157,9 @@ class Origin:
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+# Cached: a worker sends to the same few URLs over and over (measured at 2.5 % of the delivery
+# worker's CPU in the fan-out benchmark, uncached). An URL it refuses raises every time.
+@functools.lru_cache(maxsize=4096)
 def split_url(url: str) -> tuple[Origin, str]:
     """A URL's origin and its request target (path and query, `/` for none; a fragment is
     not sent; a character outside RFC 3986's percent-encoded, as a browser sends it). Raises

@@ -16,7 +16,6 @@ from typing import Any
 
 import asyncpg
 
-from app import ids
 from app.db.pool import Pool
 from app.webhooks import policy
 from app.webhooks.delivery import AttemptResult
@@ -121,7 +120,10 @@ sending AS (
            COALESCE(c.endpoint_id::text, c.url) AS target,
            COALESCE(e.url, c.url) AS target_url, e.enabled AS endpoint_enabled,
            e.breaker_open_until IS NOT NULL AS probing,
-           e.secrets AS endpoint_secrets, cl.webhook_secrets AS client_secrets,
+           e.secrets AS endpoint_secrets,
+           -- Only a job's callback URL is signed with its client's secrets: read (and decoded
+           -- by the worker) for those rows alone.
+           CASE WHEN c.endpoint_id IS NULL THEN cl.webhook_secrets END AS client_secrets,
            cl.weight AS client_weight,
            ev.payload{trace_column}
     FROM claimed c
@@ -152,7 +154,8 @@ WHERE d.id = ANY($1::uuid[]) AND d.id = u.id AND d.attempt_count = u.attempt_cou
 """
 
 # Results are recorded in batches (one transaction for many deliveries): under load, a commit
-# per delivery would be the ceiling. Each attempt's log row, its delivery's new state and the
+# per delivery would be the ceiling. Each attempt's log row (its id a UUIDv7 made by the
+# database, migration 0025: one array fewer to send), its delivery's new state and the
 # endpoints its 2xx recovered are one statement (data-modifying CTEs), so the common batch (all
 # answered 2xx, or to callback_urls) is one round trip in its own implicit transaction rather
 # than BEGIN, three statements and COMMIT. The arrays are unnested twice, not shared through a
@@ -168,7 +171,7 @@ WHERE d.id = ANY($1::uuid[]) AND d.id = u.id AND d.attempt_count = u.attempt_cou
 # whole backlog on every batch (25.6 ms per 64 rows with 14,000 pending, against 0.84 ms by
 # primary key).
 #
-# Both joins to deliveries also name the ids as `d.id = ANY($2)`, an index condition on the
+# Both joins to deliveries also name the ids as `d.id = ANY($1)`, an index condition on the
 # primary key whatever the join: the statement runs on a cached generic plan (asyncpg prepares
 # it once per connection), and a plan made while the table was small (a fresh database, the
 # first batches) hash-joins the arrays against a sequential scan of every delivery and keeps
@@ -181,10 +184,10 @@ _RECORD = """
 WITH attempts AS (
     INSERT INTO delivery_attempts
         (id, delivery_id, attempted_at, duration_ms, status_code, error, response_body)
-    SELECT u.* FROM unnest($1::uuid[], $2::uuid[], $6::timestamptz[], $7::int[], $8::int2[],
-                           $9::text[], $10::text[])
-        AS u(id, delivery_id, attempted_at, duration_ms, status_code, error, response_body)
-    JOIN deliveries d ON d.id = u.delivery_id AND d.id = ANY($2::uuid[])
+    SELECT uuid7(), u.* FROM unnest($1::uuid[], $5::timestamptz[], $6::int[], $7::int2[],
+                                    $8::text[], $9::text[])
+        AS u(delivery_id, attempted_at, duration_ms, status_code, error, response_body)
+    JOIN deliveries d ON d.id = u.delivery_id AND d.id = ANY($1::uuid[])
 ),
 recorded AS (
     UPDATE deliveries AS d SET
@@ -196,15 +199,15 @@ recorded AS (
         succeeded_at = CASE WHEN u.status = 'succeeded' THEN u.attempted_at
                             ELSE d.succeeded_at END,
         updated_at = now()
-    FROM unnest($2::uuid[], $3::int[], $4::text[], $5::timestamptz[], $8::int2[], $9::text[],
-                $6::timestamptz[])
+    FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $7::int2[], $8::text[],
+                $5::timestamptz[])
         AS u(id, attempt_count, status, next_attempt_at, status_code, error, attempted_at)
-    WHERE d.id = ANY($2::uuid[]) AND d.id = u.id AND d.attempt_count = u.attempt_count
+    WHERE d.id = ANY($1::uuid[]) AND d.id = u.id AND d.attempt_count = u.attempt_count
       AND d.status = (SELECT 'pending'::text)
 )
 UPDATE webhook_endpoints SET failing_since = NULL, consecutive_failures = 0,
     breaker_open_until = NULL, updated_at = now()
-WHERE id = ANY($11::uuid[]) AND (failing_since IS NOT NULL OR consecutive_failures > 0)
+WHERE id = ANY($10::uuid[]) AND (failing_since IS NOT NULL OR consecutive_failures > 0)
 """
 
 # Answered, but not a 2xx (a 4xx, a 429): the endpoint is up, so its breaker closes; the
@@ -318,7 +321,6 @@ async def record(
     `breaker_cooldown`), gone."""
     rows = [
         (
-            ids.uuid7(),
             o.delivery_id,
             o.attempt_count,
             o.status.value,
@@ -332,7 +334,7 @@ async def record(
         for o in batch
     ]
     changes = policy.endpoint_changes((o.endpoint_id, o.result) for o in batch)
-    args = (*_columns(rows, 10), list(changes.recovered))
+    args = (*_columns(rows, 9), list(changes.recovered))
     if not (changes.answered or changes.failed or changes.gone):
         await pool.execute(_RECORD, *args)
         return
