@@ -248,6 +248,9 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, origin: Origin) -> None:
         self.origin = origin
+        # Made by its loop's create_connection, and bound to it: looked up once, not per
+        # request (on Python 3.11 each lookup is a getpid() system call).
+        self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -357,7 +360,7 @@ class _Connection(asyncio.Protocol):
 
     def send(self, data: bytes, limit: int | None) -> asyncio.Future[Response]:
         assert self.transport is not None
-        self._answer = asyncio.get_running_loop().create_future()
+        self._answer = self._loop.create_future()
         self._headers, self._body, self._size = [], [], 0
         self._limit, self._headers_done, self._delimited = limit, False, True
         self._head_bytes = 0

@@ -200,8 +200,9 @@ class Worker:
         elif not self.supervisor.stopping:
             claimed = await q.claim(runtime, free)
             q.saturated = len(claimed) == free
+            loop = asyncio.get_running_loop()  # once, not per row: a getpid() each on 3.11
             for row in claimed:
-                task = asyncio.create_task(q.work(runtime, row))
+                task = loop.create_task(q.work(runtime, row))
                 q.in_flight.add(task)
                 task.add_done_callback(functools.partial(self._done, q, wake))
         if claimed and len(claimed) == free:
