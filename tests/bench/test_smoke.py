@@ -22,9 +22,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = [
-    "intake", "e2e", "fanout", "fanout-sql", "queue", "scale", "memory", "fairness", "delivery-fairness",
-    "validation", "purge",
-    "mirror", "statements", "watch",
+    "intake", "e2e", "fanout", "fanout-sql", "queue", "scale", "memory", "fairness",
+    "delivery-fairness", "validation", "purge", "mirror", "statements", "watch",
 ]  # fmt: skip
 REPORT_KEYS = {
     "name", "title", "date", "mode", "command", "machine", "baseline", "goal", "goal_met",
