@@ -36,111 +36,12 @@ class Outcome:
 
 
 # Deliveries: claimed with everything sending needs (payload, target, secrets) in one round
-# trip. Targets already at their concurrency cap in this process are skipped ($3), so one slow
-# receiver cannot take every slot.
-#
-# Fair share between clients, by weight, over this process's slots ($6): each client's due
-# deliveries are ranked r = 1, 2, ... by due time, and a delivery's key is (n + r) / weight, n
-# being what the client has in flight here ($4, $5): taking the smallest keys gives each next
-# slot to the client with the fewest in flight for its weight. A client's share is
-# ($6 - $7) * weight / (the weight of every client with deliveries due or in flight); the $7
-# slots held back are what a client showing up later finds free at once, even while the others'
-# receivers hang (their slots come back only with the delivery timeout). Deliveries beyond a
-# client's share are skipped. Only each client's first $1 due deliveries are read (LATERAL ...
-# LIMIT on ix_deliveries_client_due), so a client with 10,000 due costs what one with $1 does.
-# With $8 false (fair share off) the order is the old one: first due, first sent, across clients.
-#
-# The circuit breaker (app.webhooks.policy): an endpoint whose breaker is open has its
-# deliveries skipped (left pending, attempts not spent); half-open (breaker_open_until passed),
-# one at a time: the Deliverer treats such a target as capped at one in flight.
-#
-# With the leased rows comes `held_back`, on each and on a row of its own when none was leased
-# (its columns NULL): whether a due delivery was skipped for what is in flight here (beyond its
-# client's share, or a half-open endpoint's second). Only then can a delivery that ends let
-# the next claim take more; else waking the loop for it costs a claim that finds nothing.
-_CLAIM_DELIVERIES = """
-WITH flight AS (
-    SELECT f.client_id, f.n FROM unnest($4::uuid[], $5::int[]) AS f(client_id, n)
-),
-tenants AS (
-    SELECT c.id, c.weight, COALESCE(f.n, 0) AS n
-    FROM clients c LEFT JOIN flight f ON f.client_id = c.id
-),
-due AS (
-    SELECT t.id AS client_id, t.weight, t.n, d.id, d.next_attempt_at, d.target, d.probing,
-           row_number() OVER (PARTITION BY t.id ORDER BY d.next_attempt_at, d.id) AS r,
-           row_number() OVER (PARTITION BY d.target ORDER BY d.next_attempt_at, d.id) AS tr
-    FROM tenants t
-    CROSS JOIN LATERAL (
-        SELECT d.id, d.next_attempt_at, COALESCE(d.endpoint_id::text, d.url) AS target,
-               e.breaker_open_until IS NOT NULL AS probing
-        FROM deliveries d
-        LEFT JOIN webhook_endpoints e ON e.id = d.endpoint_id
-        WHERE d.client_id = t.id AND d.status = 'pending' AND d.next_attempt_at <= now()
-          AND (d.locked_until IS NULL OR d.locked_until <= now())
-          AND NOT (COALESCE(d.endpoint_id::text, d.url) = ANY($3::text[]))
-          AND (e.breaker_open_until IS NULL OR e.breaker_open_until <= now())
-        ORDER BY d.next_attempt_at
-        LIMIT $1
-    ) AS d
-),
-contenders AS (
-    SELECT COALESCE(sum(weight), 0) AS w FROM tenants
-    WHERE n > 0 OR id IN (SELECT client_id FROM due)
-),
-judged AS (
-    SELECT id, n, r, weight, next_attempt_at,
-           NOT (probing AND tr > 1)
-           AND (NOT $8::bool
-                OR n + r <= GREATEST(1, floor(($6::int - $7::int) * weight::float8
-                                              / (SELECT w FROM contenders)))) AS fits
-    FROM due
-),
-picked AS (
-    SELECT id FROM judged WHERE fits
-    ORDER BY CASE WHEN $8::bool THEN (n + r)::float8 / weight END, next_attempt_at, id
-    LIMIT $1
-),
-held AS (
-    SELECT EXISTS (SELECT FROM judged WHERE NOT fits) AS held_back
-),
-claimed AS (
-    UPDATE deliveries
-    SET locked_until = now() + make_interval(secs => $2), attempt_count = attempt_count + 1
-    -- = ANY(ARRAY(...)), not IN (SELECT ...), and the status as a subquery: either way the
-    -- planner reads every pending row (the partial index ix_deliveries_client_due, or a hash
-    -- join against the picks). Measured in the fan-out benchmark: 32.8 ms a claim with 20,000
-    -- pending; by primary key it costs what the picks do.
-    WHERE id = ANY(ARRAY(SELECT id FROM picked)) AND status = (SELECT 'pending'::text)
-      AND (locked_until IS NULL OR locked_until <= now())
-    RETURNING id, client_id, event_id, endpoint_id, url, attempt_count
-),
-sending AS (
-    SELECT c.id, c.client_id, c.event_id, c.endpoint_id, c.attempt_count,
-           COALESCE(c.endpoint_id::text, c.url) AS target,
-           COALESCE(e.url, c.url) AS target_url, e.enabled AS endpoint_enabled,
-           e.breaker_open_until IS NOT NULL AS probing,
-           e.secrets AS endpoint_secrets,
-           -- Only a job's callback URL is signed with its client's secrets: read (and decoded
-           -- by the worker) for those rows alone.
-           CASE WHEN c.endpoint_id IS NULL THEN cl.webhook_secrets END AS client_secrets,
-           cl.weight AS client_weight,
-           ev.payload{trace_column}
-    FROM claimed c
-    JOIN events ev ON ev.id = c.event_id
-    JOIN clients cl ON cl.id = c.client_id
-    LEFT JOIN webhook_endpoints e ON e.id = c.endpoint_id{trace_join}
-)
-SELECT sending.*, held.held_back FROM held LEFT JOIN sending ON true
-"""
-# With tracing on (app.tracing), each delivery is a span of its job's trace: the job's stored
-# context comes along, by primary key (a ping has no job). Read through events → jobs at claim
-# time rather than copied onto every event or delivery row: nothing is written for it, and
-# with tracing off the claim is the statement it was.
-_CLAIM_DELIVERIES_PLAIN = _CLAIM_DELIVERIES.format(trace_column="", trace_join="")
-_CLAIM_DELIVERIES_TRACED = _CLAIM_DELIVERIES.format(
-    trace_column=", j.trace_context", trace_join="\n    LEFT JOIN jobs j ON j.id = ev.job_id"
-)
+# trip, skipping targets at their cap here, by fair share between clients over this process's
+# slots, skipping endpoints whose breaker is open, and saying whether a due delivery was held
+# back for what is in flight here. The statement is a function (migration 0026, where its
+# reasoning is), so that it runs on a plan made once per connection rather than planned anew
+# on every call.
+_CLAIM_DELIVERIES = "SELECT * FROM claim_deliveries($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 # Leased but not sent (beyond a target's cap, or given back by the worker that leased it):
 # as if never claimed. The attempt count is the lease's compare-and-set token, as in _RECORD: a
@@ -263,7 +164,7 @@ WHERE id = ANY($1::uuid[]) AND enabled
 @dataclass(frozen=True, slots=True)
 class DeliveryClaim:
     rows: list[asyncpg.Record]
-    # A due delivery was skipped for what is in flight here (see _CLAIM_DELIVERIES).
+    # A due delivery was skipped for what is in flight here (see migration 0026).
     held_back: bool
 
 
@@ -281,10 +182,10 @@ async def claim_deliveries(
 ) -> DeliveryClaim:
     """Lease up to `limit` due deliveries, skipping `saturated` targets, by fair share between
     clients over `capacity` slots (`in_flight` per client here, `reserve` held back for
-    clients with none), or first due first with `fair_share` off. `traced`: each row also
-    has its job's `trace_context`."""
+    clients with none), or first due first with `fair_share` off. Each row's
+    `trace_context` is its job's with `traced`, else NULL."""
     rows = await pool.fetch(
-        _CLAIM_DELIVERIES_TRACED if traced else _CLAIM_DELIVERIES_PLAIN,
+        _CLAIM_DELIVERIES,
         limit,
         lease,
         saturated,
@@ -293,6 +194,7 @@ async def claim_deliveries(
         capacity,
         reserve,
         fair_share,
+        traced,
     )
     return DeliveryClaim(
         rows=[row for row in rows if row["id"] is not None], held_back=rows[0]["held_back"]
