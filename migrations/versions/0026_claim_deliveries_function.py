@@ -82,14 +82,12 @@ BEGIN
         SELECT c.id, c.weight, COALESCE(f.n, 0) AS n
         FROM clients c LEFT JOIN flight f ON f.client_id = c.id
     ),
-    due AS (
-        SELECT t.id AS client_id, t.weight, t.n, d.id, d.next_attempt_at, d.target, d.probing,
-               row_number() OVER (PARTITION BY t.id ORDER BY d.next_attempt_at, d.id) AS r,
-               row_number() OVER (PARTITION BY d.target ORDER BY d.next_attempt_at, d.id) AS tr
+    -- Each client's first due delivery: one probe of ix_deliveries_client_due per client.
+    heads AS (
+        SELECT t.id, t.weight, t.n, h.next_attempt_at
         FROM tenants t
         CROSS JOIN LATERAL (
-            SELECT d.id, d.next_attempt_at, COALESCE(d.endpoint_id::text, d.url) AS target,
-                   e.breaker_open_until IS NOT NULL AS probing
+            SELECT d.next_attempt_at
             FROM deliveries d
             LEFT JOIN webhook_endpoints e ON e.id = d.endpoint_id
             WHERE d.client_id = t.id AND d.status = 'pending' AND d.next_attempt_at <= now()
@@ -97,19 +95,63 @@ BEGIN
               AND NOT (COALESCE(d.endpoint_id::text, d.url) = ANY($3::text[]))
               AND (e.breaker_open_until IS NULL OR e.breaker_open_until <= now())
             ORDER BY d.next_attempt_at
-            LIMIT $1
-        ) AS d
+            LIMIT 1
+        ) AS h
     ),
     contenders AS (
         SELECT COALESCE(sum(weight), 0) AS w FROM tenants
-        WHERE n > 0 OR id IN (SELECT client_id FROM due)
+        WHERE n > 0 OR id IN (SELECT id FROM heads)
+    ),
+    shares AS (
+        SELECT id, weight, n, next_attempt_at,
+               GREATEST(1, floor(($6::int - $7::int) * weight::float8
+                                 / (SELECT w FROM contenders)))::int AS share
+        FROM heads
+    ),
+    -- The $1-th smallest key among the clients' first deliveries that fit (NULL if fewer fit):
+    -- a delivery with a greater key is never picked, as $1 that fit come before it. Each
+    -- client's read stops there, so with many clients due a claim reads about $1 rows in all
+    -- rather than $1 per client (measured with 301 clients due: 4,816 rows and 21 ms a claim
+    -- of 16). Each also stops one past its share: that one is held back, and the rest would be.
+    bound AS (
+        SELECT (SELECT (n + 1)::float8 / weight FROM shares WHERE n + 1 <= share
+                ORDER BY 1 OFFSET GREATEST($1 - 1, 0) LIMIT 1) AS key,
+               (SELECT next_attempt_at FROM shares
+                ORDER BY 1 OFFSET GREATEST($1 - 1, 0) LIMIT 1) AS due_at
+    ),
+    due AS (
+        SELECT s.id AS client_id, s.weight, s.n, s.share, d.id, d.next_attempt_at, d.target,
+               d.probing,
+               row_number() OVER (PARTITION BY s.id ORDER BY d.next_attempt_at, d.id) AS r,
+               row_number() OVER (PARTITION BY d.target ORDER BY d.next_attempt_at, d.id) AS tr
+        FROM shares s
+        CROSS JOIN LATERAL (
+            SELECT d.id, d.next_attempt_at, COALESCE(d.endpoint_id::text, d.url) AS target,
+                   e.breaker_open_until IS NOT NULL AS probing
+            FROM deliveries d
+            LEFT JOIN webhook_endpoints e ON e.id = d.endpoint_id
+            -- First due, first sent (fair share off): nothing due after the $1-th first is
+            -- picked. An index condition (LEAST ignores the NULL), so the read stops there.
+            WHERE d.client_id = s.id AND d.status = 'pending'
+              AND d.next_attempt_at <= LEAST(now(), CASE WHEN NOT $8::bool
+                                                         THEN (SELECT due_at FROM bound) END)
+              AND (d.locked_until IS NULL OR d.locked_until <= now())
+              AND NOT (COALESCE(d.endpoint_id::text, d.url) = ANY($3::text[]))
+              AND (e.breaker_open_until IS NULL OR e.breaker_open_until <= now())
+            ORDER BY d.next_attempt_at
+            -- By fair share, the client's rows up to the bound's key, and one past its share
+            -- (at least one, to see it is held back); the margin keeps float rounding from
+            -- cutting a row whose key ties with the bound (LEAST ignores a NULL bound).
+            LIMIT CASE WHEN $8::bool
+                       THEN GREATEST(0, LEAST($1, GREATEST(1, s.share - s.n + 1),
+                                              floor((SELECT key FROM bound) * s.weight
+                                                    - s.n + 1e-9)::int))
+                       ELSE $1 END
+        ) AS d
     ),
     judged AS (
         SELECT id, n, r, weight, next_attempt_at,
-               NOT (probing AND tr > 1)
-               AND (NOT $8::bool
-                    OR n + r <= GREATEST(1, floor(($6::int - $7::int) * weight::float8
-                                                  / (SELECT w FROM contenders)))) AS fits
+               NOT (probing AND tr > 1) AND (NOT $8::bool OR n + r <= share) AS fits
         FROM due
     ),
     picked AS (

@@ -1,0 +1,193 @@
+"""The delivery claim (app.webhooks.queue.claim_deliveries, a function since migration 0026):
+what it picks between clients, what it reads to pick it, and the plan it runs on.
+
+Each test has a database of its own: the claim weighs every client there is."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from app import ids
+from app.auth.service import create_client
+from app.db.pool import Pool, create_pool
+from app.webhooks import queue, repository, signing
+
+PUBLIC_URL = "https://93.184.215.14/hooks/falrelay"  # never sent to: no worker runs here
+
+# n deliveries of one client to its callback URL $3, due $4 seconds apart, the first $5
+# seconds ago.
+PENDING = """
+WITH ev AS (
+    INSERT INTO events (id, client_id, job_id, type, payload, created_at)
+    SELECT uuid7(), $1, NULL, 'job.succeeded', '{"type": "job.succeeded"}'::jsonb, now()
+    FROM generate_series(1, $2)
+    RETURNING id
+)
+INSERT INTO deliveries (id, client_id, event_id, job_id, endpoint_id, url, next_attempt_at)
+SELECT uuid7(), $1, id, NULL, NULL, $3,
+       now() - make_interval(secs => $5) + make_interval(secs => $4 * row_number() OVER ())
+FROM ev
+"""
+
+CAPACITY, RESERVE = 128, 32  # a share is (128 - 32) * weight / the contenders' weight
+
+
+@pytest.fixture
+async def pool(fresh_database_url: str) -> AsyncIterator[Pool]:
+    # One connection: the statistics flushed in _index_reads are this session's own.
+    pool = await create_pool(fresh_database_url, min_size=1, max_size=1)
+    yield pool
+    await pool.close()
+
+
+async def _client(pool: Pool, name: str, due: int, *, weight: int = 1, **when: float) -> uuid.UUID:
+    client_id, _ = await create_client(pool, name)
+    await pool.execute("UPDATE clients SET weight = $2 WHERE id = $1", client_id, weight)
+    await pool.execute(
+        PENDING,
+        client_id,
+        due,
+        f"{PUBLIC_URL}/{name}",
+        when.get("apart", 0.001),
+        when.get("since", 600.0),
+    )
+    return client_id
+
+
+async def _claim(
+    pool: Pool, limit: int, in_flight: dict[uuid.UUID, int] | None = None, *, fair: bool = True
+) -> queue.DeliveryClaim:
+    return await queue.claim_deliveries(
+        pool,
+        limit,
+        60.0,
+        [],
+        in_flight=in_flight or {},
+        capacity=CAPACITY,
+        reserve=RESERVE,
+        fair_share=fair,
+    )
+
+
+def _by_client(claim: queue.DeliveryClaim) -> Counter[uuid.UUID]:
+    return Counter(row["client_id"] for row in claim.rows)
+
+
+async def _stat(pool: Pool, query: str) -> Any:
+    # Statistics reach the shared counters when a session flushes them: force it for what this
+    # connection has done, then read them afresh.
+    await pool.execute("SELECT pg_stat_force_next_flush()")
+    await pool.execute("SELECT 1")
+    await pool.execute("SELECT pg_stat_clear_snapshot()")
+    return await pool.fetchval(query)
+
+
+async def _index_reads(pool: Pool) -> Any:
+    return await _stat(
+        pool,
+        "SELECT idx_tup_read FROM pg_stat_user_indexes"
+        " WHERE indexrelname = 'ix_deliveries_client_due'",
+    )
+
+
+async def _sequential_scans(pool: Pool) -> Any:
+    return await _stat(
+        pool, "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'deliveries'"
+    )
+
+
+async def test_each_slot_goes_to_the_client_with_the_fewest_in_flight_for_its_weight(
+    pool: Pool,
+) -> None:
+    light = await _client(pool, "light", 40)
+    heavy = await _client(pool, "heavy", 40, weight=3)
+    # Keys (n + r) / weight: light's 1, 2, 3, 4 and heavy's 1/3, 2/3, ... 12/3 are the 16
+    # smallest (ties at 1, 2, 3 and 4 go to the one due first).
+    claimed = await _claim(pool, 16)
+    assert _by_client(claimed) == {light: 4, heavy: 12}
+    assert not claimed.held_back
+    # What is in flight counts: with 2 of light's out, its keys are 3, 4, ...: the 16 smallest
+    # are light's 3 and 4 and heavy's 1/3 to 14/3.
+    claimed = await _claim(pool, 16, {light: 2})
+    assert _by_client(claimed) == {light: 2, heavy: 14}
+
+
+@pytest.mark.parametrize("fair", [True, False], ids=["fair share", "first due first"])
+async def test_with_many_clients_due_a_claim_reads_about_what_it_picks(
+    pool: Pool, fair: bool
+) -> None:
+    # Each client's deliveries a second apart; the clients' first ones a few ms apart, in the
+    # order they are made.
+    made = [await _client(pool, f"client{i}", 10, apart=1.0) for i in range(30)]
+    sending = made[:10]
+    before = await _index_reads(pool)
+    claimed = await _claim(pool, 16, dict.fromkeys(sending, 1), fair=fair)
+    reads = await _index_reads(pool) - before
+    # One each to sixteen clients: by fair share, of those with none in flight; else the
+    # sixteen first due.
+    assert sorted(_by_client(claimed).values()) == [1] * 16
+    assert set(_by_client(claimed)) == set(made[10:26] if fair else made[:16])
+    # Each client's first due delivery, then each one's rows that could be picked: about one
+    # each, not the claim's sixteen (10 each here, 300 in all).
+    assert reads <= 2 * 30 + 16, reads
+
+
+async def test_a_client_at_its_share_is_held_back_and_the_others_take_the_slots(
+    pool: Pool,
+) -> None:
+    full = await _client(pool, "full", 20)
+    other = await _client(pool, "other", 16)
+    # Two contenders: a share of 96 / 2 = 48 each, all of full's in flight already.
+    claimed = await _claim(pool, 16, {full: 48})
+    assert _by_client(claimed) == {other: 16}
+    assert claimed.held_back
+    # full at its share, other's due all leased: nothing to take, and full is held back.
+    claimed = await _claim(pool, 16, {full: 48, other: 16})
+    assert claimed.rows == []
+    assert claimed.held_back
+
+
+async def test_with_fair_share_off_the_first_due_go_first_across_clients(pool: Pool) -> None:
+    # Due a second apart: early's from 599 s ago, late's from 589.5 s ago. The 16 first due are
+    # early's ten before late's first, then the two alternately: 13 of early's, 3 of late's.
+    early = await _client(pool, "early", 30, apart=1.0, since=600.0)
+    late = await _client(pool, "late", 30, apart=1.0, since=590.5)
+    first = await pool.fetch("SELECT id FROM deliveries ORDER BY next_attempt_at LIMIT 16")
+    claimed = await _claim(pool, 16, fair=False)
+    assert _by_client(claimed) == {early: 13, late: 3}
+    assert {row["id"] for row in claimed.rows} == {row["id"] for row in first}
+
+
+async def test_a_claim_planned_on_an_empty_queue_reads_a_full_one_by_index(pool: Pool) -> None:
+    # The statement's plan is made once per connection (migration 0026): made with the
+    # statistics of an empty queue (a new deployment, or one vacuumed after a quiet spell), it
+    # must not scan every delivery once the queue is full.
+    client_id, _ = await create_client(pool, "claims")
+    endpoint = await repository.insert_endpoint(
+        pool,
+        endpoint_id=ids.uuid7(),
+        client_id=client_id,
+        url=PUBLIC_URL,
+        description=None,
+        event_types=["job.succeeded"],
+        secret=signing.new_secret(),
+    )
+    assert endpoint is not None
+    await pool.execute("VACUUM ANALYZE deliveries")
+    assert (await _claim(pool, 16)).rows == []
+
+    await pool.execute(PENDING, client_id, 3_000, f"{PUBLIC_URL}/callback", 0.001, 600.0)
+    scans = await _sequential_scans(pool)
+    claimed = await _claim(pool, 16)
+    assert await _sequential_scans(pool) == scans
+
+    assert len(claimed.rows) == 16
+    leased = await pool.fetchval(
+        "SELECT count(*) FROM deliveries WHERE locked_until > now() AND attempt_count = 1"
+    )
+    assert leased == 16
