@@ -8,7 +8,7 @@ import re
 import uuid
 import xml.etree.ElementTree as ET
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from app.billing.usage import month_start
@@ -82,10 +82,16 @@ async def test_the_usage_page_shows_the_ledger_and_the_spend_per_day_and_model(
         for i, resolution in enumerate(["1K", "2K", "2K", "1K", "2K"])
     ]
     # Two jobs from the first day of this month, one of them by another model (jobs of a model
-    # since retired from the catalog are still in the record).
+    # since retired from the catalog are still in the record), the rest from its second day:
+    # days of their own whatever today is (on the first of a month, today is the first day).
     first_day = month_start(datetime.now(UTC)).replace(minute=30)
     await pool.execute(
         "UPDATE jobs SET created_at = $2 WHERE id = ANY($1::uuid[])", ids[:2], first_day
+    )
+    await pool.execute(
+        "UPDATE jobs SET created_at = $2 WHERE id = ANY($1::uuid[])",
+        ids[2:],
+        first_day + timedelta(days=1),
     )
     await pool.execute("UPDATE jobs SET model = $2 WHERE id = $1", ids[1], OTHER_MODEL)
     await pool.execute("UPDATE jobs SET model = $2 WHERE id = $1", ids[2], OTHER_MODEL)
