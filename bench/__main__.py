@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench import machine
 from bench.benchmarks import (
+    claims,
     delivery_fairness,
     e2e,
     fairness,
@@ -42,6 +43,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "e2e": e2e.run,
     "fanout": fanout.run,
     "fanout-sql": fanout_sql.run,
+    "claims": claims.run,
     "queue": queue.run,
     "scale": scale.run,
     "memory": memory.run,

@@ -31,7 +31,7 @@ from app.webhooks import queue, repository, signing
 from app.webhooks.delivery import AttemptResult
 from app.webhooks.models import DeliveryStatus
 from bench import stats
-from bench.benchmarks.common import connect
+from bench.benchmarks.common import backend_cpu, connect
 from bench.benchmarks.fanout import INSERT_PENDING
 from bench.context import Context, create_api_key
 from bench.report import Figure, Report
@@ -41,12 +41,6 @@ ROUNDS = 3
 CLAIM = 128
 RECORD = 48
 LEASE_SECONDS = 60.0
-
-
-def _backend_cpu(pid: int) -> float:
-    """Seconds of CPU a local backend has used (nanoseconds in schedstat, not clock ticks)."""
-    with open(f"/proc/{pid}/schedstat") as f:
-        return int(f.read().split()[0]) / 1e9
 
 
 @dataclass
@@ -66,15 +60,15 @@ class Side:
         await self.admin.execute(INSERT_PENDING, self.client_id, payload, n, self.endpoint_id)
         await self.admin.execute("VACUUM ANALYZE deliveries")
         await self.admin.execute("VACUUM ANALYZE delivery_attempts")
-        started = _backend_cpu(self.pid)
+        started = backend_cpu(self.pid)
         claiming = 0.0
         done = 0
         while True:
-            before = _backend_cpu(self.pid)
+            before = backend_cpu(self.pid)
             claimed = await queue.claim_deliveries(
                 self.pool, CLAIM, LEASE_SECONDS, [], in_flight={}, capacity=CLAIM, reserve=0
             )
-            claiming += _backend_cpu(self.pid) - before
+            claiming += backend_cpu(self.pid) - before
             if not claimed.rows:
                 break
             now = datetime.now(UTC)
@@ -97,7 +91,7 @@ class Side:
             done += len(claimed.rows)
         if done != n:
             raise RuntimeError(f"{self.name}: {done} of {n} deliveries drained")
-        self.total.append(1000 * (_backend_cpu(self.pid) - started) / n)
+        self.total.append(1000 * (backend_cpu(self.pid) - started) / n)
         self.claim.append(1000 * claiming / n)
 
     async def close(self) -> None:

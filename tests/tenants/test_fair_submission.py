@@ -269,6 +269,45 @@ async def test_a_claim_reads_each_clients_due_jobs_only_up_to_the_free_slots(poo
     assert max(n["Actual Rows"] for n in limits) <= 3, plan
 
 
+async def test_with_many_clients_due_a_claim_reads_about_what_it_picks(pool: Pool) -> None:
+    """30 clients with 5 due jobs each, 8 free slots: every client's first job has the same key,
+    so the 8 picked are first jobs, and no client's second is read (migration 0027; before, all
+    five of each, 150 rows ranked under the claims' lock for 8 picks)."""
+    clients = [await _client(pool, f"c{i}") for i in range(30)]
+    for client_id in clients:
+        await pool.execute(
+            "INSERT INTO jobs (id, client_id, model, input) "
+            "SELECT gen_random_uuid(), $1, $2, '{}'::jsonb FROM generate_series(1, 5)",
+            client_id,
+            DEFAULT_MODEL_ID,
+        )
+    async with pool.acquire() as conn:
+        statement = await conn.fetchval(
+            "SELECT prosrc FROM pg_proc WHERE proname = 'claim_submissions'"
+        )
+        statement = statement.split("RETURN QUERY", 1)[1].rsplit(";", 1)[0]
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            plan = await conn.fetchval(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", 8, 60, None, None, True
+            )
+            picked = await conn.fetch(
+                "SELECT client_id, count(*) AS n FROM jobs WHERE locked_until IS NOT NULL"
+                " GROUP BY client_id"
+            )
+        finally:
+            await transaction.rollback()
+    assert len(picked) == 8
+    assert all(row["n"] == 1 for row in picked)
+    scans = [
+        n for n in _nodes(plan[0]["Plan"]) if n.get("Index Name") == "ix_jobs_client_submission_due"
+    ]
+    # A probe per client for its first due job, then at most that one job read per client.
+    read = sum(n["Actual Rows"] * n["Actual Loops"] for n in scans)
+    assert read <= 2 * 30, [(n["Actual Rows"], n["Actual Loops"]) for n in scans]
+
+
 # -- two workers, one account-wide cap ------------------------------------------------------
 
 
