@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = [
-    "intake", "e2e", "fanout", "fanout-sql", "queue", "scale", "memory", "fairness",
+    "intake", "e2e", "fanout", "fanout-sql", "claims", "queue", "scale", "memory", "fairness",
     "delivery-fairness", "validation", "purge", "mirror", "statements", "watch",
 ]  # fmt: skip
 REPORT_KEYS = {
@@ -77,7 +77,7 @@ def test_each_benchmark_writes_its_report(results: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["intake", "fanout", "fanout-sql", "scale", "validation", "mirror"]
+    "name", ["intake", "fanout", "fanout-sql", "claims", "scale", "validation", "mirror"]
 )
 def test_baselines_run_beside_falrelay(results: Path, name: str) -> None:
     headline = _report(results, name)["figures"][0]
