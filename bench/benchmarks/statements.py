@@ -89,7 +89,10 @@ PHASES: list[tuple[str, str]] = [
         r"set status = ('submitted'|\$\d+), fal_request_id = u\.request_id|"
         r"update jobs set fal_request_id = coalesce",
     ),
-    ("delivery: claim", r"^with flight as \( select f\.client_id, f\.n from unnest"),
+    (
+        "delivery: claim",
+        r"^with flight as \( select f\.client_id, f\.n from unnest|claim_deliveries\(",
+    ),
     (
         "recording",
         r"insert into delivery_attempts|update deliveries as d set status|"
