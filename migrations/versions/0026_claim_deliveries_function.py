@@ -84,10 +84,11 @@ BEGIN
     ),
     -- Each client's first due delivery: one probe of ix_deliveries_client_due per client.
     heads AS (
-        SELECT t.id, t.weight, t.n, h.next_attempt_at
+        SELECT t.id AS client_id, t.weight, t.n, h.id, h.next_attempt_at, h.target, h.probing
         FROM tenants t
         CROSS JOIN LATERAL (
-            SELECT d.next_attempt_at
+            SELECT d.id, d.next_attempt_at, COALESCE(d.endpoint_id::text, d.url) AS target,
+                   e.breaker_open_until IS NOT NULL AS probing
             FROM deliveries d
             LEFT JOIN webhook_endpoints e ON e.id = d.endpoint_id
             WHERE d.client_id = t.id AND d.status = 'pending' AND d.next_attempt_at <= now()
@@ -100,10 +101,10 @@ BEGIN
     ),
     contenders AS (
         SELECT COALESCE(sum(weight), 0) AS w FROM tenants
-        WHERE n > 0 OR id IN (SELECT id FROM heads)
+        WHERE n > 0 OR id IN (SELECT client_id FROM heads)
     ),
     shares AS (
-        SELECT id, weight, n, next_attempt_at,
+        SELECT heads.*,
                GREATEST(1, floor(($6::int - $7::int) * weight::float8
                                  / (SELECT w FROM contenders)))::int AS share
         FROM heads
@@ -119,11 +120,13 @@ BEGIN
                (SELECT next_attempt_at FROM shares
                 ORDER BY 1 OFFSET GREATEST($1 - 1, 0) LIMIT 1) AS due_at
     ),
-    due AS (
-        SELECT s.id AS client_id, s.weight, s.n, s.share, d.id, d.next_attempt_at, d.target,
-               d.probing,
-               row_number() OVER (PARTITION BY s.id ORDER BY d.next_attempt_at, d.id) AS r,
-               row_number() OVER (PARTITION BY d.target ORDER BY d.next_attempt_at, d.id) AS tr
+    -- Each client's first due delivery, then the ones after it that could be picked: with many
+    -- clients due most need none (LIMIT 0 reads nothing), so most are read once.
+    candidates AS (
+        SELECT client_id, weight, n, share, id, next_attempt_at, target, probing FROM shares
+        UNION ALL
+        SELECT s.client_id, s.weight, s.n, s.share, d.id, d.next_attempt_at, d.target,
+               d.probing
         FROM shares s
         CROSS JOIN LATERAL (
             SELECT d.id, d.next_attempt_at, COALESCE(d.endpoint_id::text, d.url) AS target,
@@ -132,22 +135,31 @@ BEGIN
             LEFT JOIN webhook_endpoints e ON e.id = d.endpoint_id
             -- First due, first sent (fair share off): nothing due after the $1-th first is
             -- picked. An index condition (LEAST ignores the NULL), so the read stops there.
-            WHERE d.client_id = s.id AND d.status = 'pending'
+            WHERE d.client_id = s.client_id AND d.status = 'pending'
               AND d.next_attempt_at <= LEAST(now(), CASE WHEN NOT $8::bool
                                                          THEN (SELECT due_at FROM bound) END)
               AND (d.locked_until IS NULL OR d.locked_until <= now())
               AND NOT (COALESCE(d.endpoint_id::text, d.url) = ANY($3::text[]))
               AND (e.breaker_open_until IS NULL OR e.breaker_open_until <= now())
+            -- The same order as the head's read (the same index, the same conditions), so the
+            -- first row skipped is the head.
             ORDER BY d.next_attempt_at
+            OFFSET 1
             -- By fair share, the client's rows up to the bound's key, and one past its share
             -- (at least one, to see it is held back); the margin keeps float rounding from
             -- cutting a row whose key ties with the bound (LEAST ignores a NULL bound).
-            LIMIT CASE WHEN $8::bool
-                       THEN GREATEST(0, LEAST($1, GREATEST(1, s.share - s.n + 1),
+            LIMIT GREATEST(0, CASE WHEN $8::bool
+                                   THEN LEAST($1, GREATEST(1, s.share - s.n + 1),
                                               floor((SELECT key FROM bound) * s.weight
-                                                    - s.n + 1e-9)::int))
-                       ELSE $1 END
+                                                    - s.n + 1e-9)::int)
+                                   ELSE $1 END - 1)
         ) AS d
+    ),
+    due AS (
+        SELECT *,
+               row_number() OVER (PARTITION BY client_id ORDER BY next_attempt_at, id) AS r,
+               row_number() OVER (PARTITION BY target ORDER BY next_attempt_at, id) AS tr
+        FROM candidates
     ),
     judged AS (
         SELECT id, n, r, weight, next_attempt_at,
