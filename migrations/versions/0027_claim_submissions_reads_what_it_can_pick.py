@@ -50,23 +50,10 @@ def _0024_function() -> str:
     return function.replace(m0024._BEFORE, m0024._AFTER)
 
 
-_BEFORE = """\
-    ranked AS (
-        SELECT j.id, j.next_attempt_at, t.n, t.weight, t.cap,
-               row_number() OVER (PARTITION BY t.id ORDER BY j.priority, j.next_attempt_at, j.id)
-                   AS r
-        FROM tenants t
-        CROSS JOIN LATERAL (
-            SELECT id, priority, next_attempt_at FROM jobs
-            WHERE client_id = t.id AND status = 'queued' AND next_attempt_at <= now()
-              AND (locked_until IS NULL OR locked_until <= now())
-            ORDER BY priority, next_attempt_at
-            LIMIT (SELECT slots FROM free)
-        ) AS j
-        WHERE t.cap IS NULL OR t.n < t.cap
-    ),
-"""
-_AFTER = """\
+# What is replaced: from `ranked` (each client's due jobs, ranked) up to `picked`, which follows
+# it, by _CTES.
+_FROM, _TO = "    ranked AS (\n", "    picked AS (\n"
+_CTES = """\
     -- The clients under their cap with a job due: a probe of ix_jobs_client_submission_due each
     -- (LATERAL ... LIMIT 1: as EXISTS, the planner may read the whole index in one join).
     heads AS (
@@ -108,8 +95,9 @@ _AFTER = """\
 
 def upgrade() -> None:
     function = _0024_function()
-    assert function.count(_BEFORE) == 1
-    op.execute(function.replace(_BEFORE, _AFTER))
+    assert function.count(_FROM) == function.count(_TO) == 1
+    start, end = function.index(_FROM), function.index(_TO)
+    op.execute(function[:start] + _CTES + function[end:])
 
 
 def downgrade() -> None:
