@@ -170,9 +170,9 @@ class Deliverer:
         return 1 if target in self._probing else self.per_target
 
     def _share(self, client: uuid.UUID) -> int:
-        """The send slots `client` may fill: as the claim computes a share (app.webhooks.queue),
-        over the clients with rows leased here, so that the reserve stays free for a client
-        that shows up while others' receivers hang."""
+        """The send slots `client` may fill: as the claim computes a share (the delivery claim,
+        migration 0026), over the clients with rows leased here, so that the reserve stays free
+        for a client that shows up while others' receivers hang."""
         if not self._fair_share:
             return self.slots
         weight = self._weights[client]
