@@ -348,7 +348,7 @@ class Deliverer:
             return await self._deliver(row)
         # A span of the job's trace (app.tracing), child of its POST /v1/jobs: every attempt of
         # every delivery of the job's events is one. A ping has no job: a trace of its own.
-        event_type = str(row["payload"].get("type", "event"))
+        event_type = str(orjson.loads(row["payload"]).get("type", "event"))
         with tracing.job_span(
             f"deliver {event_type}",
             row.get("trace_context"),
@@ -382,7 +382,9 @@ class Deliverer:
         elif not secrets:
             result = AttemptResult(duration_ms=0, error=policy.NO_SIGNING_SECRET)
         else:
-            body = orjson.dumps(row["payload"])
+            # The event's JSON as Postgres renders it (migration 0028): sent as it is, not
+            # decoded and encoded again.
+            body = row["payload"].encode()
             message_id = ids.encode(EVENT_ID_PREFIX, row["event_id"])
             headers = signing.sign_headers(message_id, body, secrets, at=now)
             # The delivery span's context, so that the receiver's own spans join the job's

@@ -174,7 +174,11 @@ async def run(ctx: Context) -> Report:
             main = lanes[0]
             now = datetime.now(UTC)
             payload = succeeded_event("job_" + uuid.uuid4().hex, now.isoformat())
-            body = orjson.dumps(payload)
+            # The bytes the worker sends: the event's JSON as Postgres renders it (its claim
+            # returns the payload as text, migration 0028).
+            body = (
+                await main.conn.fetchval("SELECT $1::jsonb::text", orjson.dumps(payload).decode())
+            ).encode()
             message_id = ids.encode(EVENT_ID_PREFIX, ids.uuid7())
             headers = {
                 "Content-Type": "application/json",
