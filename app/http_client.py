@@ -250,7 +250,7 @@ class _Connection(asyncio.Protocol):
         self.origin = origin
         # Made by its loop's create_connection, and bound to it: looked up once, not per
         # request (on Python 3.11 each lookup is a getpid() system call).
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -360,7 +360,7 @@ class _Connection(asyncio.Protocol):
 
     def send(self, data: bytes, limit: int | None) -> asyncio.Future[Response]:
         assert self.transport is not None
-        self._answer = self._loop.create_future()
+        self._answer = self.loop.create_future()
         self._headers, self._body, self._size = [], [], 0
         self._limit, self._headers_done, self._delimited = limit, False, True
         self._head_bytes = 0
@@ -442,10 +442,12 @@ class HttpClient:
             data += body
         if self._closed:
             raise NotSent("the client is closed", cause=ConnectionError("the client is closed"))
-        loop = asyncio.get_running_loop()
-        deadline = None if timeouts.total is None else loop.time() + timeouts.total
-        # Most calls find a connection free at once: they need no timeout scope until then.
+        # Most calls find a connection free at once: they need no timeout scope until then,
+        # and take the event loop from it (asyncio.get_running_loop() is a getpid() call on
+        # Python 3.11: 1.3 % of the delivery worker's CPU).
         connection = self._idle_connection(origin)
+        loop = asyncio.get_running_loop() if connection is None else connection.loop
+        deadline = None if timeouts.total is None else loop.time() + timeouts.total
         if connection is None:
             try:
                 async with asyncio.timeout_at(deadline):
