@@ -202,3 +202,28 @@ async def test_a_claim_planned_on_an_empty_queue_reads_a_full_one_by_index(pool:
         "SELECT count(*) FROM deliveries WHERE locked_until > now() AND attempt_count = 1"
     )
     assert leased == 16
+
+
+async def test_a_claim_leases_deliveries_queued_together_in_place(pool: Pool) -> None:
+    # Migration 0029: deliveries queued in one statement lie together, and a claim leases a
+    # page's rows together; each needs room for a second version on its own page, or it moves
+    # with a new entry in every index (with 30 % of each page free, about half of them did).
+    client_id = await _client(pool, "burst", 400)
+    await pool.execute("VACUUM ANALYZE deliveries")
+    hot = "SELECT n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'deliveries'"
+    updated = "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'deliveries'"
+    before = (await _stat(pool, hot), await _stat(pool, updated))
+    leased = 0
+    while claimed := (await _claim(pool, CAPACITY, fair=False)).rows:
+        leased += len(claimed)
+    assert leased == 400
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM deliveries WHERE client_id = $1 AND locked_until > now()",
+            client_id,
+        )
+        == 400
+    )
+    in_place = await _stat(pool, hot) - before[0]
+    assert await _stat(pool, updated) - before[1] == 400
+    assert in_place >= 0.95 * 400, in_place
