@@ -20,7 +20,7 @@ depends_on: str | Sequence[str] | None = None
 # attempt_count, which no index holds) is a HOT update. But deliveries queued together (one
 # event to many endpoints, a burst of jobs) lie together, and a claim leases them together: a
 # page holding n rows needs room for n new versions at once, as the old ones are dead only once
-# the claim commits. With 30 % free, about 13 of a page's 31 rows found room; the rest moved
+# the claim commits. With 30 % free, about half of a page's rows found room; the rest moved
 # to other pages with a new entry in every index. Measured in the fan-out benchmark: 12,053
 # HOT updates of 42,000 (21,000 leases, 21,000 results), against 20,229 with half of each
 # page free, where every lease is HOT. Postgres CPU per delivery for the claim, by
