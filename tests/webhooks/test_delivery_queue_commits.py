@@ -1,0 +1,96 @@
+"""The delivery queue's statements (app.webhooks.queue) commit asynchronously: leases, hand-backs
+and results do not wait for their WAL to reach the disk. Counted by Postgres itself
+(`pg_stat_wal.wal_sync`), on a database of this test's own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from app.auth.service import create_client
+from app.db.pool import Pool, create_pool
+from app.webhooks import queue
+from app.webhooks.delivery import AttemptResult
+from app.webhooks.models import DeliveryStatus
+
+ROUNDS = 20
+
+PENDING = """
+WITH ev AS (
+    INSERT INTO events (id, client_id, job_id, type, payload, created_at)
+    SELECT uuid7(), $1, NULL, 'job.succeeded', '{"type": "job.succeeded"}'::jsonb, now()
+    FROM generate_series(1, $2)
+    RETURNING id
+)
+INSERT INTO deliveries (id, client_id, event_id, job_id, endpoint_id, url, next_attempt_at)
+SELECT uuid7(), $1, id, NULL, NULL, 'https://93.184.215.14/hooks/falrelay', now() FROM ev
+"""
+
+
+@pytest.fixture
+async def pool(fresh_database_url: str) -> AsyncIterator[Pool]:
+    pool = await create_pool(fresh_database_url, min_size=1, max_size=1)
+    yield pool
+    await pool.close()
+
+
+async def _wal_syncs(pool: Pool) -> int:
+    # This session's counters reach the shared ones when it flushes them: force it, then read
+    # them afresh.
+    await pool.execute("SELECT pg_stat_force_next_flush()")
+    await pool.execute("SELECT 1")
+    await pool.execute("SELECT pg_stat_clear_snapshot()")
+    syncs: int = await pool.fetchval("SELECT wal_sync FROM pg_stat_wal")
+    return syncs
+
+
+async def test_leases_hand_backs_and_results_do_not_wait_for_the_disk(pool: Pool) -> None:
+    client_id, _ = await create_client(pool, "async")
+    await pool.execute(PENDING, client_id, ROUNDS * 4)
+    # A synchronous commit of the same connection, for comparison: it flushes every time.
+    before = await _wal_syncs(pool)
+    for _ in range(ROUNDS):
+        await pool.execute("UPDATE clients SET weight = weight WHERE id = $1", client_id)
+    synchronous = await _wal_syncs(pool) - before
+    assert synchronous >= ROUNDS
+
+    before = await _wal_syncs(pool)
+    for _ in range(ROUNDS):
+        claimed = await queue.claim_deliveries(
+            pool, 4, 60.0, [], in_flight={}, capacity=8, reserve=0, fair_share=False
+        )
+        assert len(claimed.rows) == 4
+        await queue.release_deliveries(pool, claimed.rows[:1])
+        now = datetime.now(UTC)
+        await queue.record(
+            pool,
+            [
+                queue.Outcome(
+                    delivery_id=row["id"],
+                    attempt_count=row["attempt_count"],
+                    endpoint_id=None,
+                    attempted_at=now,
+                    result=AttemptResult(duration_ms=2, status_code=200, response_body=""),
+                    status=DeliveryStatus.SUCCEEDED,
+                    next_attempt_at=None,
+                )
+                for row in claimed.rows[1:]
+            ],
+            now=now,
+            breaker_failures=5,
+            breaker_cooldown=30.0,
+        )
+    asynchronous = await _wal_syncs(pool) - before
+    # 60 commits, each of which would have flushed; what flushes now is Postgres's WAL writer,
+    # on its own schedule (every 200 ms at most, by default).
+    assert asynchronous <= ROUNDS, asynchronous
+
+    # Committed all the same: 20 handed back, 60 succeeded with their attempts logged.
+    counts = dict(await pool.fetch("SELECT status, count(*) FROM deliveries GROUP BY status"))
+    assert counts == {"pending": ROUNDS, "succeeded": ROUNDS * 3}
+    assert await pool.fetchval("SELECT count(*) FROM delivery_attempts") == ROUNDS * 3
+    assert (
+        await pool.fetchval("SELECT count(*) FROM deliveries WHERE locked_until IS NOT NULL") == 0
+    )
