@@ -14,19 +14,9 @@ from app.db.pool import Pool, create_pool
 from app.webhooks import queue
 from app.webhooks.delivery import AttemptResult
 from app.webhooks.models import DeliveryStatus
+from tests.webhooks.test_delivery_claim import PENDING, PUBLIC_URL
 
 ROUNDS = 20
-
-PENDING = """
-WITH ev AS (
-    INSERT INTO events (id, client_id, job_id, type, payload, created_at)
-    SELECT uuid7(), $1, NULL, 'job.succeeded', '{"type": "job.succeeded"}'::jsonb, now()
-    FROM generate_series(1, $2)
-    RETURNING id
-)
-INSERT INTO deliveries (id, client_id, event_id, job_id, endpoint_id, url, next_attempt_at)
-SELECT uuid7(), $1, id, NULL, NULL, 'https://93.184.215.14/hooks/falrelay', now() FROM ev
-"""
 
 
 @pytest.fixture
@@ -48,7 +38,7 @@ async def _wal_syncs(pool: Pool) -> int:
 
 async def test_leases_hand_backs_and_results_do_not_wait_for_the_disk(pool: Pool) -> None:
     client_id, _ = await create_client(pool, "async")
-    await pool.execute(PENDING, client_id, ROUNDS * 4)
+    await pool.execute(PENDING, client_id, ROUNDS * 4, PUBLIC_URL, 0.001, 600.0)
     # A synchronous commit of the same connection, for comparison: it flushes every time.
     before = await _wal_syncs(pool)
     for _ in range(ROUNDS):
