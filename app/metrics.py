@@ -90,8 +90,9 @@ ENDPOINTS_DISABLED = Gauge(
     "falrelay_webhook_endpoints_disabled", "Webhook endpoints currently disabled"
 )
 
-# Each queue's scan uses a partial index of its rows (for submissions and deliveries, their
-# claims' per-client indexes, read whole); the whole read is one round trip.
+# Each queue's scan reads only its rows: for submissions a partial index of them (the claim's
+# per-client index, read whole), for deliveries the delivery queue (migration 0030); the
+# whole read is one round trip.
 QUEUES_SQL = """
 SELECT 'submission' AS queue, count(*) AS depth,
        COALESCE(EXTRACT(EPOCH FROM now() - min(next_attempt_at)), 0) AS oldest
@@ -101,7 +102,7 @@ SELECT 'reconciliation', count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(next_
 FROM jobs WHERE status IN ('submitted', 'running') AND next_attempt_at <= now()
 UNION ALL
 SELECT 'delivery', count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(next_attempt_at)), 0)
-FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now()
+FROM delivery_queue WHERE next_attempt_at <= now()
 UNION ALL
 SELECT 'endpoints_disabled', count(*), 0 FROM webhook_endpoints WHERE NOT enabled
 """

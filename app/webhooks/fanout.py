@@ -17,6 +17,13 @@ from typing import Any
 from app.db.pool import Connection
 from app.events.types import TERMINAL_EVENT_TYPES, EventType
 
+# Each delivery queued is also a row of the delivery queue (migration 0030), from the columns
+# its insert returns.
+ENQUEUE = """
+INSERT INTO delivery_queue (id, client_id, event_id, endpoint_id, url, next_attempt_at,
+                            attempt_count)
+SELECT id, client_id, event_id, endpoint_id, url, next_attempt_at, 0"""
+
 
 def recording(
     *,
@@ -30,7 +37,8 @@ def recording(
     callback_url: str,
 ) -> str:
     """The steps that record an event and queue its deliveries, for a statement's WITH list:
-    `event`, then `queued` (one row per delivery). Each argument is an SQL expression over
+    `event`, then `queued` (one row per delivery, as it is logged) and `enqueued` (its row of
+    the delivery queue). Each argument is an SQL expression over
     `source`, a step of the caller's that yields one row per event (none: nothing recorded).
     `callback_url` is the job's own callback URL, for a terminal event (NULL: none)."""
     return f"""
@@ -47,7 +55,9 @@ def recording(
         UNION ALL
         SELECT uuid7(), {client_id}, {event_id}, {job_id}, NULL, {callback_url}, {at}
         FROM {source} WHERE {callback_url} IS NOT NULL
-        RETURNING 1
+        RETURNING id, client_id, event_id, endpoint_id, url, next_attempt_at
+    ), enqueued AS (
+        {ENQUEUE} FROM queued
     )"""
 
 
@@ -68,14 +78,17 @@ SELECT count(*) FROM queued
 """
 
 # A test event goes to the one endpoint it was asked for, whatever its subscriptions.
-RECORD_PING = """
+RECORD_PING = f"""
 WITH event AS (
     INSERT INTO events (id, client_id, job_id, type, payload, created_at)
     VALUES ($1, $2, NULL, 'ping', $3, $4)
     RETURNING id
+), queued AS (
+    INSERT INTO deliveries (id, client_id, event_id, job_id, endpoint_id, url, next_attempt_at)
+    VALUES ($5, $2, $1, NULL, $6, NULL, $4)
+    RETURNING id, client_id, event_id, endpoint_id, url, next_attempt_at
 )
-INSERT INTO deliveries (id, client_id, event_id, job_id, endpoint_id, url, next_attempt_at)
-VALUES ($5, $2, $1, NULL, $6, NULL, $4)
+{ENQUEUE} FROM queued
 """
 
 

@@ -86,7 +86,6 @@ class Delivery(CreatedAtMixin, Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), server_default=text("now()")
     )
-    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_status_code: Mapped[int | None] = mapped_column(SmallInteger)
     last_error: Mapped[str | None] = mapped_column(Text)
     succeeded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -97,13 +96,6 @@ class Delivery(CreatedAtMixin, Base):
     __table_args__ = (
         CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
         CheckConstraint("(endpoint_id IS NULL) <> (url IS NULL)", name="one_target"),
-        # The delivery claim: each client's first due deliveries.
-        Index(
-            "ix_deliveries_client_due",
-            "client_id",
-            "next_attempt_at",
-            postgresql_where=text("status = 'pending'"),
-        ),
         Index(
             "ix_deliveries_endpoint_created",
             "endpoint_id",
@@ -112,6 +104,32 @@ class Delivery(CreatedAtMixin, Base):
         ),
         Index("ix_deliveries_job_created", "job_id", text("created_at DESC"), text("id DESC")),
         Index("ix_deliveries_event_id", "event_id"),
+    )
+
+
+class QueuedDelivery(Base):
+    """A pending delivery, as the delivery claim reads and leases it (migration 0030): one row
+    per delivery whose status is pending, gone once it succeeds or fails. Apart from the log
+    (`deliveries`), so that neither a lease nor a result changes a column an index names."""
+
+    __tablename__ = "delivery_queue"
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), primary_key=True
+    )
+    client_id: Mapped[uuid.UUID] = mapped_column(nullable=False)
+    event_id: Mapped[uuid.UUID] = mapped_column(nullable=False)
+    endpoint_id: Mapped[uuid.UUID | None] = mapped_column()
+    url: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # The lease: until when a worker is sending it. attempt_count is the lease's token, each
+    # claim's count one more (app.webhooks.queue).
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempt_count: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    __table_args__ = (
+        # The delivery claim: each client's first due deliveries.
+        Index("ix_delivery_queue_client_due", "client_id", "next_attempt_at"),
     )
 
 

@@ -67,37 +67,42 @@ _CLAIM_DELIVERIES = (
 # hand-back that comes after the lease ran out and another worker leased the row again must
 # not end that worker's lease.
 _RELEASE_DELIVERIES = f"""
-UPDATE deliveries AS d SET locked_until = NULL, attempt_count = d.attempt_count - 1
+UPDATE delivery_queue AS q SET locked_until = NULL, attempt_count = q.attempt_count - 1
 FROM unnest($1::uuid[], $2::int[]) AS u(id, attempt_count)
-WHERE d.id = ANY($1::uuid[]) AND d.id = u.id AND d.attempt_count = u.attempt_count
-  AND d.status = 'pending' AND {_COMMIT_ASYNCHRONOUSLY}
+WHERE q.id = ANY($1::uuid[]) AND q.id = u.id AND q.attempt_count = u.attempt_count
+  AND {_COMMIT_ASYNCHRONOUSLY}
 """
 
 # Results are recorded in batches (one transaction for many deliveries): under load, a commit
 # per delivery would be the ceiling. Each attempt's log row (its id a UUIDv7 made by the
-# database, migration 0025: one array fewer to send), its delivery's new state and the
-# endpoints its 2xx recovered are one statement (data-modifying CTEs), so the common batch (all
-# answered 2xx, or to callback_urls) is one round trip in its own implicit transaction rather
-# than BEGIN, three statements and COMMIT. The arrays are unnested twice, not shared through a
-# CTE: the planner then sees each join as the few rows it is and keeps it by primary key.
+# database, migration 0025: one array fewer to send), its queue row (gone once the delivery
+# succeeded or failed, due again later if it is to be retried), its delivery's new state in
+# the log and the endpoints its 2xx recovered are one statement (data-modifying CTEs), so the
+# common batch (all answered 2xx, or to callback_urls) is one round trip in its own implicit
+# transaction rather than BEGIN, four statements and COMMIT. The arrays are unnested in each
+# step, not shared through a CTE: the planner then sees each join as the few rows it is and
+# keeps it by primary key.
 #
-# attempt_count is the compare-and-set token: a row whose lease ran out and was claimed again
-# is not overwritten by the late first worker. The log row is joined to deliveries: a delivery
-# deleted meanwhile (its endpoint was) just has no log.
+# The queue row's attempt_count is the lease's compare-and-set token: a row whose lease ran out
+# and was claimed again is left to its new worker, and the late first worker's result changes
+# neither the queue nor the delivery, which is updated from the queue rows this batch ended or
+# rescheduled (their RETURNING carries each result on). The log row is joined to deliveries: a
+# delivery deleted meanwhile (its endpoint was) just has no log.
 #
-# The deliveries' status is compared with a subquery, not a literal: with `d.status =
-# 'pending'` the planner matches a partial index of pending deliveries (measured with
-# ix_deliveries_due, since dropped; ix_deliveries_client_due is one too) and hash-joins the
-# whole backlog on every batch (25.6 ms per 64 rows with 14,000 pending, against 0.84 ms by
-# primary key).
+# Neither change to a delivery names a column an index holds (migration 0030): the queue row
+# is deleted, or its due time set (a retry, the one update that writes index entries), and the
+# delivery is updated in place, a HOT update where its page has room.
 #
-# Both joins to deliveries also name the ids as `d.id = ANY($1)`, an index condition on the
+# The joins to the arrays name the ids as `x.id = ANY($1)` too, an index condition on the
 # primary key whatever the join: the statement runs on a cached generic plan (asyncpg prepares
-# it once per connection), and a plan made while the table was small (a fresh database, the
-# first batches) hash-joins the arrays against a sequential scan of every delivery and keeps
-# doing so as the table grows, until the next ANALYZE. Measured in the fan-out benchmark
-# (20,000 deliveries after 1,000): 11-16 ms mean per batch of about 22, 860 buffers read each.
-#
+# it once per connection), and a plan made while the tables were small (a fresh database, the
+# first batches) hash-joins the arrays against a sequential scan and keeps doing so as the
+# tables grow, until the next ANALYZE. Measured in the fan-out benchmark (20,000 deliveries
+# after 1,000): 11-16 ms mean per batch of about 22, 860 buffers read each. The delivery's
+# update joins the few rows the queue steps returned instead, each read by primary key: with
+# the ids as well, the planner read the deliveries by them and scanned those rows again for
+# each one (48 rows, 2,256 comparisons).
+
 # An answer closes the breaker; a 2xx also ends the failing period. Only endpoint rows that
 # change are written (the hot path records successes to healthy endpoints).
 _RECORD = f"""
@@ -109,21 +114,36 @@ WITH attempts AS (
         AS u(delivery_id, attempted_at, duration_ms, status_code, error, response_body)
     JOIN deliveries d ON d.id = u.delivery_id AND d.id = ANY($1::uuid[])
 ),
+ended AS (
+    DELETE FROM delivery_queue AS q
+    USING unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $7::int2[], $8::text[],
+                 $5::timestamptz[])
+        AS u(id, attempt_count, status, next_attempt_at, status_code, error, attempted_at)
+    WHERE q.id = ANY($1::uuid[]) AND q.id = u.id AND q.attempt_count = u.attempt_count
+      AND u.status <> 'pending'
+    RETURNING u.*
+),
+rescheduled AS (
+    UPDATE delivery_queue AS q SET next_attempt_at = u.next_attempt_at, locked_until = NULL
+    FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $7::int2[], $8::text[],
+                $5::timestamptz[])
+        AS u(id, attempt_count, status, next_attempt_at, status_code, error, attempted_at)
+    WHERE q.id = ANY($1::uuid[]) AND q.id = u.id AND q.attempt_count = u.attempt_count
+      AND u.status = 'pending'
+    RETURNING u.*
+),
 recorded AS (
     UPDATE deliveries AS d SET
         status = u.status,
+        attempt_count = u.attempt_count,
         next_attempt_at = u.next_attempt_at,
-        locked_until = NULL,
         last_status_code = u.status_code,
         last_error = u.error,
         succeeded_at = CASE WHEN u.status = 'succeeded' THEN u.attempted_at
                             ELSE d.succeeded_at END,
         updated_at = now()
-    FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $7::int2[], $8::text[],
-                $5::timestamptz[])
-        AS u(id, attempt_count, status, next_attempt_at, status_code, error, attempted_at)
-    WHERE d.id = ANY($1::uuid[]) AND d.id = u.id AND d.attempt_count = u.attempt_count
-      AND d.status = (SELECT 'pending'::text)
+    FROM (SELECT * FROM ended UNION ALL SELECT * FROM rescheduled) AS u
+    WHERE d.id = u.id
 )
 UPDATE webhook_endpoints SET failing_since = NULL, consecutive_failures = 0,
     breaker_open_until = NULL, updated_at = now()

@@ -145,19 +145,39 @@ FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempted_at, id
 """
 
 # A manual retry: one more attempt now, whatever the delivery's state; if it fails and the
-# schedule was used up, it is failed again.
-# A delivery being sent right now keeps its lease: the retry is then simply the next attempt.
+# schedule was used up, it is failed again. A delivery no longer pending goes back to the queue
+# (migration 0030); one pending is due now, and one being sent right now keeps its lease: the
+# retry is then simply the next attempt. The attempt count the queue row starts from is the
+# one the update returns, the latest (LOCK_QUEUED_DELIVERY says why it is).
 RETRY_DELIVERY = """
-UPDATE deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now(),
-    locked_until = CASE WHEN locked_until > now() THEN locked_until END
-WHERE id = $1 AND client_id = $2
-RETURNING id
+WITH retried AS (
+    UPDATE deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now()
+    WHERE id = $1 AND client_id = $2
+    RETURNING id, client_id, event_id, endpoint_id, url, next_attempt_at, attempt_count
+), queued AS (
+    INSERT INTO delivery_queue (id, client_id, event_id, endpoint_id, url, next_attempt_at,
+                                attempt_count)
+    SELECT * FROM retried
+    ON CONFLICT (id) DO UPDATE SET next_attempt_at = now()
+)
+SELECT id FROM retried
 """
 
+# Taken first by a retry: a result being recorded locks the queue row, then the delivery
+# (app.webhooks.queue), and a retry that locked the delivery first could deadlock with it.
+# Once a result has deleted the row, its delivery is final and its attempt count current.
+LOCK_QUEUED_DELIVERY = "SELECT FROM delivery_queue WHERE id = $1 AND client_id = $2 FOR UPDATE"
+
+# Failed deliveries, pending again: back in the delivery queue, due now.
 RECOVER_FAILED = """
-UPDATE deliveries SET status = 'pending', next_attempt_at = now(), locked_until = NULL,
-    updated_at = now()
-WHERE endpoint_id = $1 AND client_id = $2 AND status = 'failed' AND created_at >= $3
+WITH recovered AS (
+    UPDATE deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now()
+    WHERE endpoint_id = $1 AND client_id = $2 AND status = 'failed' AND created_at >= $3
+    RETURNING id, client_id, event_id, endpoint_id, url, next_attempt_at, attempt_count
+)
+INSERT INTO delivery_queue (id, client_id, event_id, endpoint_id, url, next_attempt_at,
+                            attempt_count)
+SELECT * FROM recovered
 """
 
 
@@ -311,7 +331,9 @@ async def list_deliveries(
 
 
 async def retry_delivery(pool: Pool, client_id: uuid.UUID, delivery_id: uuid.UUID) -> bool:
-    return await pool.fetchval(RETRY_DELIVERY, delivery_id, client_id) is not None
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(LOCK_QUEUED_DELIVERY, delivery_id, client_id)
+        return await conn.fetchval(RETRY_DELIVERY, delivery_id, client_id) is not None
 
 
 async def recover_failed(

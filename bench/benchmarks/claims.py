@@ -24,6 +24,7 @@ import orjson
 
 from app.db.pool import Pool, create_pool
 from app.jobs import queue as jobs_queue
+from app.webhooks import fanout
 from app.webhooks import queue as webhooks_queue
 from bench.benchmarks.common import backend_cpu, connect
 from bench.context import Context
@@ -39,15 +40,18 @@ GOAL = 10.0  # at 1,000 clients, a claim within ten times the one-client claim
 _CLIENTS = (
     "INSERT INTO clients (id, name) SELECT uuid7(), 'bench-' || g FROM generate_series(1, $1) AS g"
 )
-_DELIVERIES = """
+_DELIVERIES = f"""
 WITH ev AS (
     INSERT INTO events (id, client_id, job_id, type, payload, created_at)
     SELECT uuid7(), c.id, NULL, 'job.succeeded', $1::jsonb, now()
     FROM clients c CROSS JOIN generate_series(1, $2)
     RETURNING id, client_id
+), queued AS (
+    INSERT INTO deliveries (id, client_id, event_id, job_id, endpoint_id, url, next_attempt_at)
+    SELECT uuid7(), client_id, id, NULL, NULL, 'http://127.0.0.1:9/hook', now() FROM ev
+    RETURNING id, client_id, event_id, endpoint_id, url, next_attempt_at
 )
-INSERT INTO deliveries (id, client_id, event_id, job_id, endpoint_id, url, next_attempt_at)
-SELECT uuid7(), client_id, id, NULL, NULL, 'http://127.0.0.1:9/hook', now() FROM ev
+{fanout.ENQUEUE} FROM queued
 """
 _JOBS = """
 INSERT INTO jobs (id, client_id, model, input, metadata)

@@ -22,7 +22,7 @@ import orjson
 from app import ids
 from app.db.pool import create_pool
 from app.db.wakeup import CHANNEL
-from app.webhooks import repository, signing
+from app.webhooks import fanout, repository, signing
 from bench.benchmarks.common import HARNESS_TIMEOUT, connect, wait_until
 from bench.context import Context, create_api_key, start_receiver, start_worker
 from bench.report import Figure, Report
@@ -32,14 +32,17 @@ HANGING = 200
 B_EVENTS = 5
 GOAL_S = 2.0
 
-INSERT_EVENT = """
+INSERT_EVENT = f"""
 WITH ev AS (
     INSERT INTO events (id, client_id, job_id, type, payload, created_at)
     VALUES (uuid7(), $1, NULL, 'job.succeeded', $2::jsonb, now())
     RETURNING id
+), queued AS (
+    INSERT INTO deliveries (id, client_id, event_id, job_id, endpoint_id, url, next_attempt_at)
+    SELECT uuid7(), $1, ev.id, NULL, e, NULL, now() FROM ev, unnest($3::uuid[]) AS e
+    RETURNING id, client_id, event_id, endpoint_id, url, next_attempt_at
 )
-INSERT INTO deliveries (id, client_id, event_id, job_id, endpoint_id, url, next_attempt_at)
-SELECT uuid7(), $1, ev.id, NULL, e, NULL, now() FROM ev, unnest($3::uuid[]) AS e
+{fanout.ENQUEUE} FROM queued
 """
 
 
@@ -90,7 +93,7 @@ async def _variant(
 
         async def a_hanging() -> bool:
             n = await conn.fetchval(
-                "SELECT count(*) FROM deliveries WHERE client_id = $1 AND locked_until > now()",
+                "SELECT count(*) FROM delivery_queue WHERE client_id = $1 AND locked_until > now()",
                 a_id,
             )
             return bool(n >= min(hanging, 64))

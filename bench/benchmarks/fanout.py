@@ -30,7 +30,7 @@ from app import ids
 from app.db.pool import create_pool
 from app.db.wakeup import CHANNEL
 from app.ids import EVENT_ID_PREFIX
-from app.webhooks import repository, signing
+from app.webhooks import fanout, repository, signing
 from bench.benchmarks.common import chosen_experiments, connect, wait_until
 from bench.context import Context, CpuMeter, create_api_key, start_receiver, start_worker
 from bench.processes import Process, Processes
@@ -51,15 +51,18 @@ EXPERIMENTS: list[tuple[str, str, dict[str, Any]]] = [
 
 # One event and one delivery per row, as `fanout.record_event` writes them for a job with one
 # subscribed endpoint, N at a time.
-INSERT_PENDING = """
+INSERT_PENDING = f"""
 WITH ev AS (
     INSERT INTO events (id, client_id, job_id, type, payload, created_at)
     SELECT uuid7(), $1, NULL, 'job.succeeded', $2::jsonb, now()
     FROM generate_series(1, $3)
     RETURNING id
+), queued AS (
+    INSERT INTO deliveries (id, client_id, event_id, job_id, endpoint_id, url, next_attempt_at)
+    SELECT uuid7(), $1, ev.id, NULL, $4, NULL, now() FROM ev
+    RETURNING id, client_id, event_id, endpoint_id, url, next_attempt_at
 )
-INSERT INTO deliveries (id, client_id, event_id, job_id, endpoint_id, url, next_attempt_at)
-SELECT uuid7(), $1, ev.id, NULL, $4, NULL, now() FROM ev
+{fanout.ENQUEUE} FROM queued
 """
 
 
@@ -91,9 +94,7 @@ class Lane:
         # near the end of a 20,000-delivery run, as much Postgres time as the deliveries' own
         # claims on a slow run).
         async def drained() -> bool:
-            pending = await self.conn.fetchval(
-                "SELECT EXISTS (SELECT FROM deliveries WHERE status = 'pending')"
-            )
+            pending = await self.conn.fetchval("SELECT EXISTS (SELECT FROM delivery_queue)")
             return not pending
 
         await wait_until(drained, within=max(60.0, n / 100), interval=0.02)

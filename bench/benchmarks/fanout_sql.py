@@ -59,6 +59,7 @@ class Side:
     async def round(self, payload: str, n: int) -> None:
         await self.admin.execute(INSERT_PENDING, self.client_id, payload, n, self.endpoint_id)
         await self.admin.execute("VACUUM ANALYZE deliveries")
+        await self.admin.execute("VACUUM ANALYZE delivery_queue")
         await self.admin.execute("VACUUM ANALYZE delivery_attempts")
         started = backend_cpu(self.pid)
         claiming = 0.0

@@ -17,6 +17,7 @@ TABLES = {
     "events",
     "webhook_endpoints",
     "deliveries",
+    "delivery_queue",
     "delivery_attempts",
     "service_secrets",
     "rate_limits",
@@ -110,14 +111,21 @@ async def test_0006_moves_each_default_secret_into_the_list_and_back(
         await postgres.drop_database(name)
 
 
-async def test_deliveries_leave_room_for_their_leases(fresh_database_url: str) -> None:
-    """Migrations 0019 and 0029: a delivery's lease is a HOT update only with room on its page
-    (tests/webhooks/test_delivery_claim.py shows the leases made in place)."""
+async def test_deliveries_and_their_queue_leave_room_for_updates_in_place(
+    fresh_database_url: str,
+) -> None:
+    """Migrations 0019, 0029 and 0030: a lease, and a result's update of a delivery, are HOT
+    updates only with room on their page (tests/webhooks/test_delivery_claim.py shows them
+    made in place)."""
     conn = await asyncpg.connect(asyncpg_dsn(fresh_database_url))
     try:
-        options = await conn.fetchval(
-            "SELECT reloptions FROM pg_class WHERE relname = 'deliveries'"
+        rows = await conn.fetch(
+            "SELECT relname, reloptions FROM pg_class"
+            " WHERE relname IN ('deliveries', 'delivery_queue')"
         )
     finally:
         await conn.close()
-    assert options == ["fillfactor=50"]
+    assert {row["relname"]: row["reloptions"] for row in rows} == {
+        "deliveries": ["fillfactor=50"],
+        "delivery_queue": ["fillfactor=45"],
+    }

@@ -378,10 +378,11 @@ async def test_manual_retry_and_recover(
             return bool(count == 3)
 
         await until(recorded)
-        # Exhaust the schedule at once: the deliveries are failed.
+        # Exhaust the schedule at once: the deliveries are failed, out of the queue.
         await stack.pool.execute(
-            "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL "
-            "WHERE endpoint_id = $1",
+            "WITH failed AS (UPDATE deliveries SET status = 'failed', next_attempt_at = NULL"
+            " WHERE endpoint_id = $1 RETURNING id)"
+            " DELETE FROM delivery_queue WHERE id IN (SELECT id FROM failed)",
             _uuid(endpoint["id"]),
         )
         inbox.script("/later", then=Answer(200))
@@ -414,7 +415,8 @@ async def test_a_delivery_claimed_by_a_dead_worker_is_sent_after_its_lease(
         endpoint = await register(stack, f"{url}/after-crash")
         # Hold every new delivery as if a worker had claimed it and died.
         await stack.pool.execute(
-            "ALTER TABLE deliveries ALTER COLUMN locked_until SET DEFAULT now() + interval '1 hour'"
+            "ALTER TABLE delivery_queue ALTER COLUMN locked_until"
+            " SET DEFAULT now() + interval '1 hour'"
         )
         try:
             await stack.wait_for(await stack.create_job())
@@ -422,10 +424,10 @@ async def test_a_delivery_claimed_by_a_dead_worker_is_sent_after_its_lease(
             assert inbox.at("/after-crash") == []
         finally:
             await stack.pool.execute(
-                "ALTER TABLE deliveries ALTER COLUMN locked_until DROP DEFAULT"
+                "ALTER TABLE delivery_queue ALTER COLUMN locked_until DROP DEFAULT"
             )
         await stack.pool.execute(
-            "UPDATE deliveries SET locked_until = now() - interval '1 second' "
+            "UPDATE delivery_queue SET locked_until = now() - interval '1 second' "
             "WHERE endpoint_id = $1",
             _uuid(endpoint["id"]),
         )

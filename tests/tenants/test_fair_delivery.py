@@ -64,7 +64,7 @@ async def test_a_clients_hanging_endpoints_do_not_delay_another_clients_webhook(
         # Without fair share B waits behind A's 40 deliveries: three rounds of 4 s timeouts.
         assert latency < 3.0, f"B's webhook took {latency:.1f} s"
         leased = await stack.pool.fetchval(
-            "SELECT count(*) FROM deliveries WHERE client_id = $1 AND locked_until > now()",
+            "SELECT count(*) FROM delivery_queue WHERE client_id = $1 AND locked_until > now()",
             stack.client_id,
         )
     # A holds its share of what is sent, never every slot: a quarter of them stays for others.

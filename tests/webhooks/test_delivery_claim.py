@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,23 +16,28 @@ import pytest
 from app import ids
 from app.auth.service import create_client
 from app.db.pool import Pool, create_pool
-from app.webhooks import queue, repository, signing
+from app.webhooks import fanout, queue, repository, signing
+from app.webhooks.delivery import AttemptResult
+from app.webhooks.models import DeliveryStatus
 
 PUBLIC_URL = "https://93.184.215.14/hooks/falrelay"  # never sent to: no worker runs here
 
 # n deliveries of one client to its callback URL $3, due $4 seconds apart, the first $5
 # seconds ago.
-PENDING = """
+PENDING = f"""
 WITH ev AS (
     INSERT INTO events (id, client_id, job_id, type, payload, created_at)
-    SELECT uuid7(), $1, NULL, 'job.succeeded', '{"type": "job.succeeded"}'::jsonb, now()
+    SELECT uuid7(), $1, NULL, 'job.succeeded', '{{"type": "job.succeeded"}}'::jsonb, now()
     FROM generate_series(1, $2)
     RETURNING id
+), queued AS (
+    INSERT INTO deliveries (id, client_id, event_id, job_id, endpoint_id, url, next_attempt_at)
+    SELECT uuid7(), $1, id, NULL, NULL, $3,
+           now() - make_interval(secs => $5) + make_interval(secs => $4 * row_number() OVER ())
+    FROM ev
+    RETURNING id, client_id, event_id, endpoint_id, url, next_attempt_at
 )
-INSERT INTO deliveries (id, client_id, event_id, job_id, endpoint_id, url, next_attempt_at)
-SELECT uuid7(), $1, id, NULL, NULL, $3,
-       now() - make_interval(secs => $5) + make_interval(secs => $4 * row_number() OVER ())
-FROM ev
+{fanout.ENQUEUE} FROM queued
 """
 
 CAPACITY, RESERVE = 128, 32  # a share is (128 - 32) * weight / the contenders' weight
@@ -91,7 +97,7 @@ async def _index_reads(pool: Pool) -> Any:
     return await _stat(
         pool,
         "SELECT idx_tup_read FROM pg_stat_user_indexes"
-        " WHERE indexrelname = 'ix_deliveries_client_due'",
+        " WHERE indexrelname = 'ix_delivery_queue_client_due'",
     )
 
 
@@ -184,46 +190,96 @@ async def test_a_claim_planned_on_an_empty_queue_reads_a_full_one_by_index(pool:
         secret=signing.new_secret(),
     )
     assert endpoint is not None
-    await pool.execute("VACUUM ANALYZE deliveries")
+    await pool.execute("VACUUM ANALYZE deliveries, delivery_queue")
     assert (await _claim(pool, 16)).rows == []
 
     await pool.execute(PENDING, client_id, 3_000, f"{PUBLIC_URL}/callback", 0.001, 600.0)
-    before = {table: await _rows_read(pool, table) for table in ("deliveries", "events")}
+    tables = ("delivery_queue", "events", "deliveries")
+    before = {table: await _rows_read(pool, table) for table in tables}
     claimed = await _claim(pool, 16)
     read = {table: await _rows_read(pool, table) - n for table, n in before.items()}
     # Its first due delivery, its first 16 read again past it, the 16 leased by primary key
     # (33 here), and their 16 events by primary key. A scan of either table, or of a whole
-    # index, reads 3,000.
-    assert read["deliveries"] <= 3 * 16 + 2, read
+    # index, reads 3,000. The delivery log is not read at all (migration 0030).
+    assert read["delivery_queue"] <= 3 * 16 + 2, read
     assert read["events"] <= 16 + 2, read
+    assert read["deliveries"] == 0, read
 
     assert len(claimed.rows) == 16
     leased = await pool.fetchval(
-        "SELECT count(*) FROM deliveries WHERE locked_until > now() AND attempt_count = 1"
+        "SELECT count(*) FROM delivery_queue WHERE locked_until > now() AND attempt_count = 1"
     )
     assert leased == 16
 
 
-async def test_a_claim_leases_deliveries_queued_together_in_place(pool: Pool) -> None:
-    # Migration 0029: deliveries queued in one statement lie together, and a claim leases a
-    # page's rows together; each needs room for a second version on its own page, or it moves
-    # with a new entry in every index (with 30 % of each page free, about half of them did).
+async def _updates(pool: Pool, table: str) -> tuple[int, int]:
+    """Rows of `table` updated so far, and how many of those updates were HOT."""
+    row = await _stat(
+        pool,
+        "SELECT ARRAY[n_tup_upd, n_tup_hot_upd] FROM pg_stat_user_tables"
+        f" WHERE relname = '{table}'",
+    )
+    return row[0], row[1]
+
+
+async def test_leases_and_results_of_deliveries_queued_together_are_made_in_place(
+    pool: Pool,
+) -> None:
+    # Deliveries queued in one statement lie together, and a claim leases a page's rows
+    # together: each lease needs room for a second version on its own page (migrations 0029
+    # and 0030), or it moves with a new entry in every index (with 30 % of each page free,
+    # about half of them did). A result deletes the queue row and updates the delivery's log
+    # row in place: with the queue in `deliveries` (before migration 0030) that update took
+    # the row out of the queue index's predicate, and none was HOT.
     client_id = await _client(pool, "burst", 400)
-    await pool.execute("VACUUM ANALYZE deliveries")
-    hot = "SELECT n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'deliveries'"
-    updated = "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'deliveries'"
-    before = (await _stat(pool, hot), await _stat(pool, updated))
-    leased = 0
+    await pool.execute("VACUUM ANALYZE deliveries, delivery_queue")
+    queue_before = await _updates(pool, "delivery_queue")
+    log_before = await _updates(pool, "deliveries")
+    leased: list[Any] = []
     while claimed := (await _claim(pool, CAPACITY, fair=False)).rows:
-        leased += len(claimed)
-    assert leased == 400
+        leased += claimed
+    assert len(leased) == 400
     assert (
         await pool.fetchval(
-            "SELECT count(*) FROM deliveries WHERE client_id = $1 AND locked_until > now()",
+            "SELECT count(*) FROM delivery_queue WHERE client_id = $1 AND locked_until > now()",
             client_id,
         )
         == 400
     )
-    in_place = await _stat(pool, hot) - before[0]
-    assert await _stat(pool, updated) - before[1] == 400
+    updated, in_place = (
+        a - b for a, b in zip(await _updates(pool, "delivery_queue"), queue_before, strict=True)
+    )
+    assert updated == 400
+    assert in_place >= 0.95 * 400, in_place
+
+    now = datetime.now(UTC)
+    for start in range(0, 400, 50):
+        await queue.record(
+            pool,
+            [
+                queue.Outcome(
+                    delivery_id=row["id"],
+                    attempt_count=row["attempt_count"],
+                    endpoint_id=None,
+                    attempted_at=now,
+                    result=AttemptResult(duration_ms=2, status_code=200, response_body=""),
+                    status=DeliveryStatus.SUCCEEDED,
+                    next_attempt_at=None,
+                )
+                for row in leased[start : start + 50]
+            ],
+            now=now,
+            breaker_failures=5,
+            breaker_cooldown=30.0,
+        )
+    assert await pool.fetchval("SELECT count(*) FROM delivery_queue") == 0
+    counts = await pool.fetchrow(
+        "SELECT count(*) FILTER (WHERE status = 'succeeded' AND attempt_count = 1) AS done,"
+        " count(*) AS all FROM deliveries"
+    )
+    assert (counts["done"], counts["all"]) == (400, 400)
+    updated, in_place = (
+        a - b for a, b in zip(await _updates(pool, "deliveries"), log_before, strict=True)
+    )
+    assert updated == 400
     assert in_place >= 0.95 * 400, in_place

@@ -81,6 +81,7 @@ async def test_leases_hand_backs_and_results_do_not_wait_for_the_disk(pool: Pool
     counts = dict(await pool.fetch("SELECT status, count(*) FROM deliveries GROUP BY status"))
     assert counts == {"pending": ROUNDS, "succeeded": ROUNDS * 3}
     assert await pool.fetchval("SELECT count(*) FROM delivery_attempts") == ROUNDS * 3
-    assert (
-        await pool.fetchval("SELECT count(*) FROM deliveries WHERE locked_until IS NOT NULL") == 0
+    queued = await pool.fetchrow(
+        "SELECT count(*) AS rows, count(locked_until) AS leased FROM delivery_queue"
     )
+    assert (queued["rows"], queued["leased"]) == (ROUNDS, 0)

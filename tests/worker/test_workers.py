@@ -422,13 +422,12 @@ async def test_rows_leased_beyond_the_send_slots_go_back_unsent_when_the_worker_
                 await until(lambda: len(inbox.received) == 1)
                 await until(
                     lambda: pool.fetchval(
-                        "SELECT count(*) = 3 FROM deliveries WHERE locked_until > now()"
+                        "SELECT count(*) = 3 FROM delivery_queue WHERE locked_until > now()"
                     )
                 )
             sent = inbox.received[0].headers["webhook-id"]
             rows = await pool.fetch(
-                "SELECT e.id AS event_id, d.locked_until, d.attempt_count"
-                " FROM deliveries d JOIN events e ON e.id = d.event_id"
+                "SELECT q.event_id, q.locked_until, q.attempt_count FROM delivery_queue q"
             )
         assert len(inbox.received) == 1
         waited = [row for row in rows if ids.encode(EVENT_ID_PREFIX, row["event_id"]) != sent]
@@ -466,7 +465,7 @@ async def test_a_row_that_waited_out_most_of_its_lease_goes_back_rather_than_out
             async with _delivering(fresh_database_url, settings):
                 await until(
                     lambda: pool.fetchval(
-                        "SELECT count(*) = 2 FROM deliveries WHERE locked_until > now()"
+                        "SELECT count(*) = 2 FROM delivery_queue WHERE locked_until > now()"
                     )
                 )
                 async with _delivering(fresh_database_url, settings):
@@ -505,15 +504,15 @@ async def test_a_late_hand_back_leaves_another_workers_lease_alone(
             return claimed.rows
 
         first = await claim()
-        await pool.execute("UPDATE deliveries SET locked_until = now() - interval '1 second'")
+        await pool.execute("UPDATE delivery_queue SET locked_until = now() - interval '1 second'")
         second = await claim()
         assert [row["attempt_count"] for row in (*first, *second)] == [1, 2]
         await webhooks_queue.release_deliveries(pool, first)
-        row = await pool.fetchrow("SELECT locked_until, attempt_count FROM deliveries")
+        row = await pool.fetchrow("SELECT locked_until, attempt_count FROM delivery_queue")
         assert row["attempt_count"] == 2
         assert row["locked_until"] is not None
         await webhooks_queue.release_deliveries(pool, second)
-        row = await pool.fetchrow("SELECT locked_until, attempt_count FROM deliveries")
+        row = await pool.fetchrow("SELECT locked_until, attempt_count FROM delivery_queue")
         assert (row["locked_until"], row["attempt_count"]) == (None, 1)
     finally:
         await pool.close()
@@ -548,7 +547,7 @@ async def test_rows_waiting_behind_a_failed_send_go_back_and_the_open_breaker_ke
                 )
                 await until(
                     lambda: pool.fetchval(
-                        "SELECT count(*) = 2 FROM deliveries"
+                        "SELECT count(*) = 2 FROM delivery_queue"
                         " WHERE locked_until IS NULL AND attempt_count = 0"
                     )
                 )
