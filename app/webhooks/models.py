@@ -86,6 +86,9 @@ class Delivery(CreatedAtMixin, Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), server_default=text("now()")
     )
+    # The previous release's lease, kept for its processes during a rolling upgrade; the lease
+    # is the delivery queue's since migration 0030, and the next release drops this column.
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_status_code: Mapped[int | None] = mapped_column(SmallInteger)
     last_error: Mapped[str | None] = mapped_column(Text)
     succeeded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

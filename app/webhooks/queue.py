@@ -54,11 +54,11 @@ _COMMIT_ASYNCHRONOUSLY = "(SELECT set_config('synchronous_commit', 'off', true))
 # Deliveries: claimed with everything sending needs (payload, target, secrets) in one round
 # trip, skipping targets at their cap here, by fair share between clients over this process's
 # slots, skipping endpoints whose breaker is open, and saying whether a due delivery was held
-# back for what is in flight here. The statement is a function (migration 0026, where its
-# reasoning is), so that it runs on a plan made once per connection rather than planned anew
-# on every call.
+# back for what is in flight here. The statement is a function (migrations 0026, where its
+# reasoning is, and 0030, which moved it onto the delivery queue), so that it runs on a plan
+# made once per connection rather than planned anew on every call.
 _CLAIM_DELIVERIES = (
-    "SELECT * FROM claim_deliveries($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    "SELECT * FROM claim_queued_deliveries($1, $2, $3, $4, $5, $6, $7, $8, $9)"
     f" WHERE {_COMMIT_ASYNCHRONOUSLY}"
 )
 

@@ -36,6 +36,19 @@ depends_on: str | Sequence[str] | None = None
 # The lease (`locked_until`) is the queue's alone: a leased delivery's attempt count in
 # `deliveries` is the one of its last recorded attempt until this one is recorded.
 #
+# During a rolling upgrade the previous release runs beside this one on this schema
+# (migrations only add; what they replace goes in the release after). Its processes:
+# - insert deliveries without queue rows, and retry, recover or record them by updating
+#   `deliveries` alone: two triggers (PREVIOUS_RELEASE) do the queue's side of it for them,
+#   for connections that do not say they keep the queue themselves (app.db.pool sets
+#   `falrelay.queues_deliveries`, whose check is all the triggers cost this release);
+# - claimed with `claim_deliveries`, which read the index dropped here: it now claims nothing,
+#   and this release's workers (`claim_queued_deliveries`) send everything. A lease the
+#   previous release held when this ran stays in the queue, and its result, recorded by the
+#   old statement, ends the queue row through the triggers.
+# The next release drops the triggers, the idle `claim_deliveries` and
+# `deliveries.locked_until`, which nothing of this release reads or writes.
+#
 # The queue keeps more than half of each page free, as `deliveries` keeps half (migration
 # 0029): rows queued together are leased together, and each lease needs room for a new version
 # on its page, and a line pointer for it, which weighs more beside the queue's narrower rows.
@@ -51,7 +64,8 @@ FILLFACTOR = 45
 # each claim (6,015 rows read for a claim of 16 with 3,000 due, against 33 read in order by
 # the index; 0.4 ms of Postgres CPU per delivery in the fan-out benchmark, against 0.16).
 FUNCTION = """
-CREATE FUNCTION claim_deliveries(int, float8, text[], uuid[], int[], int, int, bool, bool)
+CREATE FUNCTION claim_queued_deliveries(int, float8, text[], uuid[], int[], int, int, bool,
+                                        bool)
 RETURNS TABLE (
     id uuid, client_id uuid, event_id uuid, endpoint_id uuid, attempt_count int, target text,
     target_url text, endpoint_enabled bool, probing bool, endpoint_secrets jsonb,
@@ -184,6 +198,64 @@ END
 $$
 """
 _SIGNATURE = "claim_deliveries(int, float8, text[], uuid[], int[], int, int, bool, bool)"
+_QUEUED_SIGNATURE = (
+    "claim_queued_deliveries(int, float8, text[], uuid[], int[], int, int, bool, bool)"
+)
+
+# The previous release's claim, as the previous release's workers call it: nothing to claim
+# (one row, `held_back` false, as when nothing is due).
+IDLE_CLAIM = f"""
+CREATE FUNCTION {_SIGNATURE}
+RETURNS TABLE (
+    id uuid, client_id uuid, event_id uuid, endpoint_id uuid, attempt_count int, target text,
+    target_url text, endpoint_enabled bool, probing bool, endpoint_secrets jsonb,
+    client_secrets jsonb, client_weight int, payload text, trace_context text, held_back bool
+)
+LANGUAGE sql STABLE
+AS $$
+    SELECT NULL::uuid, NULL::uuid, NULL::uuid, NULL::uuid, NULL::int, NULL::text, NULL::text,
+           NULL::bool, NULL::bool, NULL::jsonb, NULL::jsonb, NULL::int, NULL::text, NULL::text,
+           false
+$$
+"""
+
+# The queue's side of what the previous release writes to `deliveries` alone: a delivery
+# inserted pending, or made pending again (a retry, a recovery), is queued (due when the log
+# says); one that succeeded or failed leaves the queue. Row triggers, each gated by a WHEN
+# that reads one setting: this release's connections skip them before any function runs.
+PREVIOUS_RELEASE = (
+    """
+CREATE FUNCTION previous_release_queues_delivery() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status = 'pending' THEN
+        INSERT INTO delivery_queue (id, client_id, event_id, endpoint_id, url,
+                                    next_attempt_at, attempt_count)
+        VALUES (NEW.id, NEW.client_id, NEW.event_id, NEW.endpoint_id, NEW.url,
+                COALESCE(NEW.next_attempt_at, now()), NEW.attempt_count)
+        ON CONFLICT (id) DO UPDATE SET next_attempt_at = EXCLUDED.next_attempt_at;
+    ELSE
+        DELETE FROM delivery_queue WHERE id = NEW.id;
+    END IF;
+    RETURN NULL;
+END
+$$
+""",
+    """
+CREATE TRIGGER previous_release_inserts_delivery AFTER INSERT ON deliveries
+FOR EACH ROW
+WHEN (NEW.status = 'pending'
+      AND current_setting('falrelay.queues_deliveries', true) IS DISTINCT FROM 'on')
+EXECUTE FUNCTION previous_release_queues_delivery()
+""",
+    """
+CREATE TRIGGER previous_release_updates_delivery AFTER UPDATE OF status ON deliveries
+FOR EACH ROW
+WHEN ((OLD.status IS DISTINCT FROM NEW.status OR NEW.status = 'pending')
+      AND current_setting('falrelay.queues_deliveries', true) IS DISTINCT FROM 'on')
+EXECUTE FUNCTION previous_release_queues_delivery()
+""",
+)
 
 
 def _0028_function() -> str:
@@ -230,14 +302,18 @@ def upgrade() -> None:
         FROM deliveries WHERE status = 'pending'
         """
     )
-    op.execute(f"DROP FUNCTION {_SIGNATURE}")
     op.execute(FUNCTION)
+    op.execute(f"DROP FUNCTION {_SIGNATURE}")
+    op.execute(IDLE_CLAIM)
+    for statement in PREVIOUS_RELEASE:
+        op.execute(statement)
     op.drop_index("ix_deliveries_client_due", table_name="deliveries")
-    op.drop_column("deliveries", "locked_until")
 
 
 def downgrade() -> None:
-    op.execute("ALTER TABLE deliveries ADD COLUMN locked_until timestamptz")
+    op.execute("DROP TRIGGER previous_release_updates_delivery ON deliveries")
+    op.execute("DROP TRIGGER previous_release_inserts_delivery ON deliveries")
+    op.execute("DROP FUNCTION previous_release_queues_delivery()")
     op.execute(
         """
         UPDATE deliveries d SET locked_until = q.locked_until, attempt_count = q.attempt_count,
@@ -251,4 +327,5 @@ def downgrade() -> None:
     )
     op.execute(f"DROP FUNCTION {_SIGNATURE}")
     op.execute(_0028_function())
+    op.execute(f"DROP FUNCTION {_QUEUED_SIGNATURE}")
     op.execute("DROP TABLE delivery_queue")
