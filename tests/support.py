@@ -65,6 +65,17 @@ def job_uuid(public_id: str) -> uuid.UUID:
     return value
 
 
+async def fail_deliveries(pool: Pool, where: str, *args: Any) -> None:
+    """Deliveries `where` says, as a worker leaves one whose schedule ran out: failed in the log
+    and out of the delivery queue (no waiting out hours of retries)."""
+    await pool.execute(
+        "WITH failed AS (UPDATE deliveries SET status = 'failed', next_attempt_at = NULL"
+        f" WHERE {where} RETURNING id)"
+        " DELETE FROM delivery_queue WHERE id IN (SELECT id FROM failed)",
+        *args,
+    )
+
+
 async def count_jobs(pool: Pool, client_id: uuid.UUID) -> int:
     value: int = await pool.fetchval("SELECT count(*) FROM jobs WHERE client_id = $1", client_id)
     return value

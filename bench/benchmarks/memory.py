@@ -76,10 +76,8 @@ async def run(ctx: Context) -> Report:
                 await conn.execute("SELECT pg_notify($1, 'deliver')", CHANNEL)
 
                 async def drained() -> bool:
-                    pending = await conn.fetchval(
-                        "SELECT count(*) FROM deliveries WHERE status = 'pending'"
-                    )
-                    return bool(pending == 0)
+                    pending = await conn.fetchval("SELECT EXISTS (SELECT FROM delivery_queue)")
+                    return not pending
 
                 await wait_until(drained, within=120, interval=0.1)
             finally:

@@ -146,8 +146,8 @@ async def _populate(
         await _attempts(pool, featured, 4)
         # The schedule's next attempt is 5 s away: bring it forward rather than wait.
         await pool.execute(
-            "UPDATE deliveries SET next_attempt_at = now() "
-            "WHERE job_id = $1 AND status = 'pending'",
+            "UPDATE delivery_queue SET next_attempt_at = now()"
+            " WHERE id IN (SELECT id FROM deliveries WHERE job_id = $1)",
             uuid.UUID(hex=featured.removeprefix("job_")),
         )
         await _attempts(pool, featured, 5)

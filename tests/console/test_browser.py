@@ -14,7 +14,7 @@ from app.auth.keys import hash_key
 from tests.console.browser import images_loaded, log_in
 from tests.receivers import Answer, Receiver
 from tests.stack import StackFactory
-from tests.support import job_uuid
+from tests.support import fail_deliveries, job_uuid
 
 
 async def _attempt_codes(stack: Any, delivery_id: Any) -> list[int | None]:
@@ -56,10 +56,7 @@ async def test_log_in_see_the_thumbnail_open_the_job_and_retry_a_failed_delivery
         while await _attempt_codes(stack, delivery) != [500]:
             assert time.monotonic() < deadline, "the first attempt was not recorded"
             await asyncio.sleep(0.02)
-        await stack.pool.execute(
-            "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL WHERE id = $1",
-            delivery,
-        )
+        await fail_deliveries(stack.pool, "id = $1", delivery)
         inbox.script("/hooks", then=Answer(200, b"thanks"))
         key = stack.api.headers["authorization"].removeprefix("Bearer ")
 

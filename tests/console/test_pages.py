@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from app import ids
 from app.db.pool import Pool
 from tests.console.conftest import Console
-from tests.support import Tenant, http_client, job_uuid
+from tests.support import Tenant, fail_deliveries, http_client, job_uuid
 
 
 async def create_job(tenant: Tenant, prompt: str = "a red fox", **body: Any) -> dict[str, Any]:
@@ -174,10 +174,7 @@ async def test_a_form_without_the_token_is_refused_and_changes_nothing(
 ) -> None:
     endpoint = await create_endpoint(tenant)
     delivery_id = await ping(tenant, endpoint)
-    await pool.execute(
-        "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL WHERE id = $1",
-        _uuid("dlv", delivery_id),
-    )
+    await fail_deliveries(pool, "id = $1", _uuid("dlv", delivery_id))
     failed = await delivery_row(pool, delivery_id)
     secrets = await secrets_of(pool, endpoint)
     retry = f"/console/deliveries/{delivery_id}/retry"
@@ -281,10 +278,7 @@ async def test_the_endpoint_actions(console: Console, pool: Pool, tenant: Tenant
     assert "A ping event is on its way" in is_html(await console.http.get(path), 200)
 
     # Recover: failed deliveries of the window are queued again.
-    await pool.execute(
-        "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL WHERE endpoint_id = $1",
-        _uuid("ep", endpoint["id"]),
-    )
+    await fail_deliveries(pool, "endpoint_id = $1", _uuid("ep", endpoint["id"]))
     await console.post(f"{path}/recover", csrf=csrf, hours="1")
     assert "1 failed delivery from the last hour sent again." in is_html(
         await console.http.get(path), 200

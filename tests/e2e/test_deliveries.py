@@ -15,7 +15,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from tests.receivers import Answer, Received, Receiver
 from tests.servers import LiveServer
 from tests.stack import Stack, StackFactory
-from tests.support import until
+from tests.support import fail_deliveries, until
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ async def test_a_failed_attempt_is_retried_with_the_same_webhook_id(
         assert 3.5 < row["wait"].total_seconds() < 6.1
         # Time passes (the test moves the clock instead of sleeping).
         await stack.pool.execute(
-            "UPDATE deliveries SET next_attempt_at = now() WHERE endpoint_id = $1",
+            "UPDATE delivery_queue SET next_attempt_at = now() WHERE endpoint_id = $1",
             _uuid(endpoint["id"]),
         )
         await until(lambda: len(inbox.at("/flaky")) == 2)
@@ -379,12 +379,7 @@ async def test_manual_retry_and_recover(
 
         await until(recorded)
         # Exhaust the schedule at once: the deliveries are failed, out of the queue.
-        await stack.pool.execute(
-            "WITH failed AS (UPDATE deliveries SET status = 'failed', next_attempt_at = NULL"
-            " WHERE endpoint_id = $1 RETURNING id)"
-            " DELETE FROM delivery_queue WHERE id IN (SELECT id FROM failed)",
-            _uuid(endpoint["id"]),
-        )
+        await fail_deliveries(stack.pool, "endpoint_id = $1", _uuid(endpoint["id"]))
         inbox.script("/later", then=Answer(200))
         first, *_ = await deliveries_of(stack, endpoint)
 

@@ -77,10 +77,12 @@ async def seed_job(
     finished_ago: timedelta = timedelta(days=60),
     files: bool = True,
     copying: bool = False,
+    retrying: bool = False,
 ) -> uuid.UUID:
     """A job as the product leaves it: its events (one per state change), a delivery of each
     to the endpoint and of the last to the job's callback_url, one attempt per delivery, its
-    mirrored files (two, one with a thumbnail) and an idempotency key."""
+    mirrored files (two, one with a thumbnail) and an idempotency key. With `retrying`, the
+    callback_url's delivery was answered 503 and waits in the delivery queue for its retry."""
     job_id = uuid.uuid4()
     now = datetime.now(UTC)
     completed = now - finished_ago
@@ -123,22 +125,35 @@ async def seed_job(
                 targets.append((None, "https://example.com/cb"))
             for target_endpoint, url in targets:
                 delivery_id = uuid.uuid4()
+                pending = retrying and url is not None
                 await conn.execute(
                     "INSERT INTO deliveries (id, client_id, event_id, job_id, endpoint_id, url, "
-                    "status, attempt_count) VALUES ($1, $2, $3, $4, $5, $6, 'succeeded', 1)",
+                    "status, attempt_count) VALUES ($1, $2, $3, $4, $5, $6, $7, 1)",
                     delivery_id,
                     client_id,
                     event_id,
                     job_id,
                     target_endpoint,
                     url,
+                    "pending" if pending else "succeeded",
                 )
+                if pending:
+                    await conn.execute(
+                        "INSERT INTO delivery_queue (id, client_id, event_id, url,"
+                        " next_attempt_at, attempt_count)"
+                        " VALUES ($1, $2, $3, $4, now() + interval '1 hour', 1)",
+                        delivery_id,
+                        client_id,
+                        event_id,
+                        url,
+                    )
                 await conn.execute(
                     "INSERT INTO delivery_attempts (id, delivery_id, attempted_at, duration_ms, "
-                    "status_code) VALUES ($1, $2, $3, 12, 200)",
+                    "status_code) VALUES ($1, $2, $3, 12, $4)",
                     uuid.uuid4(),
                     delivery_id,
                     at,
+                    503 if pending else 200,
                 )
     return job_id
 

@@ -33,7 +33,10 @@ def public(job_id: uuid.UUID) -> str:
 async def test_delete_answers_204_and_nothing_of_the_job_is_left(
     pool: Pool, tenant: Tenant
 ) -> None:
-    job_id = await seed_job(pool, tenant.client_id, await endpoint(pool, tenant.client_id))
+    # A delivery still retrying goes too (its row in the delivery queue with it).
+    job_id = await seed_job(
+        pool, tenant.client_id, await endpoint(pool, tenant.client_id), retrying=True
+    )
     before = await hanging_off(pool, [job_id])
     assert all(before.values()), before
 

@@ -300,8 +300,8 @@ async def _subscribe(
 
 
 FAST_FORWARD = f"""
-UPDATE deliveries SET next_attempt_at = now()
-WHERE client_id = $1 AND status = 'pending'
+UPDATE delivery_queue SET next_attempt_at = now()
+WHERE client_id = $1
   AND next_attempt_at > now() + interval '{FAST_FORWARD_BEYOND} seconds'
   AND (locked_until IS NULL OR locked_until <= now())
 RETURNING id
