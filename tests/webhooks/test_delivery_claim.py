@@ -80,6 +80,29 @@ async def _claim(
     )
 
 
+async def record_answered(pool: Pool, rows: list[Any]) -> None:
+    """Record each claimed row's attempt as answered 2xx, in one batch, as the worker does."""
+    now = datetime.now(UTC)
+    await queue.record(
+        pool,
+        [
+            queue.Outcome(
+                delivery_id=row["id"],
+                attempt_count=row["attempt_count"],
+                endpoint_id=None,
+                attempted_at=now,
+                result=AttemptResult(duration_ms=2, status_code=200, response_body=""),
+                status=DeliveryStatus.SUCCEEDED,
+                next_attempt_at=None,
+            )
+            for row in rows
+        ],
+        now=now,
+        breaker_failures=5,
+        breaker_cooldown=30.0,
+    )
+
+
 def _by_client(claim: queue.DeliveryClaim) -> Counter[uuid.UUID]:
     return Counter(row["client_id"] for row in claim.rows)
 
@@ -265,26 +288,8 @@ async def test_leases_and_results_of_deliveries_queued_together_are_made_in_plac
     assert updated == 400
     assert in_place >= 0.95 * 400, in_place
 
-    now = datetime.now(UTC)
     for start in range(0, 400, 50):
-        await queue.record(
-            pool,
-            [
-                queue.Outcome(
-                    delivery_id=row["id"],
-                    attempt_count=row["attempt_count"],
-                    endpoint_id=None,
-                    attempted_at=now,
-                    result=AttemptResult(duration_ms=2, status_code=200, response_body=""),
-                    status=DeliveryStatus.SUCCEEDED,
-                    next_attempt_at=None,
-                )
-                for row in leased[start : start + 50]
-            ],
-            now=now,
-            breaker_failures=5,
-            breaker_cooldown=30.0,
-        )
+        await record_answered(pool, leased[start : start + 50])
     assert await pool.fetchval("SELECT count(*) FROM delivery_queue") == 0
     counts = await pool.fetchrow(
         "SELECT count(*) FILTER (WHERE status = 'succeeded' AND attempt_count = 1) AS done,"

@@ -5,16 +5,13 @@ and results do not wait for their WAL to reach the disk. Counted by Postgres its
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import pytest
 
 from app.auth.service import create_client
 from app.db.pool import Pool, create_pool
 from app.webhooks import queue
-from app.webhooks.delivery import AttemptResult
-from app.webhooks.models import DeliveryStatus
-from tests.webhooks.test_delivery_claim import PENDING, PUBLIC_URL
+from tests.webhooks.test_delivery_claim import PENDING, PUBLIC_URL, record_answered
 
 ROUNDS = 20
 
@@ -53,25 +50,7 @@ async def test_leases_hand_backs_and_results_do_not_wait_for_the_disk(pool: Pool
         )
         assert len(claimed.rows) == 4
         await queue.release_deliveries(pool, claimed.rows[:1])
-        now = datetime.now(UTC)
-        await queue.record(
-            pool,
-            [
-                queue.Outcome(
-                    delivery_id=row["id"],
-                    attempt_count=row["attempt_count"],
-                    endpoint_id=None,
-                    attempted_at=now,
-                    result=AttemptResult(duration_ms=2, status_code=200, response_body=""),
-                    status=DeliveryStatus.SUCCEEDED,
-                    next_attempt_at=None,
-                )
-                for row in claimed.rows[1:]
-            ],
-            now=now,
-            breaker_failures=5,
-            breaker_cooldown=30.0,
-        )
+        await record_answered(pool, claimed.rows[1:])
     asynchronous = await _wal_syncs(pool) - before
     # 60 commits, each of which would have flushed; what flushes now is Postgres's WAL writer,
     # on its own schedule (by default every 200 ms while there is WAL to flush).
