@@ -56,6 +56,12 @@ async def _keep_session(conn: asyncpg.Connection[Any]) -> None:
     return None
 
 
+# This release writes the delivery queue itself (app.webhooks.fanout): the triggers that do it
+# for the previous release's processes during a rolling upgrade skip connections that say so
+# (migration 0030).
+QUEUES_DELIVERIES = {"falrelay.queues_deliveries": "on"}
+
+
 async def create_pool(
     database_url: str,
     *,
@@ -76,15 +82,7 @@ async def create_pool(
         # call: measured at 60 ms of a 94 ms delivery claim, 1.04 ms of Postgres CPU per
         # delivery against 0.15 without it (bench/README.md, "thirteenth pass"). Statements this
         # short never win back a compilation.
-        #
-        # falrelay.queues_deliveries: this release writes the delivery queue itself; the
-        # triggers that do it for the previous release's processes during a rolling upgrade
-        # skip its connections (migration 0030).
-        server_settings={
-            "application_name": "falrelay",
-            "jit": "off",
-            "falrelay.queues_deliveries": "on",
-        },
+        server_settings={"application_name": "falrelay", "jit": "off", **QUEUES_DELIVERIES},
     )
     return pool
 

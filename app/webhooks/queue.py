@@ -102,7 +102,7 @@ WHERE q.id = ANY($1::uuid[]) AND q.id = u.id AND q.attempt_count = u.attempt_cou
 # update joins the few rows the queue steps returned instead, each read by primary key: with
 # the ids as well, the planner read the deliveries by them and scanned those rows again for
 # each one (48 rows, 2,256 comparisons).
-
+#
 # An answer closes the breaker; a 2xx also ends the failing period. Only endpoint rows that
 # change are written (the hot path records successes to healthy endpoints).
 _RECORD = f"""

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from app.db.pool import asyncpg_dsn
+from app.db.pool import QUEUES_DELIVERIES, asyncpg_dsn
 from bench.load import LoadResult
 from bench.report import Report
 
@@ -21,7 +21,8 @@ HARNESS_TIMEOUT = 60.0
 
 
 async def connect(database_url: str) -> asyncpg.Connection[Any]:
-    return await asyncpg.connect(asyncpg_dsn(database_url))
+    """A connection that writes the delivery queue as falrelay's own do (app.db.pool)."""
+    return await asyncpg.connect(asyncpg_dsn(database_url), server_settings=QUEUES_DELIVERIES)
 
 
 def backend_cpu(pid: int) -> float:

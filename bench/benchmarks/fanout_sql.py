@@ -26,7 +26,14 @@ import asyncpg
 import orjson
 
 from app import ids
-from app.db.pool import Pool, _init_connection, _keep_session, asyncpg_dsn, create_pool
+from app.db.pool import (
+    QUEUES_DELIVERIES,
+    Pool,
+    _init_connection,
+    _keep_session,
+    asyncpg_dsn,
+    create_pool,
+)
 from app.webhooks import queue, repository, signing
 from app.webhooks.delivery import AttemptResult
 from app.webhooks.models import DeliveryStatus
@@ -101,13 +108,15 @@ class Side:
 
 
 async def _server_default_pool(database_url: str) -> Pool:
-    """app.db.pool's pool without its server settings: what the server is configured with."""
+    """app.db.pool's pool without its server settings: what the server is configured with.
+    It does keep the delivery queue itself, as falrelay's connections do (migration 0030)."""
     return await asyncpg.create_pool(
         asyncpg_dsn(database_url),
         min_size=1,
         max_size=1,
         init=_init_connection,
         reset=_keep_session,
+        server_settings=QUEUES_DELIVERIES,
     )
 
 
