@@ -79,77 +79,27 @@ WHERE q.id = ANY($1::uuid[]) AND q.id = u.id AND q.attempt_count = u.attempt_cou
 # succeeded or failed, due again later if it is to be retried), its delivery's new state in
 # the log and the endpoints its 2xx recovered are one statement (data-modifying CTEs), so the
 # common batch (all answered 2xx, or to callback_urls) is one round trip in its own implicit
-# transaction rather than BEGIN, four statements and COMMIT. The arrays are unnested in each
-# step, not shared through a CTE: the planner then sees each join as the few rows it is and
-# keeps it by primary key.
+# transaction rather than BEGIN, four statements and COMMIT.
 #
 # The queue row's attempt_count is the lease's compare-and-set token: a row whose lease ran out
 # and was claimed again is left to its new worker, and the late first worker's result changes
 # neither the queue nor the delivery, which is updated from the queue rows this batch ended or
-# rescheduled (their RETURNING carries each result on). The log row is joined to deliveries: a
-# delivery deleted meanwhile (its endpoint was) just has no log.
+# rescheduled. The log row is joined to deliveries: a delivery deleted meanwhile (its endpoint
+# was) just has no log. Neither change to a delivery names a column an index holds (migration
+# 0030): the queue row is deleted, or its due time set (a retry), and the delivery is updated
+# in place, a HOT update where its page has room.
 #
-# Neither change to a delivery names a column an index holds (migration 0030): the queue row
-# is deleted, or its due time set (a retry, the one update that writes index entries), and the
-# delivery is updated in place, a HOT update where its page has room.
-#
-# The joins to the arrays name the ids as `x.id = ANY($1)` too, an index condition on the
-# primary key whatever the join: the statement runs on a cached generic plan (asyncpg prepares
-# it once per connection), and a plan made while the tables were small (a fresh database, the
-# first batches) hash-joins the arrays against a sequential scan and keeps doing so as the
-# tables grow, until the next ANALYZE. Measured in the fan-out benchmark (20,000 deliveries
-# after 1,000): 11-16 ms mean per batch of about 22, 860 buffers read each. The delivery's
-# update joins the few rows the queue steps returned instead, each read by primary key: with
-# the ids as well, the planner read the deliveries by them and scanned those rows again for
-# each one (48 rows, 2,256 comparisons).
+# The statement is a function (migration 0031, where the SQL is) whose plan reads each table
+# by primary key, one probe per row of the batch, whatever the statistics: sent as a prepared
+# statement, it ran on a generic plan made while a new deployment's tables were small, which
+# scanned `deliveries` whole for each batch until the first ANALYZE.
 #
 # An answer closes the breaker; a 2xx also ends the failing period. Only endpoint rows that
 # change are written (the hot path records successes to healthy endpoints).
-_RECORD = f"""
-WITH attempts AS (
-    INSERT INTO delivery_attempts
-        (id, delivery_id, attempted_at, duration_ms, status_code, error, response_body)
-    SELECT uuid7(), u.* FROM unnest($1::uuid[], $5::timestamptz[], $6::int[], $7::int2[],
-                                    $8::text[], $9::text[])
-        AS u(delivery_id, attempted_at, duration_ms, status_code, error, response_body)
-    JOIN deliveries d ON d.id = u.delivery_id AND d.id = ANY($1::uuid[])
-),
-ended AS (
-    DELETE FROM delivery_queue AS q
-    USING unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $7::int2[], $8::text[],
-                 $5::timestamptz[])
-        AS u(id, attempt_count, status, next_attempt_at, status_code, error, attempted_at)
-    WHERE q.id = ANY($1::uuid[]) AND q.id = u.id AND q.attempt_count = u.attempt_count
-      AND u.status <> 'pending'
-    RETURNING u.*
-),
-rescheduled AS (
-    UPDATE delivery_queue AS q SET next_attempt_at = u.next_attempt_at, locked_until = NULL
-    FROM unnest($1::uuid[], $2::int[], $3::text[], $4::timestamptz[], $7::int2[], $8::text[],
-                $5::timestamptz[])
-        AS u(id, attempt_count, status, next_attempt_at, status_code, error, attempted_at)
-    WHERE q.id = ANY($1::uuid[]) AND q.id = u.id AND q.attempt_count = u.attempt_count
-      AND u.status = 'pending'
-    RETURNING u.*
-),
-recorded AS (
-    UPDATE deliveries AS d SET
-        status = u.status,
-        attempt_count = u.attempt_count,
-        next_attempt_at = u.next_attempt_at,
-        last_status_code = u.status_code,
-        last_error = u.error,
-        succeeded_at = CASE WHEN u.status = 'succeeded' THEN u.attempted_at
-                            ELSE d.succeeded_at END,
-        updated_at = now()
-    FROM (SELECT * FROM ended UNION ALL SELECT * FROM rescheduled) AS u
-    WHERE d.id = u.id
+_RECORD = (
+    "SELECT record_delivery_results($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    f" WHERE {_COMMIT_ASYNCHRONOUSLY}"
 )
-UPDATE webhook_endpoints SET failing_since = NULL, consecutive_failures = 0,
-    breaker_open_until = NULL, updated_at = now()
-WHERE id = ANY($10::uuid[]) AND (failing_since IS NOT NULL OR consecutive_failures > 0)
-  AND {_COMMIT_ASYNCHRONOUSLY}
-"""
 
 # Answered, but not a 2xx (a 4xx, a 429): the endpoint is up, so its breaker closes; the
 # failing period goes on (_ENDPOINTS_FAILED).

@@ -301,3 +301,44 @@ async def test_leases_and_results_of_deliveries_queued_together_are_made_in_plac
     )
     assert updated == 400
     assert in_place >= 0.95 * 400, in_place
+
+
+@pytest.mark.parametrize(
+    ("queued", "analysed"),
+    [(0, False), (20, False), (20, True)],
+    ids=["never analysed", "small, never analysed", "small"],
+)
+async def test_results_recorded_on_a_plan_made_while_the_tables_were_small_read_them_by_key(
+    pool: Pool, queued: int, analysed: bool
+) -> None:
+    # The recording runs on a plan made once per connection (migration 0031), with the
+    # statistics of that moment: here, a new deployment's first batches. A prepared statement's
+    # generic plan is made by its sixth execution; the one made on these tables hash-joined each
+    # batch against a sequential scan of `deliveries` and kept doing so once they were full.
+    await _client(pool, "first", queued)
+    if analysed:
+        await pool.execute("VACUUM ANALYZE deliveries, delivery_queue")
+    for _ in range(6):
+        await record_answered(pool, [{"id": ids.uuid7(), "attempt_count": 1}])
+
+    await _client(pool, "full", 3_000, since=3_600.0)
+    claimed = (await _claim(pool, 16, fair=False)).rows
+    assert len(claimed) == 16
+    tables = ("deliveries", "delivery_queue")
+    before = {table: await _rows_read(pool, table) for table in tables}
+    await record_answered(pool, claimed)
+    read = {table: await _rows_read(pool, table) - n for table, n in before.items()}
+    # By primary key: each delivery for its attempt's log row, again for the foreign key of
+    # that row, and again to update it (48); each queue row once, to end it (16). A scan of
+    # either table reads 3,000 or more.
+    assert read["deliveries"] <= 3 * 16 + 2, read
+    assert read["delivery_queue"] <= 16 + 2, read
+
+    done = [row["id"] for row in claimed]
+    counts = await pool.fetchrow(
+        "SELECT (SELECT count(*) FROM deliveries WHERE id = ANY($1) AND status = 'succeeded'),"
+        " (SELECT count(*) FROM delivery_attempts WHERE delivery_id = ANY($1)),"
+        " (SELECT count(*) FROM delivery_queue WHERE id = ANY($1))",
+        done,
+    )
+    assert tuple(counts) == (16, 16, 0)
