@@ -68,6 +68,18 @@ PHASES: list[tuple[str, str]] = [
     # The intake statement counts the job itself (its first step is the queued-jobs increment).
     ("intake", r"^with counted as \( update clients set queued_jobs"),
     ("triggers and foreign keys", r"for key share of x|queued_jobs = queued_jobs"),
+    # The delivery queue's calls before the patterns below: each says set_config (it commits
+    # asynchronously) and the recording deletes from the queue.
+    (
+        "delivery: claim",
+        r"^with flight as \( select f\.client_id, f\.n from unnest|claim_deliveries\(|"
+        r"claim_queued_deliveries\(",
+    ),
+    (
+        "recording",
+        r"insert into delivery_attempts|update deliveries as d set status|"
+        r"update webhook_endpoints set failing_since|record_delivery_results\(",
+    ),
     # asyncpg's type introspection on a new connection (it turns JIT off around it).
     (
         "asyncpg: new connections",
@@ -88,15 +100,6 @@ PHASES: list[tuple[str, str]] = [
         r"claim_submissions\(|set_config\(|set status = ('submitted'|\$\d+), fal_request_id = \$2|"
         r"set status = ('submitted'|\$\d+), fal_request_id = u\.request_id|"
         r"update jobs set fal_request_id = coalesce",
-    ),
-    (
-        "delivery: claim",
-        r"^with flight as \( select f\.client_id, f\.n from unnest|claim_deliveries\(",
-    ),
-    (
-        "recording",
-        r"insert into delivery_attempts|update deliveries as d set status|"
-        r"update webhook_endpoints set failing_since",
     ),
     ("events and fan-out", r"insert into events|insert into deliveries"),
     ("notify", r"pg_notify"),
