@@ -81,6 +81,26 @@ async def count_jobs(pool: Pool, client_id: uuid.UUID) -> int:
     return value
 
 
+async def session_stat(pool: Pool, query: str) -> Any:
+    """`query` over the statistics views, with what the pool's session has done in them: a
+    session's counters reach the shared ones when it flushes them, so force that, then read
+    them afresh. For a pool of one connection, whose session is the one measured."""
+    await pool.execute("SELECT pg_stat_force_next_flush()")
+    await pool.execute("SELECT 1")
+    await pool.execute("SELECT pg_stat_clear_snapshot()")
+    return await pool.fetchval(query)
+
+
+async def rows_read(pool: Pool, table: str) -> Any:
+    """Rows of `table` read so far, by sequential scans and by every index."""
+    return await session_stat(
+        pool,
+        "SELECT t.seq_tup_read + (SELECT COALESCE(sum(i.idx_tup_read), 0)"
+        "                         FROM pg_stat_user_indexes i WHERE i.relid = t.relid)"
+        f" FROM pg_stat_user_tables t WHERE t.relname = '{table}'",
+    )
+
+
 def assert_problem(response: httpx.Response, status: int, slug: str | None = None) -> Any:
     """The answer is an RFC 9457 problem with this status (and type); returns its body."""
     assert response.status_code == status, response.text

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import asyncpg
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from app.auth import service as auth_service
 from app.db.pool import Pool, asyncpg_dsn, create_pool
 from app.jobs import queue
+from tests.support import rows_read
 
 
 async def test_a_claim_waits_for_the_lock_a_few_seconds_then_gives_up_cleanly(
@@ -43,19 +43,6 @@ FROM generate_series(1, $2)
 """
 
 
-async def _rows_read(pool: Pool, table: str) -> Any:
-    """Rows of `table` read so far, by sequential scans and by every index: the pool's one
-    session's statistics, flushed, then read afresh."""
-    await pool.execute("SELECT pg_stat_force_next_flush()")
-    await pool.execute("SELECT pg_stat_clear_snapshot()")
-    return await pool.fetchval(
-        "SELECT t.seq_tup_read + (SELECT COALESCE(sum(i.idx_tup_read), 0)"
-        "                         FROM pg_stat_user_indexes i WHERE i.relid = t.relid)"
-        " FROM pg_stat_user_tables t WHERE t.relname = $1",
-        table,
-    )
-
-
 @pytest.mark.parametrize(
     ("queued", "analysed"),
     [(0, False), (20, False), (20, True)],
@@ -77,9 +64,9 @@ async def test_a_claim_planned_while_jobs_were_few_leases_by_primary_key_once_th
         for _ in range(6):
             await queue.claim_submissions(pool, 1, 0.001)
         await pool.execute(QUEUED, client_id, 3_000)
-        before = await _rows_read(pool, "jobs")
+        before = await rows_read(pool, "jobs")
         claimed = await queue.claim_submissions(pool, 16, 60.0)
-        read = await _rows_read(pool, "jobs") - before
+        read = await rows_read(pool, "jobs") - before
         # The client's first due job, its 16 first read again (up to 16 passed over as leased
         # by the claims above, their leases over), and the 16 leased by primary key: a scan of
         # the queue, or of a whole index, reads 3,000 or more.

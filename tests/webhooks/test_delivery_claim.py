@@ -19,6 +19,7 @@ from app.db.pool import Pool, create_pool
 from app.webhooks import fanout, queue, repository, signing
 from app.webhooks.delivery import AttemptResult
 from app.webhooks.models import DeliveryStatus
+from tests.support import rows_read, session_stat
 
 PUBLIC_URL = "https://93.184.215.14/hooks/falrelay"  # never sent to: no worker runs here
 
@@ -107,30 +108,11 @@ def _by_client(claim: queue.DeliveryClaim) -> Counter[uuid.UUID]:
     return Counter(row["client_id"] for row in claim.rows)
 
 
-async def _stat(pool: Pool, query: str) -> Any:
-    # Statistics reach the shared counters when a session flushes them: force it for what this
-    # connection has done, then read them afresh.
-    await pool.execute("SELECT pg_stat_force_next_flush()")
-    await pool.execute("SELECT 1")
-    await pool.execute("SELECT pg_stat_clear_snapshot()")
-    return await pool.fetchval(query)
-
-
 async def _index_reads(pool: Pool) -> Any:
-    return await _stat(
+    return await session_stat(
         pool,
         "SELECT idx_tup_read FROM pg_stat_user_indexes"
         " WHERE indexrelname = 'ix_delivery_queue_client_due'",
-    )
-
-
-async def _rows_read(pool: Pool, table: str) -> Any:
-    """Rows of `table` read so far, by sequential scans and by every index."""
-    return await _stat(
-        pool,
-        "SELECT t.seq_tup_read + (SELECT COALESCE(sum(i.idx_tup_read), 0)"
-        "                         FROM pg_stat_user_indexes i WHERE i.relid = t.relid)"
-        f" FROM pg_stat_user_tables t WHERE t.relname = '{table}'",
     )
 
 
@@ -230,9 +212,9 @@ async def test_a_claim_planned_on_an_empty_or_small_queue_reads_a_full_one_by_in
 
     await pool.execute(PENDING, client_id, 3_000, f"{PUBLIC_URL}/callback", 0.001, 600.0)
     tables = ("delivery_queue", "events", "deliveries")
-    before = {table: await _rows_read(pool, table) for table in tables}
+    before = {table: await rows_read(pool, table) for table in tables}
     claimed = await _claim(pool, 16)
-    read = {table: await _rows_read(pool, table) - n for table, n in before.items()}
+    read = {table: await rows_read(pool, table) - n for table, n in before.items()}
     # Its first due delivery, its first 16 read again past it, the 16 leased by primary key
     # (33 here), and their 16 events by primary key. A scan of either table, of a whole index
     # or of the client's due rows reads 3,000 or more. The delivery log is not read at all
@@ -250,7 +232,7 @@ async def test_a_claim_planned_on_an_empty_or_small_queue_reads_a_full_one_by_in
 
 async def _updates(pool: Pool, table: str) -> tuple[int, int]:
     """Rows of `table` updated so far, and how many of those updates were HOT."""
-    row = await _stat(
+    row = await session_stat(
         pool,
         "SELECT ARRAY[n_tup_upd, n_tup_hot_upd] FROM pg_stat_user_tables"
         f" WHERE relname = '{table}'",
@@ -325,9 +307,9 @@ async def test_results_recorded_on_a_plan_made_while_the_tables_were_small_read_
     claimed = (await _claim(pool, 16, fair=False)).rows
     assert len(claimed) == 16
     tables = ("deliveries", "delivery_queue")
-    before = {table: await _rows_read(pool, table) for table in tables}
+    before = {table: await rows_read(pool, table) for table in tables}
     await record_answered(pool, claimed)
-    read = {table: await _rows_read(pool, table) - n for table, n in before.items()}
+    read = {table: await rows_read(pool, table) - n for table, n in before.items()}
     # By primary key: each delivery for its attempt's log row, again for the foreign key of
     # that row, and again to update it (48); each queue row once, to end it (16). A scan of
     # either table reads 3,000 or more.
