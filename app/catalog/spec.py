@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import fastjsonschema
 import jsonschema
 
+from app.catalog.check import Check, Refused, compile_check
 from app.catalog.pricing import PriceRule, PriceUnit
 
 # fal's model ids: `owner/app` with optional sub-paths, e.g. `fal-ai/flux/schnell`.
@@ -67,7 +68,7 @@ class ModelSpec:
     input_schema: Mapping[str, Any]
     output_schema: Mapping[str, Any]
     file_inputs: tuple[FileInput, ...]
-    _check: Callable[[Any], Any] = field(repr=False, compare=False)
+    _check: Check = field(repr=False, compare=False)
     _explain: jsonschema.protocols.Validator = field(repr=False, compare=False)
 
     def normalise_input(self, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -80,10 +81,10 @@ class ModelSpec:
         copy was two thirds of a check's cost (bench/README.md, validation)."""
         data = dict(raw)
         try:
-            checked = self._check(data)
-        except fastjsonschema.JsonSchemaValueException as exc:
+            self._check(data)
+        except (Refused, fastjsonschema.JsonSchemaValueException) as exc:
             raise InputInvalid(_issues(self._explain, dict(raw))) from exc
-        return dict(checked)
+        return data
 
     def document(self) -> dict[str, Any]:
         """The entry as JSON, the form it is stored, imported and served in."""
@@ -125,7 +126,7 @@ def from_document(document: Mapping[str, Any]) -> ModelSpec:
     closed = _closed(input_schema)
     try:
         jsonschema.Draft202012Validator.check_schema(closed)
-        check = fastjsonschema.compile(closed, use_default=True)
+        check = compile_check(closed)
     except (jsonschema.SchemaError, fastjsonschema.JsonSchemaDefinitionException) as exc:
         message = getattr(exc, "message", str(exc))
         raise EntryInvalid(f"input_schema is not a usable JSON Schema: {message}") from exc
