@@ -69,13 +69,13 @@ class Delivery(CreatedAtMixin, Base):
     __tablename__ = "deliveries"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    client_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("clients.id", ondelete="CASCADE"), nullable=False
-    )
+    # The client and the job are the event's, copied from its row; the event's key removes the
+    # delivery with either (migration 0033).
+    client_id: Mapped[uuid.UUID] = mapped_column(nullable=False)
     event_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("events.id", ondelete="CASCADE"), nullable=False
     )
-    job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    job_id: Mapped[uuid.UUID | None] = mapped_column()
     endpoint_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
     )
