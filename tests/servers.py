@@ -30,10 +30,15 @@ class LiveServer:
     block ends. The app runs on the server thread's own event loop, lifespan included."""
 
     def __init__(
-        self, app: ASGIApp, *, port: int = 0, lifespan: Literal["auto", "on", "off"] = "on"
+        self,
+        app: ASGIApp,
+        *,
+        port: int = 0,
+        lifespan: Literal["auto", "on", "off"] = "on",
+        http: type[asyncio.Protocol] | Literal["auto"] = "auto",
     ) -> None:
         self._config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, lifespan=lifespan, log_level="warning"
+            app, host="127.0.0.1", port=port, lifespan=lifespan, log_level="warning", http=http
         )
         # Off the main thread, uvicorn leaves the process's signals alone.
         self._server = uvicorn.Server(self._config)
