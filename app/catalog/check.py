@@ -3,11 +3,11 @@ schema's defaults. Why an input is refused is `spec._issues`'s job (jsonschema),
 
 Most of fal's input schemas are a flat object: named fields of strings, numbers, booleans and
 string enums, with defaults. For those the check is one generated function that reads each field
-once and tests it with a class test or a set look-up: a third of what fastjsonschema's general
-code costs for the same schema, which keeps validation off the intake profile (bench/README.md,
-validation). A field with anything richer (`anyOf`, a `$ref`, an array, a `format`, a nested
-object) is checked by fastjsonschema's code for that field alone; a schema whose top level is
-not such an object is compiled whole by fastjsonschema.
+once and tests it with a class test or a set look-up: under half of what fastjsonschema's
+general code costs for the same schema, which keeps validation off the intake profile
+(bench/README.md, validation). A field with anything richer (`anyOf`, a `$ref`, an array, a
+`format`, a nested object) is checked by fastjsonschema's code for that field alone; a schema
+whose top level is not such an object is compiled whole by fastjsonschema.
 
 Both agree with jsonschema (Draft 2020-12) on what is valid: `tests/catalog/test_check.py`
 compares them on every shipped model and on generated inputs.
