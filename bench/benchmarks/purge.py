@@ -31,6 +31,7 @@ from typing import Any
 
 import asyncpg
 
+from app.lifecycle.retention import REST
 from bench.benchmarks.common import check_errors, connect, load_summary
 from bench.benchmarks.rows import uuid7_sql
 from bench.context import Context, create_api_key, falrelay_env, start_falrelay
@@ -231,8 +232,8 @@ async def run(ctx: Context) -> Report:
         "driver": windows[0][1].driver if windows else None,
         "purge": "falrelay purge --older-than 30d"
         + (" --batch-size 50" if opts.smoke else "")
-        + " (batches of FALRELAY_RETENTION_BATCH_SIZE, 500; a rest as long as each batch), "
-        "a file:// store",
+        + f" (batches of FALRELAY_RETENTION_BATCH_SIZE, 500; after each, a rest {REST:g} times"
+        " as long as it took), a file:// store",
         "falrelay": "falrelay api, default settings but FALRELAY_DEFAULT_MAX_QUEUED_JOBS=unlimited",
     }
     return report
