@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+from uvicorn.server import ServerState
 
 from app.http_server import _OneWrite, bounded_protocol
 from tests.servers import LiveServer
@@ -57,6 +59,18 @@ async def test_a_head_alone_goes_out_at_the_next_turn_and_before_a_close() -> No
     transport.close()
     assert real.writes == [HEAD, HEAD]
     assert real.closed
+
+
+async def test_the_servers_protocol_writes_through_it() -> None:
+    config = uvicorn.Config(Starlette(), http=bounded_protocol(5.0, 5.0))
+    config.load()
+    protocol = config.http_protocol_class(config=config, server_state=ServerState(), app_state={})
+    real = Recording()
+    protocol.connection_made(real)
+    protocol.transport.write(HEAD)
+    protocol.transport.write(b"ok")
+    assert real.writes == [HEAD + b"ok"]
+    protocol.connection_lost(None)
 
 
 async def _stream() -> object:
