@@ -25,8 +25,9 @@ depends_on: str | Sequence[str] | None = None
 #   transaction of that client at once (FOR KEY SHARE), which makes its check several times
 #   dearer than the others (about 19 us against 8, measured with pg_stat_statements);
 # - deleting a job ran one more cascade query, `deliveries` by job_id, found empty by then.
-# Nothing deletes a client but the cascade, and the purge deletes a job's deliveries itself,
-# by job (ix_deliveries_job_created, which stays).
+# No code deletes a client; an operator who deletes one by hand still loses its deliveries,
+# through its events. The purge deletes a job's deliveries itself, by job
+# (ix_deliveries_job_created, which stays).
 #
 # The previous release runs on this schema unchanged: it writes the same rows and relies on
 # neither key.
